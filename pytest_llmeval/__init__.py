@@ -1,0 +1,79 @@
+"""pytest-llmeval: LLM evaluations as pytest tests.
+
+The public API. Names are imported on first use, so that loading the plugin (which
+imports this package) stays as cheap as pytest itself: pydantic and the dataset models
+arrive only when a test or a user needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Dataset": "dataset",
+    "Example": "dataset",
+    "load_dataset": "dataset",
+    "PARTITIONS": "partitions",
+    "Record": "records",
+    "current_record": "records",
+    "MetricResult": "metrics",
+    "Check": "metrics",
+    "CheckOutcome": "metrics",
+    "exact_match": "metrics",
+    "token_f1": "metrics",
+    "normalize_answer": "metrics",
+    "max_length": "metrics",
+    "min_length": "metrics",
+    "forbidden_terms": "metrics",
+    "required_phrases": "metrics",
+    "matches_regex": "metrics",
+    "valid_json": "metrics",
+    "matches_schema": "metrics",
+    "assert_exact_match": "assertions",
+    "assert_token_f1": "assertions",
+    "assert_constraints": "assertions",
+    "DatasetError": "errors",
+    "LLMEvalAssertionError": "errors",
+    "LLMEvalError": "errors",
+    "LLMEvalWarning": "errors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:
+    from .assertions import assert_constraints, assert_exact_match, assert_token_f1
+    from .dataset import Dataset, Example, load_dataset
+    from .errors import DatasetError, LLMEvalAssertionError, LLMEvalError, LLMEvalWarning
+    from .metrics import (
+        Check,
+        CheckOutcome,
+        MetricResult,
+        exact_match,
+        forbidden_terms,
+        matches_regex,
+        matches_schema,
+        max_length,
+        min_length,
+        normalize_answer,
+        required_phrases,
+        token_f1,
+        valid_json,
+    )
+    from .partitions import PARTITIONS
+    from .records import Record, current_record
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pytest_llmeval' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,83 @@
+"""The ``llmeval`` command. Exit codes: 0 ok, 1 the check failed, 2 usage error."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from .partitions import PARTITIONS
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="llmeval", description="pytest-llmeval tools")
+    commands = parser.add_subparsers(dest="command", required=True)
+    dataset = commands.add_parser("dataset", help="check and describe eval datasets")
+    actions = dataset.add_subparsers(dest="action", required=True)
+    validate = actions.add_parser("validate", help="load datasets and report every problem")
+    validate.add_argument("paths", nargs="+", metavar="PATH")
+    stats = actions.add_parser("stats", help="examples per partition and tag, content hash")
+    stats.add_argument("path", metavar="PATH")
+    stats.add_argument("--json", action="store_true", help="print JSON for machines")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+    if args.action == "validate":
+        return _validate(args.paths)
+    return _stats(args.path, as_json=args.json)
+
+
+def _validate(paths: Sequence[str]) -> int:
+    from .dataset import load_dataset
+    from .errors import DatasetError
+
+    status = 0
+    for path in paths:
+        try:
+            dataset = load_dataset(path)
+        except DatasetError as exc:
+            print(f"INVALID {exc}", file=sys.stderr)
+            status = 1
+            continue
+        counts = ", ".join(f"{p} {n}" for p, n in dataset.partition_counts().items() if n)
+        print(f"ok {path}: {len(dataset)} examples ({counts})")
+    return status
+
+
+def _stats(path: str, *, as_json: bool) -> int:
+    from .dataset import load_dataset
+    from .errors import DatasetError
+
+    try:
+        dataset = load_dataset(path)
+    except DatasetError as exc:
+        print(f"INVALID {exc}", file=sys.stderr)
+        return 1
+    summary = {
+        "name": dataset.name,
+        "task_type": dataset.task_type,
+        "examples": len(dataset),
+        "partitions": dataset.partition_counts(),
+        "tags": dataset.tag_counts(),
+        "reference_free": sum(ex.expected_output is None for ex in dataset),
+        "content_hash": dataset.content_hash(),
+    }
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"{dataset.name}: {len(dataset)} examples"
+          + (f" ({dataset.task_type})" if dataset.task_type else ""))
+    width = max(map(len, PARTITIONS))
+    for partition, count in summary["partitions"].items():
+        print(f"  {partition:<{width}}  {count:>6}")
+    if summary["tags"]:
+        print("tags: " + ", ".join(f"{t} {n}" for t, n in summary["tags"].items()))
+    print(f"reference-free examples: {summary['reference_free']}")
+    print(f"content hash: {summary['content_hash']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

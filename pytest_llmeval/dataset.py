@@ -1,0 +1,327 @@
+"""Eval datasets: the example model, the three file forms, validation, saving.
+
+Forms: a JSON document ``{"name", "task_type", "examples": [...]}``, JSON Lines (one
+example per line), or a directory with one file per partition (``golden.jsonl`` ...),
+where the file name gives the partition. Every load error names the file, the line or
+the example, and what is wrong; nothing is silently dropped (unknown fields are errors).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
+from .errors import DatasetError
+from .files import write_json, write_text_atomic
+from .partitions import PARTITIONS, Partition
+
+DATASET_SUFFIXES = (".jsonl", ".json")
+_DOCUMENT_KEYS = {"name", "task_type", "description", "examples"}
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where an example was defined: a JSONL line, or an index in a JSON document."""
+
+    path: str
+    line: int | None = None
+    index: int | None = None
+
+    def __str__(self) -> str:
+        if self.line is not None:
+            return f"{self.path}:{self.line}"
+        return f"{self.path} (examples[{self.index}])"
+
+
+class Example(BaseModel):
+    """One eval example. Unknown fields are rejected so that a typo never drops data."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1)
+    partition: Partition
+    input: dict[str, Any]
+    expected_output: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime | None = None
+    tags: tuple[str, ...] = ()
+    context: str | None = None
+    cluster: str | None = None
+    human_score: float | None = None
+    human_labels: dict[str, Any] = Field(default_factory=dict)
+    # (dataset name, content hash), set when the example is loaded as part of a dataset.
+    _dataset: tuple[str | None, str | None] = PrivateAttr(default=(None, None))
+
+    @property
+    def dataset_info(self) -> tuple[str | None, str | None]:
+        """The name and content hash of the dataset this example was loaded from."""
+        return self._dataset
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form, without fields left at their defaults."""
+        return self.model_dump(mode="json", exclude_defaults=True)
+
+
+Located = tuple[Example, Location]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A validated, ordered collection of examples with unique ids."""
+
+    name: str
+    examples: tuple[Example, ...]
+    task_type: str | None = None
+    source: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __iter__(self) -> Iterator[Example]:
+        return iter(self.examples)
+
+    def __getitem__(self, example_id: str) -> Example:
+        for example in self.examples:
+            if example.id == example_id:
+                return example
+        raise KeyError(example_id)
+
+    def partition_counts(self) -> dict[str, int]:
+        """Examples per partition, every partition listed (zeros included)."""
+        counts = dict.fromkeys(PARTITIONS, 0)
+        for example in self.examples:
+            counts[example.partition] += 1
+        return counts
+
+    def tag_counts(self) -> dict[str, int]:
+        """Examples per tag, most common first."""
+        counts: dict[str, int] = {}
+        for example in self.examples:
+            for tag in example.tags:
+                counts[tag] = counts.get(tag, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def filter(
+        self, *, partitions: Sequence[str] | None = None, tags: Sequence[str] | None = None
+    ) -> Dataset:
+        """The examples in any of ``partitions`` and carrying any of ``tags``."""
+        kept = tuple(
+            ex
+            for ex in self.examples
+            if (partitions is None or ex.partition in partitions)
+            and (tags is None or any(t in ex.tags for t in tags))
+        )
+        return Dataset(self.name, kept, self.task_type, self.source)
+
+    def content_hash(self) -> str:
+        """sha256 of the examples' canonical JSON, independent of file form and order."""
+        canonical = sorted((ex.to_json() for ex in self.examples), key=lambda d: d["id"])
+        blob = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def params(self) -> list[Any]:
+        """``pytest.param`` per example, id = example id, marked with its partition.
+
+        For ``pytest.mark.parametrize("example", dataset.params())``.
+        """
+        import pytest
+
+        return [
+            pytest.param(ex, id=ex.id, marks=[getattr(pytest.mark, ex.partition)])
+            for ex in self.examples
+        ]
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the dataset as ``.json``, ``.jsonl``, or (any other path) a directory
+        of ``<partition>.jsonl`` files. Returns the path written."""
+        target = Path(path)
+        if target.suffix == ".jsonl":
+            _write_jsonl(target, self.examples)
+        elif target.suffix == ".json":
+            doc: dict[str, Any] = {"name": self.name}
+            if self.task_type is not None:
+                doc["task_type"] = self.task_type
+            doc["examples"] = [ex.to_json() for ex in self.examples]
+            write_json(target, doc)
+        else:
+            target.mkdir(parents=True, exist_ok=True)
+            for partition in PARTITIONS:
+                part = [ex for ex in self.examples if ex.partition == partition]
+                if part:
+                    _write_jsonl(target / f"{partition}.jsonl", part)
+        return target
+
+
+def load_dataset(path: str | os.PathLike[str], *, name: str | None = None) -> Dataset:
+    """Load and validate a dataset from a ``.json`` file, a ``.jsonl`` file or a directory.
+
+    Raises :class:`DatasetError` naming the file, the line or example id, and the problem.
+    """
+    root = Path(path)
+    shown = str(path)
+    if not root.exists():
+        raise DatasetError(shown, "no such file or directory")
+    task_type: str | None = None
+    located: list[Located] = []
+    if root.is_dir():
+        files = sorted(p for p in root.iterdir() if p.suffix in DATASET_SUFFIXES)
+        if not files:
+            raise DatasetError(shown, "directory holds no .json or .jsonl dataset files")
+        for file in files:
+            if file.stem not in PARTITIONS:
+                raise DatasetError(
+                    str(file),
+                    f"file name {file.stem!r} is not a partition; "
+                    f"name files after one of: {', '.join(PARTITIONS)}",
+                )
+            located += _load_file(file, str(file), file.stem)[1]
+        default_name = root.name
+    elif root.suffix in DATASET_SUFFIXES:
+        task_type, located = _load_file(root, shown, None)
+        default_name = root.stem
+    else:
+        raise DatasetError(shown, "unsupported file type; use .json, .jsonl or a directory")
+    _check_unique(located)
+    dataset = Dataset(name or default_name, tuple(ex for ex, _ in located), task_type, shown)
+    info = (dataset.name, dataset.content_hash())
+    for example in dataset.examples:
+        example._dataset = info
+    return dataset
+
+
+def _load_file(
+    file: Path, shown: str, partition: str | None
+) -> tuple[str | None, list[Located]]:
+    text = _read_text(file, shown)
+    if not text.strip():
+        raise DatasetError(shown, "file is empty")
+    if file.suffix == ".jsonl":
+        return None, list(_parse_jsonl(text, shown, partition))
+    return _parse_document(text, shown, partition)
+
+
+def _read_text(file: Path, shown: str) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(shown, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise DatasetError(shown, f"cannot read: {exc.strerror or exc}") from exc
+
+
+def _parse_jsonl(
+    text: str, shown: str, partition: str | None
+) -> Iterator[Located]:
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(
+                shown, f"invalid JSON: {exc.msg} (column {exc.colno})", line=lineno
+            ) from exc
+        example = _validate(raw, shown, partition, line=lineno, fallback_id=None)
+        yield example, Location(shown, line=lineno)
+
+
+def _parse_document(
+    text: str, shown: str, partition: str | None
+) -> tuple[str | None, list[Located]]:
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(
+            shown, f"invalid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno
+        ) from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("examples"), list):
+        raise DatasetError(
+            shown, 'expected a JSON object {"name", "task_type", "examples": [...]}'
+        )
+    unknown = sorted(set(doc) - _DOCUMENT_KEYS)
+    if unknown:
+        raise DatasetError(
+            shown, f"unknown top-level key(s) {', '.join(map(repr, unknown))}; "
+            f"expected {', '.join(sorted(_DOCUMENT_KEYS))}"
+        )
+    task_type = doc.get("task_type")
+    if task_type is not None and not isinstance(task_type, str):
+        raise DatasetError(shown, "'task_type' must be a string", field="task_type")
+    if not doc["examples"]:
+        raise DatasetError(shown, "'examples' is empty")
+    located = []
+    for index, raw in enumerate(doc["examples"]):
+        example = _validate(raw, shown, partition, line=None, fallback_id=f"#{index}")
+        located.append((example, Location(shown, index=index)))
+    return task_type, located
+
+
+def _validate(
+    raw: Any, shown: str, partition: str | None, *, line: int | None, fallback_id: str | None
+) -> Example:
+    if not isinstance(raw, dict):
+        raise DatasetError(
+            shown, f"expected a JSON object, got {type(raw).__name__}", line=line,
+            example_id=fallback_id,
+        )
+    raw_id = raw.get("id")
+    example_id = raw_id if isinstance(raw_id, str) and raw_id else fallback_id
+    if partition is not None:
+        given = raw.get("partition", partition)
+        if given != partition:
+            raise DatasetError(
+                shown, f"partition {given!r} in a file named for {partition!r}",
+                line=line, example_id=example_id, field="partition",
+            )
+        raw = {**raw, "partition": partition}
+    try:
+        return Example.model_validate(raw)
+    except ValidationError as exc:
+        raise _explain(exc, shown, line, example_id) from None
+
+
+def _explain(exc: ValidationError, shown: str, line: int | None, example_id: str | None) -> DatasetError:
+    problems = []
+    for err in exc.errors():
+        field = ".".join(str(part) for part in err["loc"])
+        if err["type"] == "literal_error" and err["loc"] == ("partition",):
+            msg = f"unknown partition {err['input']!r}; valid: {', '.join(PARTITIONS)}"
+        elif err["type"] == "extra_forbidden":
+            msg = f"unknown field; valid fields: {', '.join(Example.model_fields)}"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        else:
+            msg = f"{err['msg']} (got {err['input']!r:.60})"
+        problems.append((field, msg))
+    if len(problems) == 1:
+        field, msg = problems[0]
+        return DatasetError(shown, msg, line=line, example_id=example_id, field=field)
+    joined = "; ".join(f"field {field!r}: {msg}" for field, msg in problems)
+    return DatasetError(shown, joined, line=line, example_id=example_id)
+
+
+def _check_unique(located: list[Located]) -> None:
+    seen: dict[str, Location] = {}
+    for example, where in located:
+        if example.id in seen:
+            raise DatasetError(
+                where.path,
+                f"duplicate id; first defined at {seen[example.id]}, again at {where}",
+                line=where.line, example_id=example.id, field="id",
+            )
+        seen[example.id] = where
+
+
+def _write_jsonl(path: Path, examples: Sequence[Example]) -> None:
+    lines = (json.dumps(ex.to_json(), ensure_ascii=False) for ex in examples)
+    write_text_atomic(path, "".join(line + "\n" for line in lines))
+
+

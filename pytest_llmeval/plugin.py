@@ -1,0 +1,380 @@
+"""The pytest edge: options, markers, parametrization over datasets, records on reports,
+the gates on the exit status, the terminal summary and the JSON report.
+
+Everything heavier than this module (pydantic, the dataset models) is imported only when
+a test uses the ``llmeval`` marker or an example parameter.
+"""
+
+from __future__ import annotations
+
+import inspect
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Generator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from . import __version__, records, settings, thresholds
+from .errors import LLMEvalAssertionError
+from .partitions import PARTITIONS
+from .records import Record
+from .session import aggregate, build_report, evaluate_gates, summary_lines
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from .dataset import Dataset, Example
+
+SETTINGS_KEY = pytest.StashKey[Settings]()
+CONTROLLER_KEY = pytest.StashKey["Controller"]()
+PREVIOUS_THRESHOLDS_KEY = pytest.StashKey[dict[str, float]]()
+DATASETS_KEY = pytest.StashKey[dict[Path, "Dataset"]]()
+EXAMPLE_KEY = pytest.StashKey["Example"]()
+RECORD_KEY = pytest.StashKey[Record]()
+REPORT_ATTR = "llmeval_record"  # the record's JSON form, on each eval test's teardown report
+SOFT_ATTR = "llmeval_soft"  # set on the call report of a failure in a soft partition
+
+_MARKERS = (
+    "llmeval(dataset, partition=None, tags=None): run the test once per example of the "
+    "dataset, passed as the 'example' argument",
+    "golden: eval example of the golden partition: every one must pass",
+    "regression: eval example of the regression partition (hard by default)",
+    "adversarial: eval example of the adversarial partition (soft by default)",
+    "distribution: eval example of the distribution partition (soft by default)",
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    settings.add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for line in _MARKERS:
+        config.addinivalue_line("markers", line)
+    effective = settings.from_config(config)
+    config.stash[SETTINGS_KEY] = effective
+    config.stash[DATASETS_KEY] = {}
+    config.stash[PREVIOUS_THRESHOLDS_KEY] = thresholds.configure(effective.thresholds)
+    if not hasattr(config, "workerinput"):
+        controller = Controller(config, effective)
+        config.stash[CONTROLLER_KEY] = controller
+        config.pluginmanager.register(controller, "llmeval-controller")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    previous = config.stash.get(PREVIOUS_THRESHOLDS_KEY, None)
+    if previous is not None:
+        thresholds.configure(previous)
+    controller = config.stash.get(CONTROLLER_KEY, None)
+    if controller is not None:
+        config.pluginmanager.unregister(controller)
+        del config.stash[CONTROLLER_KEY]
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"llmeval: {config.stash[SETTINGS_KEY].describe()}"
+
+
+# --- one test per example -----------------------------------------------------------
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("llmeval")
+    if marker is None:
+        return
+    if "example" not in metafunc.fixturenames:
+        pytest.fail(
+            f"{metafunc.function.__name__} is marked llmeval but takes no 'example' argument",
+            pytrace=False,
+        )
+    from .errors import DatasetError
+
+    try:
+        dataset = _dataset_for(metafunc, marker)
+    except DatasetError as exc:
+        pytest.fail(f"llmeval dataset error: {exc}", pytrace=False)
+    params = dataset.params()
+    if inspect.iscoroutinefunction(metafunc.function) and _needs_asyncio_mark(metafunc):
+        params = [pytest.param(*p.values, id=p.id, marks=[*p.marks, pytest.mark.asyncio])
+                  for p in params]
+    metafunc.parametrize("example", params)
+
+
+def _needs_asyncio_mark(metafunc: pytest.Metafunc) -> bool:
+    # pytest-asyncio only runs coroutine tests carrying its marker (in strict mode); an
+    # eval test is async on purpose, so mark it unless the user already did.
+    return (
+        metafunc.config.pluginmanager.hasplugin("asyncio")
+        and metafunc.definition.get_closest_marker("asyncio") is None
+    )
+
+
+def _dataset_for(metafunc: pytest.Metafunc, marker: pytest.Mark) -> Dataset:
+    from .dataset import load_dataset
+    from .errors import DatasetError
+
+    kwargs = dict(marker.kwargs)
+    if marker.args:
+        kwargs.setdefault("dataset", marker.args[0])
+    unknown = set(kwargs) - {"dataset", "partition", "tags"}
+    if "dataset" not in kwargs or unknown:
+        pytest.fail(
+            "usage: @pytest.mark.llmeval(dataset='path', partition=None, tags=None)"
+            + (f"; unknown argument(s) {sorted(unknown)}" if unknown else ""),
+            pytrace=False,
+        )
+    path = _resolve(Path(str(kwargs["dataset"])), metafunc)
+    cache = metafunc.config.stash[DATASETS_KEY]
+    if path not in cache:
+        cache[path] = load_dataset(path)
+    dataset = cache[path]
+    partitions, tags = _as_list(kwargs.get("partition")), _as_list(kwargs.get("tags"))
+    for partition in partitions or ():
+        if partition not in PARTITIONS:
+            raise DatasetError(str(path), f"marker asks for unknown partition {partition!r}; "
+                               f"valid: {', '.join(PARTITIONS)}")
+    if partitions is not None or tags is not None:
+        dataset = dataset.filter(partitions=partitions, tags=tags)
+    return dataset
+
+
+def _resolve(path: Path, metafunc: pytest.Metafunc) -> Path:
+    """Relative paths: the test file's folder first, then the llmeval_datasets_dir."""
+    if path.is_absolute():
+        return path
+    candidates = [metafunc.definition.path.parent / path]
+    datasets_dir = metafunc.config.stash[SETTINGS_KEY].datasets_dir
+    if datasets_dir is not None:
+        candidates.append(datasets_dir / path)
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    from .errors import DatasetError
+
+    raise DatasetError(str(path), "not found; looked in " + ", ".join(map(str, candidates)))
+
+
+def _as_list(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -k and -m deselect, so tags are keywords
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if "pytest_llmeval.dataset" not in sys.modules:
+        return  # no example can exist without the dataset module
+    from .dataset import Example
+
+    wanted = set(config.stash[SETTINGS_KEY].tags)
+    kept, dropped = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        example = next(
+            (v for v in callspec.params.values() if isinstance(v, Example)), None
+        ) if callspec is not None else None
+        if example is not None:
+            item.stash[EXAMPLE_KEY] = example
+            item.extra_keyword_matches.update(example.tags)
+            if wanted and wanted.isdisjoint(example.tags):
+                dropped.append(item)
+                continue
+        kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+# --- records --------------------------------------------------------------------------
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
+    example = item.stash.get(EXAMPLE_KEY, None)
+    if example is None:
+        return (yield)
+    name, digest = example.dataset_info
+    record = Record(
+        example_id=example.id, partition=example.partition, nodeid=item.nodeid,
+        dataset=name, dataset_hash=digest, tags=list(example.tags),
+    )
+    item.stash[RECORD_KEY] = record
+    previous = records.bind(record)
+    try:
+        return (yield)
+    finally:
+        records.bind(previous)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    record = item.stash.get(RECORD_KEY, None)
+    if record is None:
+        return report
+    _update(record, report, call)
+    if (report.when == "call" and report.failed
+            and not item.config.stash[SETTINGS_KEY].is_hard(record.partition)):
+        # A soft partition's failure is shown and recorded but does not fail the
+        # session by itself: the partition's minimum pass rate decides.
+        record.soft = True
+        report.outcome = "skipped"
+        report.wasxfail = f"soft failure ({record.partition}): {record.failure_kind}"
+        setattr(report, SOFT_ATTR, True)
+    if report.when == "teardown":
+        setattr(report, REPORT_ATTR, record.to_json())
+    return report
+
+
+def _update(record: Record, report: pytest.TestReport, call: pytest.CallInfo[None]) -> None:
+    """Set the record's status and failure from one phase's report."""
+    exc = call.excinfo.value if call.excinfo is not None else None
+    if report.when == "call":
+        record.duration_s = report.duration
+    if report.passed:
+        return
+    if report.skipped:
+        if hasattr(report, "wasxfail"):  # an expected failure is still not a pass
+            record.fail("failed", "xfail", f"xfail: {report.wasxfail}")
+        else:
+            record.status = "skipped"
+            longrepr = report.longrepr
+            record.failure_reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        return
+    if report.when != "call":
+        kind = f"{report.when} error: {type(exc).__name__}" if exc else f"{report.when} error"
+        record.fail("error", kind, _exconly(call))
+    elif isinstance(exc, LLMEvalAssertionError):
+        record.fail("failed", exc.kind, str(exc))
+    elif isinstance(exc, AssertionError):
+        record.fail("failed", "assertion", _exconly(call))
+    else:
+        record.fail("failed", type(exc).__name__ if exc else "failed", _exconly(call))
+
+
+def _exconly(call: pytest.CallInfo[None]) -> str:
+    return call.excinfo.exconly()[:2000] if call.excinfo is not None else ""
+
+
+@pytest.hookimpl(tryfirst=True)  # before the xfail plugin claims the report
+def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, tuple[str, dict[str, bool]]] | None:
+    if getattr(report, SOFT_ATTR, False):
+        return "soft-failed", "f", ("SOFT-FAIL", {"yellow": True})
+    return None
+
+
+@pytest.fixture
+def llmeval_record(request: pytest.FixtureRequest) -> Record:
+    """The running eval test's record: set ``output``, ``model``, ``prompt_version``,
+    ``latency_s``, ``tokens``/``add_usage(...)``, or custom values with ``record[key] = v``."""
+    record = request.node.stash.get(RECORD_KEY, None)
+    if record is None:
+        pytest.fail(
+            "llmeval_record is only available in eval tests (tests parametrized over dataset "
+            "examples with @pytest.mark.llmeval or dataset.params())",
+            pytrace=False,
+        )
+    return record
+
+
+# --- the controller: aggregate, gate, summarise, report -------------------------------
+
+
+class Controller:
+    """Session state on the controlling process (the only process without xdist)."""
+
+    def __init__(self, config: pytest.Config, effective: Settings) -> None:
+        self.config = config
+        self.settings = effective
+        self.records: list[Record] = []
+        self.started = time.time()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        data = getattr(report, REPORT_ATTR, None)
+        if data is not None and report.when == "teardown":
+            self.records.append(Record.from_json(data))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
+        result = yield
+        # Every worker is done: a violated gate fails the session, so the exit status
+        # always agrees with the summary.
+        if any(not verdict.passed for verdict in self._verdicts()):
+            session.testsfailed += 1
+        return result
+
+    def _sorted_records(self) -> list[Record]:
+        order = {p: i for i, p in enumerate(PARTITIONS)}
+        return sorted(self.records, key=lambda r: (order.get(r.partition, 99), r.nodeid))
+
+    def _verdicts(self) -> list[Any]:
+        ordered = self._sorted_records()
+        return evaluate_gates(ordered, aggregate(ordered), self.settings)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.records:
+            return
+        ordered = self._sorted_records()
+        stats = aggregate(ordered)
+        verdicts = evaluate_gates(ordered, stats, self.settings)
+        failed = any(not v.passed for v in verdicts)
+        terminalreporter.write_sep("=", "llmeval summary", red=failed, green=not failed,
+                                   bold=True)
+        for text, markup in summary_lines(ordered, stats, verdicts,
+                                          verbosity=terminalreporter.verbosity):
+            terminalreporter.write_line(text, **markup)
+        soft = [r for r in ordered if r.soft]
+        if soft:
+            limit = None if terminalreporter.verbosity > 0 else 10
+            terminalreporter.write_line("")
+            terminalreporter.write_line(f"soft failures ({len(soft)}):", yellow=True)
+            for record in soft[:limit]:
+                first = (record.failure_reason or "").splitlines()[0:1]
+                terminalreporter.write_line(
+                    f"  {record.example_id}: {first[0] if first else record.failure_kind}")
+            if limit is not None and len(soft) > limit:
+                terminalreporter.write_line(f"  ... and {len(soft) - limit} more (-v shows all)")
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        path = self.settings.report
+        if path is None:
+            return
+        ordered = self._sorted_records()
+        stats = aggregate(ordered)
+        document = build_report(ordered, stats, evaluate_gates(ordered, stats, self.settings),
+                                self._run_metadata(int(exitstatus)))
+        from .files import write_json
+
+        target = path if path.is_absolute() else self.config.invocation_params.dir / path
+        write_json(target, document)
+
+    def _run_metadata(self, exitstatus: int) -> dict[str, Any]:
+        finished = time.time()
+        return {
+            "started_at": datetime.fromtimestamp(self.started, UTC).isoformat(),
+            "finished_at": datetime.fromtimestamp(finished, UTC).isoformat(),
+            "duration_s": round(finished - self.started, 3),
+            "exit_status": exitstatus,
+            "args": list(self.config.invocation_params.args),
+            "rootdir": str(self.config.rootpath),
+            "git_commit": _git_commit(self.config.rootpath),
+            "plugin_version": __version__,
+            "pytest_version": pytest.__version__,
+            "python": platform.python_version(),
+            "settings": self.settings.describe(),
+        }
+
+
+def _git_commit(where: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
+                             text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None

@@ -1,0 +1,112 @@
+"""The per-test record and its JSON form: the one wire format between xdist workers
+and the controller, and the unit of the JSON report."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Status = Literal["passed", "failed", "error", "skipped"]
+STATUSES: tuple[Status, ...] = ("passed", "failed", "error", "skipped")
+
+
+@dataclass
+class Record:
+    """What one eval test produced. Assertion helpers and the ``llmeval_record`` fixture
+    fill it; the plugin sets status, failure and timing from pytest's reports."""
+
+    example_id: str
+    partition: str
+    nodeid: str = ""
+    dataset: str | None = None
+    dataset_hash: str | None = None
+    tags: list[str] = field(default_factory=list)
+    model: str | None = None
+    prompt_version: str | None = None
+    output: Any = None
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    judge: list[dict[str, Any]] = field(default_factory=list)
+    latency_s: float | None = None
+    duration_s: float | None = None
+    tokens: dict[str, int] = field(default_factory=dict)
+    cost_usd: float | None = None
+    status: Status = "passed"
+    failure_kind: str | None = None
+    failure_reason: str | None = None
+    soft: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        """``record["key"] = value``: a custom JSON-safe value kept in ``extra``."""
+        self.extra[key] = _json_safe(key, value)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.extra[key]
+
+    def add_usage(
+        self, *, prompt_tokens: int = 0, completion_tokens: int = 0, cost_usd: float = 0.0
+    ) -> None:
+        """Add one call's token counts and cost to the totals."""
+        for key, value in (("prompt", prompt_tokens), ("completion", completion_tokens)):
+            if value:
+                self.tokens[key] = self.tokens.get(key, 0) + int(value)
+        if cost_usd:
+            self.cost_usd = (self.cost_usd or 0.0) + float(cost_usd)
+
+    def fail(self, status: Status, kind: str, reason: str) -> None:
+        """Mark the record as not passed; the first failure is the one kept."""
+        if self.status in ("passed", "skipped") or status == "error":
+            self.status = status
+            self.failure_kind = kind
+            self.failure_reason = reason
+
+    @property
+    def effective_latency_s(self) -> float | None:
+        """The model's latency when known, else the test's own call duration."""
+        return self.latency_s if self.latency_s is not None else self.duration_s
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["output"] = _json_safe("output", self.output)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Record:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def _json_safe(key: str, value: Any) -> Any:
+    """Reject values that cannot travel between xdist workers or into the JSON report,
+    at the user's line rather than at the end of the session."""
+    try:
+        json.dumps(value, allow_nan=True)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"llmeval record value {key!r} must be JSON-serialisable "
+            f"(str, number, bool, None, list, dict): {exc}"
+        ) from None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+# The record of the test running in this process. Tests run one at a time per process
+# (xdist runs a process per worker), and a plain global, unlike a ContextVar, is also
+# seen by helpers that a test calls from its own threads.
+_current: Record | None = None
+
+
+def current_record() -> Record | None:
+    """The record of the eval test now running, or None outside one."""
+    return _current
+
+
+def bind(record: Record | None) -> Record | None:
+    """Make ``record`` current; returns the previous one so it can be restored."""
+    global _current
+    previous, _current = _current, record
+    return previous

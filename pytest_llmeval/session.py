@@ -1,0 +1,310 @@
+"""Aggregation of records, the gates (the 100%-golden rule, hard and soft partitions),
+the terminal summary's lines and the JSON report. Plain Python: no pytest import."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from .partitions import PARTITIONS
+from .records import Record
+
+if TYPE_CHECKING:
+    from .settings import Settings
+
+REPORT_FORMAT = "pytest-llmeval-report"
+REPORT_VERSION = 1
+
+
+@dataclass
+class PartitionStats:
+    """Counts, pass rate, metric means and latency percentiles of one partition."""
+
+    partition: str
+    cases: int = 0
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    skipped: int = 0
+    metric_scores: dict[str, list[float]] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+
+    def add(self, record: Record) -> None:
+        self.cases += 1
+        if record.status == "passed":
+            self.passed += 1
+        elif record.status == "failed":
+            self.failed += 1
+        elif record.status == "error":
+            self.errors += 1
+        else:
+            self.skipped += 1
+        for metric in record.metrics:
+            score = metric.get("score")
+            if isinstance(score, int | float) and math.isfinite(score):
+                self.metric_scores.setdefault(metric["name"], []).append(float(score))
+        latency = record.effective_latency_s
+        if latency is not None:
+            self.latencies.append(latency)
+
+    @property
+    def pass_rate(self) -> float:
+        """Passed over all selected cases: a skipped or errored example is not a pass."""
+        return self.passed / self.cases if self.cases else 0.0
+
+    def metric_mean(self, name: str) -> float | None:
+        scores = self.metric_scores.get(name)
+        return sum(scores) / len(scores) if scores else None
+
+    def latency_percentile(self, q: float) -> float | None:
+        return percentile(self.latencies, q)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cases": self.cases,
+            "passed": self.passed,
+            "failed": self.failed,
+            "errors": self.errors,
+            "skipped": self.skipped,
+            "pass_rate": self.pass_rate,
+            "metric_means": {name: self.metric_mean(name) for name in self.metric_scores},
+            "latency_p50_s": self.latency_percentile(50),
+            "latency_p95_s": self.latency_percentile(95),
+        }
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Linear-interpolation percentile (numpy's default), without importing numpy."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def aggregate(records: Iterable[Record]) -> dict[str, PartitionStats]:
+    """Stats per partition that has records, in partition order."""
+    stats = {p: PartitionStats(p) for p in PARTITIONS}
+    for record in records:
+        stats.setdefault(record.partition, PartitionStats(record.partition)).add(record)
+    return {p: s for p, s in stats.items() if s.cases}
+
+
+GateKind = Literal["golden", "hard", "soft"]
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    """Whether one partition met its rule, and a line saying why."""
+
+    partition: str
+    kind: GateKind
+    passed: bool
+    pass_rate: float
+    minimum: float
+    not_passed: tuple[tuple[str, str], ...]  # (example id, status)
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "partition": self.partition,
+            "kind": self.kind,
+            "passed": self.passed,
+            "pass_rate": self.pass_rate,
+            "minimum": self.minimum,
+            "not_passed": [{"id": i, "status": s} for i, s in self.not_passed],
+            "message": self.message,
+        }
+
+
+def evaluate_gates(
+    records: Sequence[Record], stats: dict[str, PartitionStats], settings: Settings
+) -> list[GateVerdict]:
+    """Apply the 100%-golden rule and each partition's hard or soft rule."""
+    verdicts = []
+    for partition, part in stats.items():
+        not_passed = tuple(
+            (r.example_id, r.status)
+            for r in records
+            if r.partition == partition and r.status != "passed"
+        )
+        minimum = settings.minimum(partition)
+        if partition == "golden":
+            kind: GateKind = "golden"
+            ok = not not_passed
+        elif settings.is_hard(partition):
+            kind = "hard"
+            ok = not any(status in ("failed", "error") for _, status in not_passed)
+        else:
+            kind = "soft"
+            ok = part.pass_rate >= minimum - 1e-12
+        message = _gate_message(partition, kind, ok, part, minimum, not_passed)
+        verdicts.append(GateVerdict(partition, kind, ok, part.pass_rate, minimum, not_passed, message))
+    return verdicts
+
+
+def _gate_message(
+    partition: str, kind: GateKind, ok: bool, part: PartitionStats, minimum: float,
+    not_passed: tuple[tuple[str, str], ...],
+) -> str:
+    verdict = "PASS" if ok else "FAIL"
+    if kind == "golden":
+        if ok:
+            return f"golden rule: PASS, all {part.cases} golden examples passed"
+        return (
+            f"golden rule: FAIL, {len(not_passed)} of {part.cases} golden examples did not "
+            f"pass: {_id_list(not_passed)}"
+        )
+    if kind == "hard":
+        bad = tuple(item for item in not_passed if item[1] != "skipped")
+        detail = f"{len(bad)} did not pass: {_id_list(bad)}" if bad else "no failures"
+        return f"{partition} (hard): {verdict}, {detail}"
+    rate = f"pass rate {part.pass_rate:.1%} ({part.passed}/{part.cases})"
+    if ok:
+        return f"{partition} (soft): PASS, {rate} >= minimum {minimum:.1%}"
+    needed = math.ceil(minimum * part.cases - 1e-9) - part.passed
+    return (
+        f"{partition} (soft): FAIL, {rate} < minimum {minimum:.1%}, short by "
+        f"{(minimum - part.pass_rate) * 100:.1f} points ({needed} more passing "
+        f"example{'s' if needed != 1 else ''} needed)"
+    )
+
+
+def _id_list(items: Sequence[tuple[str, str]], limit: int = 10) -> str:
+    shown = [f"{i} ({s})" if s != "failed" else i for i, s in items[:limit]]
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(shown) + more
+
+
+# --- terminal summary --------------------------------------------------------------
+
+Line = tuple[str, dict[str, bool]]  # text and terminal markup (red=True, bold=True ...)
+
+
+def summary_lines(
+    records: Sequence[Record],
+    stats: dict[str, PartitionStats],
+    verdicts: Sequence[GateVerdict],
+    *,
+    verbosity: int = 0,
+) -> list[Line]:
+    """The llmeval summary: the partition table, the verdicts, usage, the slowest
+    examples, and failures grouped by reason (the last three hidden with -q)."""
+    lines: list[Line] = [(text, {}) for text in _table(stats)]
+    lines.append(("", {}))
+    for verdict in verdicts:
+        markup = {"green": True} if verdict.passed else {"red": True, "bold": True}
+        lines.append((verdict.message, markup))
+    if verbosity < 0:
+        return lines
+    usage = _usage_line(records)
+    if usage:
+        lines += [("", {}), (usage, {})]
+    lines += _slowest(records, 10 if verbosity > 0 else 3)
+    lines += _failures_by_reason(records, None if verbosity > 0 else 5)
+    return lines
+
+
+def _table(stats: dict[str, PartitionStats]) -> list[str]:
+    metrics: list[str] = []
+    for part in stats.values():
+        metrics += [m for m in part.metric_scores if m not in metrics]
+    header = ["partition", "cases", "passed", "failed", "errors", "skipped", "pass rate",
+              *metrics, "p50 latency", "p95 latency"]
+    rows = [header]
+    for part in stats.values():
+        rows.append([
+            part.partition, str(part.cases), str(part.passed), str(part.failed),
+            str(part.errors), str(part.skipped), f"{part.pass_rate:.1%}",
+            *(_num(part.metric_mean(m)) for m in metrics),
+            _seconds(part.latency_percentile(50)), _seconds(part.latency_percentile(95)),
+        ])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in
+                  enumerate(zip(row, widths, strict=True))).rstrip()
+        for row in rows
+    ]
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1000:.0f}ms" if value < 1 else f"{value:.2f}s"
+
+
+def _usage_line(records: Sequence[Record]) -> str:
+    prompt = sum(r.tokens.get("prompt", 0) for r in records)
+    completion = sum(r.tokens.get("completion", 0) for r in records)
+    costs = [r.cost_usd for r in records if r.cost_usd is not None]
+    if not (prompt or completion or costs):
+        return ""
+    line = f"tokens: {prompt + completion:,} ({prompt:,} prompt, {completion:,} completion)"
+    if costs:
+        line += f", cost ${sum(costs):.4f}"
+    return line
+
+
+def _slowest(records: Sequence[Record], count: int) -> list[Line]:
+    timed = [r for r in records if r.effective_latency_s is not None]
+    if not timed:
+        return []
+    timed.sort(key=lambda r: r.effective_latency_s or 0.0, reverse=True)
+    lines: list[Line] = [("", {}), ("slowest examples:", {})]
+    lines += [(f"  {_seconds(r.effective_latency_s):>8}  {r.example_id}", {})
+              for r in timed[:count]]
+    return lines
+
+
+def _failures_by_reason(records: Sequence[Record], limit: int | None) -> list[Line]:
+    groups: dict[str, list[Record]] = {}
+    for record in records:
+        if record.status in ("failed", "error"):
+            groups.setdefault(record.failure_kind or record.status, []).append(record)
+    if not groups:
+        return []
+    lines: list[Line] = [("", {}), ("failures by reason:", {})]
+    for kind, members in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        ids = [f"{r.example_id}{' (soft)' if r.soft else ''}" for r in members]
+        shown = ids if limit is None else ids[:limit]
+        more = f" and {len(ids) - len(shown)} more" if len(ids) > len(shown) else ""
+        lines.append((f"  {kind} ({len(members)}): {', '.join(shown)}{more}", {}))
+    return lines
+
+
+# --- JSON report --------------------------------------------------------------------
+
+
+def build_report(
+    records: Sequence[Record],
+    stats: dict[str, PartitionStats],
+    verdicts: Sequence[GateVerdict],
+    run: dict[str, Any],
+) -> dict[str, Any]:
+    """The whole run as one JSON-safe document; also the baseline format."""
+    datasets: dict[str, str | None] = {}
+    for record in records:
+        if record.dataset is not None:
+            datasets.setdefault(record.dataset, record.dataset_hash)
+    return {
+        "format": REPORT_FORMAT,
+        "version": REPORT_VERSION,
+        "run": {
+            **run,
+            "models": sorted({r.model for r in records if r.model}),
+            "prompt_versions": sorted({r.prompt_version for r in records if r.prompt_version}),
+            "datasets": datasets,
+        },
+        "passed": all(v.passed for v in verdicts),
+        "partitions": {p: s.to_json() for p, s in stats.items()},
+        "gates": [v.to_json() for v in verdicts],
+        "records": [r.to_json() for r in records],
+    }
