@@ -3,6 +3,10 @@
 The public API. Names are imported on first use, so that loading the plugin (which
 imports this package) stays as cheap as pytest itself: pydantic and the dataset models
 arrive only when a test or a user needs them.
+
+The helpers raise their own messages, so pytest's assertion rewriting is not needed here
+(and skipping it keeps pytester runs free of "already imported" warnings):
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations
@@ -70,9 +74,9 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'pytest_llmeval' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+    # Not cached in globals(): pytester's in-process runs drop modules imported during a
+    # run, and a cached name would then mix classes from two imports of one module.
+    return getattr(importlib.import_module(f".{module}", __name__), name)
 
 
 def __dir__() -> list[str]:

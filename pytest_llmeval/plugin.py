@@ -23,7 +23,7 @@ from . import __version__, records, settings, thresholds
 from .errors import LLMEvalAssertionError
 from .partitions import PARTITIONS
 from .records import Record
-from .session import aggregate, build_report, evaluate_gates, summary_lines
+from .session import aggregate, build_report, evaluate_gates, labels, summary_lines
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -265,7 +265,7 @@ def _exconly(call: pytest.CallInfo[None]) -> str:
 @pytest.hookimpl(tryfirst=True)  # before the xfail plugin claims the report
 def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, tuple[str, dict[str, bool]]] | None:
     if getattr(report, SOFT_ATTR, False):
-        return "soft-failed", "f", ("SOFT-FAIL", {"yellow": True})
+        return "softfailed", "f", ("SOFTFAIL", {"yellow": True})
     return None
 
 
@@ -334,10 +334,11 @@ class Controller:
             limit = None if terminalreporter.verbosity > 0 else 10
             terminalreporter.write_line("")
             terminalreporter.write_line(f"soft failures ({len(soft)}):", yellow=True)
+            names = labels(ordered)
             for record in soft[:limit]:
                 first = (record.failure_reason or "").splitlines()[0:1]
                 terminalreporter.write_line(
-                    f"  {record.example_id}: {first[0] if first else record.failure_kind}")
+                    f"  {names[record.nodeid]}: {first[0] if first else record.failure_kind}")
             if limit is not None and len(soft) > limit:
                 terminalreporter.write_line(f"  ... and {len(soft) - limit} more (-v shows all)")
 

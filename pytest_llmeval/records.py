@@ -41,6 +41,7 @@ class Record:
 
     def __setitem__(self, key: str, value: Any) -> None:
         """``record["key"] = value``: a custom JSON-safe value kept in ``extra``."""
+        __tracebackhide__ = True
         self.extra[key] = _json_safe(key, value)
 
     def __getitem__(self, key: str) -> Any:
@@ -82,6 +83,7 @@ class Record:
 def _json_safe(key: str, value: Any) -> Any:
     """Reject values that cannot travel between xdist workers or into the JSON report,
     at the user's line rather than at the end of the session."""
+    __tracebackhide__ = True
     try:
         json.dumps(value, allow_nan=True)
     except (TypeError, ValueError) as exc:

@@ -121,14 +121,28 @@ class GateVerdict:
         }
 
 
+def labels(records: Sequence[Record]) -> dict[str, str]:
+    """How to name each record's test: its example id, or, where several tests evaluate
+    the same example, the test's name with the id (``test_f1[golden-01]``)."""
+    seen: dict[str, int] = {}
+    for record in records:
+        seen[record.example_id] = seen.get(record.example_id, 0) + 1
+    return {
+        r.nodeid: r.nodeid.rpartition("::")[2] if seen[r.example_id] > 1 and r.nodeid
+        else r.example_id
+        for r in records
+    }
+
+
 def evaluate_gates(
     records: Sequence[Record], stats: dict[str, PartitionStats], settings: Settings
 ) -> list[GateVerdict]:
     """Apply the 100%-golden rule and each partition's hard or soft rule."""
     verdicts = []
+    names = labels(records)
     for partition, part in stats.items():
         not_passed = tuple(
-            (r.example_id, r.status)
+            (names[r.nodeid], r.status)
             for r in records
             if r.partition == partition and r.status != "passed"
         )
@@ -259,7 +273,8 @@ def _slowest(records: Sequence[Record], count: int) -> list[Line]:
         return []
     timed.sort(key=lambda r: r.effective_latency_s or 0.0, reverse=True)
     lines: list[Line] = [("", {}), ("slowest examples:", {})]
-    lines += [(f"  {_seconds(r.effective_latency_s):>8}  {r.example_id}", {})
+    names = labels(records)
+    lines += [(f"  {_seconds(r.effective_latency_s):>8}  {names[r.nodeid]}", {})
               for r in timed[:count]]
     return lines
 
@@ -272,8 +287,9 @@ def _failures_by_reason(records: Sequence[Record], limit: int | None) -> list[Li
     if not groups:
         return []
     lines: list[Line] = [("", {}), ("failures by reason:", {})]
+    names = labels(records)
     for kind, members in sorted(groups.items(), key=lambda kv: -len(kv[1])):
-        ids = [f"{r.example_id}{' (soft)' if r.soft else ''}" for r in members]
+        ids = [f"{names[r.nodeid]}{' (soft)' if r.soft else ''}" for r in members]
         shown = ids if limit is None else ids[:limit]
         more = f" and {len(ids) - len(shown)} more" if len(ids) > len(shown) else ""
         lines.append((f"  {kind} ({len(members)}): {', '.join(shown)}{more}", {}))

@@ -1,0 +1,3 @@
+"""Root conftest for the plugin's own test suite: pytester drives inner pytest runs."""
+
+pytest_plugins = ["pytester"]
