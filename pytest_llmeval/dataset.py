@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import DatasetError
 from .files import write_json, write_text_atomic
@@ -57,13 +57,14 @@ class Example(BaseModel):
     cluster: str | None = None
     human_score: float | None = None
     human_labels: dict[str, Any] = Field(default_factory=dict)
-    # (dataset name, content hash), set when the example is loaded as part of a dataset.
-    _dataset: tuple[str | None, str | None] = PrivateAttr(default=(None, None))
+    # (dataset name, content hash), set by load_dataset. A slot rather than a pydantic
+    # PrivateAttr, which would cost a deep copy of its default per validated example.
+    __slots__ = ("_source",)
 
     @property
     def dataset_info(self) -> tuple[str | None, str | None]:
         """The name and content hash of the dataset this example was loaded from."""
-        return self._dataset
+        return getattr(self, "_source", (None, None))
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form, without fields left at their defaults."""
@@ -134,10 +135,8 @@ class Dataset:
         """
         import pytest
 
-        return [
-            pytest.param(ex, id=ex.id, marks=[getattr(pytest.mark, ex.partition)])
-            for ex in self.examples
-        ]
+        marks = {p: [getattr(pytest.mark, p)] for p in PARTITIONS}
+        return [pytest.param(ex, id=ex.id, marks=marks[ex.partition]) for ex in self.examples]
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the dataset as ``.json``, ``.jsonl``, or (any other path) a directory
@@ -193,7 +192,7 @@ def load_dataset(path: str | os.PathLike[str], *, name: str | None = None) -> Da
     dataset = Dataset(name or default_name, tuple(ex for ex, _ in located), task_type, shown)
     info = (dataset.name, dataset.content_hash())
     for example in dataset.examples:
-        example._dataset = info
+        object.__setattr__(example, "_source", info)  # the model is frozen
     return dataset
 
 

@@ -23,7 +23,15 @@ from . import __version__, records, settings, thresholds
 from .errors import LLMEvalAssertionError
 from .partitions import PARTITIONS
 from .records import Record
-from .session import aggregate, build_report, evaluate_gates, labels, summary_lines
+from .session import (
+    GateVerdict,
+    PartitionStats,
+    aggregate,
+    build_report,
+    evaluate_gates,
+    labels,
+    summary_lines,
+)
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -294,6 +302,8 @@ class Controller:
         self.settings = effective
         self.records: list[Record] = []
         self.started = time.time()
+        self._cached: tuple[int, tuple[list[Record], dict[str, PartitionStats],
+                                       list[GateVerdict]]] | None = None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         data = getattr(report, REPORT_ATTR, None)
@@ -305,24 +315,25 @@ class Controller:
         result = yield
         # Every worker is done: a violated gate fails the session, so the exit status
         # always agrees with the summary.
-        if any(not verdict.passed for verdict in self._verdicts()):
+        if any(not verdict.passed for verdict in self._outcome()[2]):
             session.testsfailed += 1
         return result
 
-    def _sorted_records(self) -> list[Record]:
-        order = {p: i for i, p in enumerate(PARTITIONS)}
-        return sorted(self.records, key=lambda r: (order.get(r.partition, 99), r.nodeid))
-
-    def _verdicts(self) -> list[Any]:
-        ordered = self._sorted_records()
-        return evaluate_gates(ordered, aggregate(ordered), self.settings)
+    def _outcome(self) -> tuple[list[Record], dict[str, PartitionStats], list[GateVerdict]]:
+        """Records in a stable order (the same serially and under xdist), their stats and
+        the gates' verdicts; computed once per set of records."""
+        if self._cached is None or self._cached[0] != len(self.records):
+            order = {p: i for i, p in enumerate(PARTITIONS)}
+            ordered = sorted(self.records, key=lambda r: (order.get(r.partition, 99), r.nodeid))
+            stats = aggregate(ordered)
+            self._cached = (len(self.records), (ordered, stats,
+                                                evaluate_gates(ordered, stats, self.settings)))
+        return self._cached[1]
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.records:
             return
-        ordered = self._sorted_records()
-        stats = aggregate(ordered)
-        verdicts = evaluate_gates(ordered, stats, self.settings)
+        ordered, stats, verdicts = self._outcome()
         failed = any(not v.passed for v in verdicts)
         terminalreporter.write_sep("=", "llmeval summary", red=failed, green=not failed,
                                    bold=True)
@@ -346,10 +357,7 @@ class Controller:
         path = self.settings.report
         if path is None:
             return
-        ordered = self._sorted_records()
-        stats = aggregate(ordered)
-        document = build_report(ordered, stats, evaluate_gates(ordered, stats, self.settings),
-                                self._run_metadata(int(exitstatus)))
+        document = build_report(*self._outcome(), self._run_metadata(int(exitstatus)))
         from .files import write_json
 
         target = path if path.is_absolute() else self.config.invocation_params.dir / path
