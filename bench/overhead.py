@@ -71,9 +71,13 @@ VARIANTS = {
 def write_suite(root: Path, count: int) -> None:
     with (root / "data.jsonl").open("w") as out:
         for i in range(count):
-            row = {"id": f"ex-{i:05d}", "partition": PARTITIONS[i % 4],
-                   "input": {"question": f"question {i}"}, "expected_output": f"answer {i}",
-                   "tags": ["bench"]}
+            row = {
+                "id": f"ex-{i:05d}",
+                "partition": PARTITIONS[i % 4],
+                "input": {"question": f"question {i}"},
+                "expected_output": f"answer {i}",
+                "tags": ["bench"],
+            }
             out.write(json.dumps(row) + "\n")
     (root / "pytest.ini").write_text(
         "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
@@ -108,7 +112,10 @@ def main() -> None:
             for name in VARIANTS:
                 runs[name].append(run_once(root, name))
     baseline = statistics.median(w for w, _ in runs["plain parametrize, plugin off"])
-    print(f"{args.examples:,} examples, median of {args.repeats} runs, Python {sys.version.split()[0]}")
+    print(
+        f"{args.examples:,} examples, median of {args.repeats} runs, "
+        f"Python {sys.version.split()[0]}"
+    )
     print(f"{'variant':<38} {'wall s':>8} {'ratio':>7} {'peak MiB':>9}")
     for name, samples in runs.items():
         wall = statistics.median(w for w, _ in samples)

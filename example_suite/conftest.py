@@ -82,8 +82,7 @@ def answer(
     logged = logged_answers.get(example.id)
     if logged is None:
         pytest.fail(
-            f"no logged answer for example {example.id!r} in {answers_file}: "
-            "add a line for it",
+            f"no logged answer for example {example.id!r} in {answers_file}: add a line for it",
             pytrace=False,
         )
     llmeval_record.model = logged["model"]

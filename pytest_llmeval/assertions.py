@@ -11,15 +11,21 @@ from .records import current_record
 _SHOWN_CHARS = 300
 
 
-def assert_exact_match(output: str, expected: str | None, *, normalize: bool = True) -> MetricResult:
+def assert_exact_match(
+    output: str, expected: str | None, *, normalize: bool = True
+) -> MetricResult:
     """Assert that ``output`` equals ``expected`` after SQuAD normalisation
     (lower case, no punctuation or articles, folded white space) unless ``normalize=False``."""
     __tracebackhide__ = True
     reference = _reference("exact_match", expected)
     score = exact_match(output, reference, normalize=normalize)
     result = MetricResult("exact_match", score, 1.0, score == 1.0, {"normalized": normalize})
-    _conclude(result, output, f"exact_match failed{' (normalized)' if normalize else ''}",
-              expected=reference)
+    _conclude(
+        result,
+        output,
+        f"exact_match failed{' (normalized)' if normalize else ''}",
+        expected=reference,
+    )
     return result
 
 
@@ -33,11 +39,15 @@ def assert_token_f1(
     limit = thresholds.resolve("token_f1", _partition(), threshold)
     precision, recall, f1 = token_f1(output, reference)
     result = MetricResult(
-        "token_f1", f1, limit, f1 >= limit,
+        "token_f1",
+        f1,
+        limit,
+        f1 >= limit,
         {"precision": round(precision, 6), "recall": round(recall, 6)},
     )
     _conclude(
-        result, output,
+        result,
+        output,
         f"token_f1 {f1:.3f} < threshold {limit:.3f}{_where()}\n"
         f"  precision {precision:.3f}, recall {recall:.3f}",
         expected=reference,
@@ -61,10 +71,11 @@ def assert_constraints(output: str, checks: Checks) -> MetricResult:
     lines = [f"constraints: {len(failed)} of {len(outcomes)} checks failed{_where()}"]
     for o in outcomes:
         mark = "ok  " if o.passed else "FAIL"
-        why = o.error and f"raised {o.error}" or o.detail
+        why = (o.error and f"raised {o.error}") or o.detail
         lines.append(f"  {mark} {o.name}{': ' + why if why else ''}")
-    _conclude(result, output, "\n".join(lines),
-              kind="constraints:" + ",".join(o.name for o in failed))
+    _conclude(
+        result, output, "\n".join(lines), kind="constraints:" + ",".join(o.name for o in failed)
+    )
     return result
 
 
@@ -88,8 +99,12 @@ def _where() -> str:
 
 
 def _conclude(
-    result: MetricResult, output: str, headline: str, *,
-    expected: str | None = None, kind: str | None = None,
+    result: MetricResult,
+    output: str,
+    headline: str,
+    *,
+    expected: str | None = None,
+    kind: str | None = None,
 ) -> None:
     """Record the result on the running test and raise if it failed."""
     __tracebackhide__ = True

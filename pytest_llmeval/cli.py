@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .partitions import PARTITIONS
 
@@ -55,7 +56,7 @@ def _stats(path: str, *, as_json: bool) -> int:
     except DatasetError as exc:
         print(f"INVALID {exc}", file=sys.stderr)
         return 1
-    summary = {
+    summary: dict[str, Any] = {
         "name": dataset.name,
         "task_type": dataset.task_type,
         "examples": len(dataset),
@@ -67,8 +68,10 @@ def _stats(path: str, *, as_json: bool) -> int:
     if as_json:
         print(json.dumps(summary, indent=2))
         return 0
-    print(f"{dataset.name}: {len(dataset)} examples"
-          + (f" ({dataset.task_type})" if dataset.task_type else ""))
+    print(
+        f"{dataset.name}: {len(dataset)} examples"
+        + (f" ({dataset.task_type})" if dataset.task_type else "")
+    )
     width = max(map(len, PARTITIONS))
     for partition, count in summary["partitions"].items():
         print(f"  {partition:<{width}}  {count:>6}")

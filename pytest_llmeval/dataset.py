@@ -196,9 +196,7 @@ def load_dataset(path: str | os.PathLike[str], *, name: str | None = None) -> Da
     return dataset
 
 
-def _load_file(
-    file: Path, shown: str, partition: str | None
-) -> tuple[str | None, list[Located]]:
+def _load_file(file: Path, shown: str, partition: str | None) -> tuple[str | None, list[Located]]:
     text = _read_text(file, shown)
     if not text.strip():
         raise DatasetError(shown, "file is empty")
@@ -216,9 +214,7 @@ def _read_text(file: Path, shown: str) -> str:
         raise DatasetError(shown, f"cannot read: {exc.strerror or exc}") from exc
 
 
-def _parse_jsonl(
-    text: str, shown: str, partition: str | None
-) -> Iterator[Located]:
+def _parse_jsonl(text: str, shown: str, partition: str | None) -> Iterator[Located]:
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -242,14 +238,13 @@ def _parse_document(
             shown, f"invalid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno
         ) from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("examples"), list):
-        raise DatasetError(
-            shown, 'expected a JSON object {"name", "task_type", "examples": [...]}'
-        )
+        raise DatasetError(shown, 'expected a JSON object {"name", "task_type", "examples": [...]}')
     unknown = sorted(set(doc) - _DOCUMENT_KEYS)
     if unknown:
         raise DatasetError(
-            shown, f"unknown top-level key(s) {', '.join(map(repr, unknown))}; "
-            f"expected {', '.join(sorted(_DOCUMENT_KEYS))}"
+            shown,
+            f"unknown top-level key(s) {', '.join(map(repr, unknown))}; "
+            f"expected {', '.join(sorted(_DOCUMENT_KEYS))}",
         )
     task_type = doc.get("task_type")
     if task_type is not None and not isinstance(task_type, str):
@@ -268,7 +263,9 @@ def _validate(
 ) -> Example:
     if not isinstance(raw, dict):
         raise DatasetError(
-            shown, f"expected a JSON object, got {type(raw).__name__}", line=line,
+            shown,
+            f"expected a JSON object, got {type(raw).__name__}",
+            line=line,
             example_id=fallback_id,
         )
     raw_id = raw.get("id")
@@ -277,8 +274,11 @@ def _validate(
         given = raw.get("partition", partition)
         if given != partition:
             raise DatasetError(
-                shown, f"partition {given!r} in a file named for {partition!r}",
-                line=line, example_id=example_id, field="partition",
+                shown,
+                f"partition {given!r} in a file named for {partition!r}",
+                line=line,
+                example_id=example_id,
+                field="partition",
             )
         raw = {**raw, "partition": partition}
     try:
@@ -287,7 +287,9 @@ def _validate(
         raise _explain(exc, shown, line, example_id) from None
 
 
-def _explain(exc: ValidationError, shown: str, line: int | None, example_id: str | None) -> DatasetError:
+def _explain(
+    exc: ValidationError, shown: str, line: int | None, example_id: str | None
+) -> DatasetError:
     problems = []
     for err in exc.errors():
         field = ".".join(str(part) for part in err["loc"])
@@ -314,7 +316,9 @@ def _check_unique(located: list[Located]) -> None:
             raise DatasetError(
                 where.path,
                 f"duplicate id; first defined at {seen[example.id]}, again at {where}",
-                line=where.line, example_id=example.id, field="id",
+                line=where.line,
+                example_id=example.id,
+                field="id",
             )
         seen[example.id] = where
 
@@ -322,5 +326,3 @@ def _check_unique(located: list[Located]) -> None:
 def _write_jsonl(path: Path, examples: Sequence[Example]) -> None:
     lines = (json.dumps(ex.to_json(), ensure_ascii=False) for ex in examples)
     write_text_atomic(path, "".join(line + "\n" for line in lines))
-
-

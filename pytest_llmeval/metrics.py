@@ -104,7 +104,8 @@ class Check:
             return CheckOutcome(self.name, bool(verdict[0]), str(verdict[1]))
         if not isinstance(verdict, bool):
             return CheckOutcome(
-                self.name, False,
+                self.name,
+                False,
                 error=f"check returned {type(verdict).__name__}; expected bool or (bool, detail)",
             )
         return CheckOutcome(self.name, verdict)

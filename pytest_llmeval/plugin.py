@@ -35,7 +35,7 @@ from .session import (
 from .settings import Settings
 
 if TYPE_CHECKING:
-    from .dataset import Dataset, Example
+    from .dataset import Dataset, Example  # noqa: F401 (named in StashKey strings)
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 CONTROLLER_KEY = pytest.StashKey["Controller"]()
@@ -107,8 +107,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         pytest.fail(f"llmeval dataset error: {exc}", pytrace=False)
     params = dataset.params()
     if inspect.iscoroutinefunction(metafunc.function) and _needs_asyncio_mark(metafunc):
-        params = [pytest.param(*p.values, id=p.id, marks=[*p.marks, pytest.mark.asyncio])
-                  for p in params]
+        params = [
+            pytest.param(*p.values, id=p.id, marks=[*p.marks, pytest.mark.asyncio]) for p in params
+        ]
     metafunc.parametrize("example", params)
 
 
@@ -143,8 +144,10 @@ def _dataset_for(metafunc: pytest.Metafunc, marker: pytest.Mark) -> Dataset:
     partitions, tags = _as_list(kwargs.get("partition")), _as_list(kwargs.get("tags"))
     for partition in partitions or ():
         if partition not in PARTITIONS:
-            raise DatasetError(str(path), f"marker asks for unknown partition {partition!r}; "
-                               f"valid: {', '.join(PARTITIONS)}")
+            raise DatasetError(
+                str(path),
+                f"marker asks for unknown partition {partition!r}; valid: {', '.join(PARTITIONS)}",
+            )
     if partitions is not None or tags is not None:
         dataset = dataset.filter(partitions=partitions, tags=tags)
     return dataset
@@ -182,9 +185,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     kept, dropped = [], []
     for item in items:
         callspec = getattr(item, "callspec", None)
-        example = next(
-            (v for v in callspec.params.values() if isinstance(v, Example)), None
-        ) if callspec is not None else None
+        example = (
+            next((v for v in callspec.params.values() if isinstance(v, Example)), None)
+            if callspec is not None
+            else None
+        )
         if example is not None:
             item.stash[EXAMPLE_KEY] = example
             item.extra_keyword_matches.update(example.tags)
@@ -201,14 +206,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
+def pytest_runtest_protocol(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, object, object]:
     example = item.stash.get(EXAMPLE_KEY, None)
     if example is None:
         return (yield)
     name, digest = example.dataset_info
     record = Record(
-        example_id=example.id, partition=example.partition, nodeid=item.nodeid,
-        dataset=name, dataset_hash=digest, tags=list(example.tags),
+        example_id=example.id,
+        partition=example.partition,
+        nodeid=item.nodeid,
+        dataset=name,
+        dataset_hash=digest,
+        tags=list(example.tags),
     )
     item.stash[RECORD_KEY] = record
     previous = records.bind(record)
@@ -227,8 +238,11 @@ def pytest_runtest_makereport(
     if record is None:
         return report
     _update(record, report, call)
-    if (report.when == "call" and report.failed
-            and not item.config.stash[SETTINGS_KEY].is_hard(record.partition)):
+    if (
+        report.when == "call"
+        and report.failed
+        and not item.config.stash[SETTINGS_KEY].is_hard(record.partition)
+    ):
         # A soft partition's failure is shown and recorded but does not fail the
         # session by itself: the partition's minimum pass rate decides.
         record.soft = True
@@ -271,7 +285,9 @@ def _exconly(call: pytest.CallInfo[None]) -> str:
 
 
 @pytest.hookimpl(tryfirst=True)  # before the xfail plugin claims the report
-def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, tuple[str, dict[str, bool]]] | None:
+def pytest_report_teststatus(
+    report: pytest.TestReport,
+) -> tuple[str, str, tuple[str, dict[str, bool]]] | None:
     if getattr(report, SOFT_ATTR, False):
         return "softfailed", "f", ("SOFTFAIL", {"yellow": True})
     return None
@@ -281,7 +297,7 @@ def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, tuple
 def llmeval_record(request: pytest.FixtureRequest) -> Record:
     """The running eval test's record: set ``output``, ``model``, ``prompt_version``,
     ``latency_s``, ``tokens``/``add_usage(...)``, or custom values with ``record[key] = v``."""
-    record = request.node.stash.get(RECORD_KEY, None)
+    record: Record | None = request.node.stash.get(RECORD_KEY, None)
     if record is None:
         pytest.fail(
             "llmeval_record is only available in eval tests (tests parametrized over dataset "
@@ -302,8 +318,9 @@ class Controller:
         self.settings = effective
         self.records: list[Record] = []
         self.started = time.time()
-        self._cached: tuple[int, tuple[list[Record], dict[str, PartitionStats],
-                                       list[GateVerdict]]] | None = None
+        self._cached: (
+            tuple[int, tuple[list[Record], dict[str, PartitionStats], list[GateVerdict]]] | None
+        ) = None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         data = getattr(report, REPORT_ATTR, None)
@@ -326,8 +343,10 @@ class Controller:
             order = {p: i for i, p in enumerate(PARTITIONS)}
             ordered = sorted(self.records, key=lambda r: (order.get(r.partition, 99), r.nodeid))
             stats = aggregate(ordered)
-            self._cached = (len(self.records), (ordered, stats,
-                                                evaluate_gates(ordered, stats, self.settings)))
+            self._cached = (
+                len(self.records),
+                (ordered, stats, evaluate_gates(ordered, stats, self.settings)),
+            )
         return self._cached[1]
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -335,10 +354,10 @@ class Controller:
             return
         ordered, stats, verdicts = self._outcome()
         failed = any(not v.passed for v in verdicts)
-        terminalreporter.write_sep("=", "llmeval summary", red=failed, green=not failed,
-                                   bold=True)
-        for text, markup in summary_lines(ordered, stats, verdicts,
-                                          verbosity=terminalreporter.verbosity):
+        terminalreporter.write_sep("=", "llmeval summary", red=failed, green=not failed, bold=True)
+        for text, markup in summary_lines(
+            ordered, stats, verdicts, verbosity=terminalreporter.verbosity
+        ):
             terminalreporter.write_line(text, **markup)
         soft = [r for r in ordered if r.soft]
         if soft:
@@ -349,7 +368,8 @@ class Controller:
             for record in soft[:limit]:
                 first = (record.failure_reason or "").splitlines()[0:1]
                 terminalreporter.write_line(
-                    f"  {names[record.nodeid]}: {first[0] if first else record.failure_kind}")
+                    f"  {names[record.nodeid]}: {first[0] if first else record.failure_kind}"
+                )
             if limit is not None and len(soft) > limit:
                 terminalreporter.write_line(f"  ... and {len(soft) - limit} more (-v shows all)")
 
@@ -382,8 +402,14 @@ class Controller:
 
 def _git_commit(where: Path) -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
-                             text=True, timeout=5, check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None

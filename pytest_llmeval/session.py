@@ -128,7 +128,8 @@ def labels(records: Sequence[Record]) -> dict[str, str]:
     for record in records:
         seen[record.example_id] = seen.get(record.example_id, 0) + 1
     return {
-        r.nodeid: r.nodeid.rpartition("::")[2] if seen[r.example_id] > 1 and r.nodeid
+        r.nodeid: r.nodeid.rpartition("::")[2]
+        if seen[r.example_id] > 1 and r.nodeid
         else r.example_id
         for r in records
     }
@@ -157,12 +158,18 @@ def evaluate_gates(
             kind = "soft"
             ok = part.pass_rate >= minimum - 1e-12
         message = _gate_message(partition, kind, ok, part, minimum, not_passed)
-        verdicts.append(GateVerdict(partition, kind, ok, part.pass_rate, minimum, not_passed, message))
+        verdicts.append(
+            GateVerdict(partition, kind, ok, part.pass_rate, minimum, not_passed, message)
+        )
     return verdicts
 
 
 def _gate_message(
-    partition: str, kind: GateKind, ok: bool, part: PartitionStats, minimum: float,
+    partition: str,
+    kind: GateKind,
+    ok: bool,
+    part: PartitionStats,
+    minimum: float,
     not_passed: tuple[tuple[str, str], ...],
 ) -> str:
     verdict = "PASS" if ok else "FAIL"
@@ -227,20 +234,40 @@ def _table(stats: dict[str, PartitionStats]) -> list[str]:
     metrics: list[str] = []
     for part in stats.values():
         metrics += [m for m in part.metric_scores if m not in metrics]
-    header = ["partition", "cases", "passed", "failed", "errors", "skipped", "pass rate",
-              *metrics, "p50 latency", "p95 latency"]
+    header = [
+        "partition",
+        "cases",
+        "passed",
+        "failed",
+        "errors",
+        "skipped",
+        "pass rate",
+        *metrics,
+        "p50 latency",
+        "p95 latency",
+    ]
     rows = [header]
     for part in stats.values():
-        rows.append([
-            part.partition, str(part.cases), str(part.passed), str(part.failed),
-            str(part.errors), str(part.skipped), f"{part.pass_rate:.1%}",
-            *(_num(part.metric_mean(m)) for m in metrics),
-            _seconds(part.latency_percentile(50)), _seconds(part.latency_percentile(95)),
-        ])
+        rows.append(
+            [
+                part.partition,
+                str(part.cases),
+                str(part.passed),
+                str(part.failed),
+                str(part.errors),
+                str(part.skipped),
+                f"{part.pass_rate:.1%}",
+                *(_num(part.metric_mean(m)) for m in metrics),
+                _seconds(part.latency_percentile(50)),
+                _seconds(part.latency_percentile(95)),
+            ]
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return [
-        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in
-                  enumerate(zip(row, widths, strict=True))).rstrip()
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
         for row in rows
     ]
 
@@ -274,8 +301,9 @@ def _slowest(records: Sequence[Record], count: int) -> list[Line]:
     timed.sort(key=lambda r: r.effective_latency_s or 0.0, reverse=True)
     lines: list[Line] = [("", {}), ("slowest examples:", {})]
     names = labels(records)
-    lines += [(f"  {_seconds(r.effective_latency_s):>8}  {names[r.nodeid]}", {})
-              for r in timed[:count]]
+    lines += [
+        (f"  {_seconds(r.effective_latency_s):>8}  {names[r.nodeid]}", {}) for r in timed[:count]
+    ]
     return lines
 
 

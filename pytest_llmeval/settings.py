@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
 import pytest
 
 from .partitions import PARTITIONS
@@ -20,13 +21,17 @@ DEFAULT_MIN_PASS_RATE = {"regression": 1.0, "adversarial": 0.9, "distribution": 
 OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("report", "write the whole run as JSON to this path (records, aggregates, verdicts)", ""),
     ("tags", "run only eval examples carrying one of these tags (comma-separated)", ""),
-    ("hard_partitions",
-     "partitions where each failure fails the session (default: golden regression)",
-     " ".join(DEFAULT_HARD)),
-    ("min_pass_rate",
-     "minimum pass rate of soft partitions, e.g. 'adversarial:0.9 distribution:0.85'", ""),
-    ("thresholds",
-     "metric thresholds, e.g. 'token_f1:0.8 token_f1.golden:0.9'", ""),
+    (
+        "hard_partitions",
+        "partitions where each failure fails the session (default: golden regression)",
+        " ".join(DEFAULT_HARD),
+    ),
+    (
+        "min_pass_rate",
+        "minimum pass rate of soft partitions, e.g. 'adversarial:0.9 distribution:0.85'",
+        "",
+    ),
+    ("thresholds", "metric thresholds, e.g. 'token_f1:0.8 token_f1.golden:0.9'", ""),
 )
 
 
@@ -94,7 +99,8 @@ def _parse_hard(spec: str) -> frozenset[str]:
     for name in names:
         if name not in PARTITIONS:
             raise pytest.UsageError(
-                f"llmeval_hard_partitions: unknown partition {name!r}; valid: {', '.join(PARTITIONS)}"
+                f"llmeval_hard_partitions: unknown partition {name!r}; "
+                f"valid: {', '.join(PARTITIONS)}"
             )
     if "golden" not in names:
         raise pytest.UsageError(
@@ -153,4 +159,3 @@ def add_options(parser: pytest.Parser) -> None:
         "folder (relative to the rootdir) where relative dataset paths are also looked up",
         default="",
     )
-

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_llmeval import LLMEvalAssertionError, assert_exact_match, assert_token_f1
-from pytest_llmeval import thresholds
+from pytest_llmeval import LLMEvalAssertionError, assert_exact_match, assert_token_f1, thresholds
 from pytest_llmeval.records import Record, bind
 
 

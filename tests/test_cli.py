@@ -24,7 +24,9 @@ def good(tmp_path: Path) -> Path:
     return path
 
 
-def test_validate_ok_and_invalid(good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_ok_and_invalid(
+    good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "partition": "golden"}\n')
     assert main(["dataset", "validate", str(good)]) == 0
@@ -53,6 +55,11 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_console_script_is_installed(good: Path) -> None:
     script = Path(sys.executable).with_name("llmeval")
-    out = subprocess.run([str(script), "dataset", "stats", str(good)], capture_output=True,
-                         text=True, timeout=60, check=False)
+    out = subprocess.run(
+        [str(script), "dataset", "stats", str(good)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 0 and "2 examples" in out.stdout

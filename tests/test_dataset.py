@@ -30,20 +30,32 @@ def rows() -> list[dict[str, Any]]:
     ]
 
 
-def test_jsonl_document_and_directory_load_the_same(tmp_path: Path, rows: list[dict[str, Any]]) -> None:
+def test_jsonl_document_and_directory_load_the_same(
+    tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
     jsonl = load_dataset(write_jsonl(tmp_path / "set.jsonl", rows))
-    (tmp_path / "set.json").write_text(json.dumps({"name": "set", "task_type": "qa", "examples": rows}))
+    (tmp_path / "set.json").write_text(
+        json.dumps({"name": "set", "task_type": "qa", "examples": rows})
+    )
     document = load_dataset(tmp_path / "set.json")
     folder = tmp_path / "set"
     folder.mkdir()
     for row in rows:
-        write_jsonl(folder / f"{row['partition']}.jsonl", [{k: v for k, v in row.items() if k != "partition"}])
+        write_jsonl(
+            folder / f"{row['partition']}.jsonl",
+            [{k: v for k, v in row.items() if k != "partition"}],
+        )
     directory = load_dataset(folder)
     assert [e.id for e in jsonl] == ["g1", "r1", "a1", "d1"]
     assert {e.id for e in directory} == {e.id for e in jsonl}
     assert document.task_type == "qa" and jsonl.name == "set"
     assert jsonl.content_hash() == document.content_hash() == directory.content_hash()
-    assert jsonl.partition_counts() == {"golden": 1, "regression": 1, "adversarial": 1, "distribution": 1}
+    assert jsonl.partition_counts() == {
+        "golden": 1,
+        "regression": 1,
+        "adversarial": 1,
+        "distribution": 1,
+    }
     assert jsonl["g1"].created_at is not None and jsonl["g1"].tags == ("billing",)
 
 
@@ -69,7 +81,12 @@ def test_filter_and_tag_counts(tmp_path: Path, rows: list[dict[str, Any]]) -> No
 def test_params_carry_ids_and_partition_marks(tmp_path: Path, rows: list[dict[str, Any]]) -> None:
     params = load_dataset(write_jsonl(tmp_path / "d.jsonl", rows)).params()
     assert [p.id for p in params] == ["g1", "r1", "a1", "d1"]
-    assert [p.marks[0].name for p in params] == ["golden", "regression", "adversarial", "distribution"]
+    assert [p.marks[0].name for p in params] == [
+        "golden",
+        "regression",
+        "adversarial",
+        "distribution",
+    ]
     assert isinstance(params[0].values[0], Example)
 
 
@@ -120,7 +137,9 @@ def test_duplicate_id_across_directory_files(tmp_path: Path) -> None:
 def test_unknown_partition_lists_valid_ones(tmp_path: Path) -> None:
     err = error_of(write_jsonl(tmp_path / "d.jsonl", [example("a", "gold")]))
     assert err.field == "partition" and err.example_id == "a"
-    assert "unknown partition 'gold'; valid: golden, regression, adversarial, distribution" in str(err)
+    assert "unknown partition 'gold'; valid: golden, regression, adversarial, distribution" in str(
+        err
+    )
 
 
 @pytest.mark.parametrize(
@@ -129,8 +148,16 @@ def test_unknown_partition_lists_valid_ones(tmp_path: Path) -> None:
         ({"id": "a", "partition": "golden"}, "input", "required field is missing"),
         ({"id": "a", "partition": "golden", "input": "text"}, "input", "valid dictionary"),
         ({"id": "a", "partition": "golden", "input": {}, "tags": "x"}, "tags", "valid tuple"),
-        ({"id": "a", "partition": "golden", "input": {}, "expected_output": 3}, "expected_output", "valid string"),
-        ({"id": "a", "partition": "golden", "input": {}, "expected": "x"}, "expected", "unknown field"),
+        (
+            {"id": "a", "partition": "golden", "input": {}, "expected_output": 3},
+            "expected_output",
+            "valid string",
+        ),
+        (
+            {"id": "a", "partition": "golden", "input": {}, "expected": "x"},
+            "expected",
+            "unknown field",
+        ),
     ],
 )
 def test_missing_or_mistyped_field_names_example_and_field(
@@ -143,13 +170,17 @@ def test_missing_or_mistyped_field_names_example_and_field(
 
 def test_missing_id_in_document_is_named_by_position(tmp_path: Path) -> None:
     path = tmp_path / "d.json"
-    path.write_text(json.dumps({"name": "d", "examples": [example("a"), {"partition": "golden", "input": {}}]}))
+    path.write_text(
+        json.dumps({"name": "d", "examples": [example("a"), {"partition": "golden", "input": {}}]})
+    )
     err = error_of(path)
     assert err.example_id == "#1" and err.field == "id"
 
 
 def test_several_problems_in_one_example_are_all_reported(tmp_path: Path) -> None:
-    err = error_of(write_jsonl(tmp_path / "d.jsonl", [{"id": "a", "partition": "nope", "input": 1}]))
+    err = error_of(
+        write_jsonl(tmp_path / "d.jsonl", [{"id": "a", "partition": "nope", "input": 1}])
+    )
     assert "field 'partition'" in str(err) and "field 'input'" in str(err)
 
 

@@ -26,7 +26,11 @@ print(json.dumps({{
 def probe(tmp_path: Path, *args: str) -> dict[str, object]:
     out = subprocess.run(
         [sys.executable, "-c", PROBE.format(args=list(args), heavy=HEAVY)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 

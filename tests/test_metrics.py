@@ -106,7 +106,9 @@ def test_check_return_forms() -> None:
         {"bool": lambda o: True, "pair": lambda o: (False, "why"), "wrong": lambda o: "yes"},
     )
     assert [(o.name, o.passed, o.detail) for o in outcomes] == [
-        ("bool", True, ""), ("pair", False, "why"), ("wrong", False, "")
+        ("bool", True, ""),
+        ("pair", False, "why"),
+        ("wrong", False, ""),
     ]
     assert outcomes[2].error is not None and "expected bool" in outcomes[2].error
 

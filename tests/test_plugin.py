@@ -22,8 +22,15 @@ def rows(**partitions: int) -> list[dict[str, Any]]:
     for partition, count in partitions.items():
         for i in range(count):
             ex_id = f"{partition}-{i:02d}"
-            out.append({"id": ex_id, "partition": partition, "input": {"q": ex_id},
-                        "expected_output": ex_id, "tags": [partition[:3], f"n{i}"]})
+            out.append(
+                {
+                    "id": ex_id,
+                    "partition": partition,
+                    "input": {"q": ex_id},
+                    "expected_output": ex_id,
+                    "tags": [partition[:3], f"n{i}"],
+                }
+            )
     return out
 
 
@@ -62,11 +69,13 @@ def report_of(pytester: pytest.Pytester, name: str = "report.json") -> dict[str,
 def test_one_test_per_example_with_example_ids(pytester: pytest.Pytester) -> None:
     suite(pytester, rows(golden=2, distribution=1), answers())
     result = pytester.runpytest("--collect-only", "-q")
-    result.stdout.fnmatch_lines([
-        "test_evals.py::test_answer[[]golden-00[]]",
-        "test_evals.py::test_answer[[]golden-01[]]",
-        "test_evals.py::test_answer[[]distribution-00[]]",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "test_evals.py::test_answer[[]golden-00[]]",
+            "test_evals.py::test_answer[[]golden-01[]]",
+            "test_evals.py::test_answer[[]distribution-00[]]",
+        ]
+    )
 
 
 def test_partition_markers_select_under_strict_markers(pytester: pytest.Pytester) -> None:
@@ -135,7 +144,9 @@ def test_answer(example, llmeval_record):
     assert_exact_match(example.expected_output, example.expected_output)
 """
     suite(pytester, rows(golden=1, distribution=2), body)
-    result = pytester.runpytest("--strict-markers", "-m", "distribution", "--llmeval-report", "report.json")
+    result = pytester.runpytest(
+        "--strict-markers", "-m", "distribution", "--llmeval-report", "report.json"
+    )
     result.assert_outcomes(passed=2, deselected=1)
     report = report_of(pytester)
     assert [r["extra"]["seen"] for r in report["records"]] == ["distribution-00", "distribution-01"]
@@ -150,15 +161,20 @@ def test_relative_dataset_paths_fall_back_to_datasets_dir(pytester: pytest.Pytes
     pytester.runpytest().assert_outcomes(passed=1)
 
 
-def test_broken_dataset_is_a_collection_error_naming_file_and_line(pytester: pytest.Pytester) -> None:
+def test_broken_dataset_is_a_collection_error_naming_file_and_line(
+    pytester: pytest.Pytester,
+) -> None:
     suite(pytester, rows(golden=2), answers())
     path = pytester.path / "data.jsonl"
     path.write_text(path.read_text() + '{"id": "x", "partition": "gold", "input": {}}\n')
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.INTERRUPTED
-    result.stdout.fnmatch_lines([
-        f"*llmeval dataset error: {path}:3, example 'x', field 'partition': unknown partition 'gold'*"
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            f"*llmeval dataset error: {path}:3, example 'x', field 'partition': "
+            "unknown partition 'gold'*"
+        ]
+    )
     result.stdout.no_fnmatch_line("*Traceback*")
 
 
@@ -176,12 +192,18 @@ def test_b():
 """
     suite(pytester, rows(golden=1), body)
     result = pytester.runpytest()
-    result.stdout.fnmatch_lines([
-        "*nowhere.jsonl: not found; looked in*",
-    ])
-    pytester.makepyfile(test_evals=body.split("@pytest.mark.llmeval(dataset=\"data")[0].replace("nowhere", "data")
-                        + '@pytest.mark.llmeval(dataset="data.jsonl")\ndef test_b():\n    pass\n')
-    pytester.runpytest().stdout.fnmatch_lines(["*test_b is marked llmeval but takes no 'example' argument*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*nowhere.jsonl: not found; looked in*",
+        ]
+    )
+    pytester.makepyfile(
+        test_evals=body.split('@pytest.mark.llmeval(dataset="data')[0].replace("nowhere", "data")
+        + '@pytest.mark.llmeval(dataset="data.jsonl")\ndef test_b():\n    pass\n'
+    )
+    pytester.runpytest().stdout.fnmatch_lines(
+        ["*test_b is marked llmeval but takes no 'example' argument*"]
+    )
 
 
 # --- records ---------------------------------------------------------------------------
@@ -253,18 +275,21 @@ def test_constraints(example):
 """
     suite(pytester, rows(golden=1), body, ini="llmeval_thresholds = token_f1.golden:0.9")
     result = pytester.runpytest()
-    result.stdout.fnmatch_lines([
-        "*token_f1 0.000 < threshold 0.900 (golden)",
-        "*precision 0.000, recall 0.000",
-        "*output:   'completely different words'",
-        "*expected: 'the refund window is thirty days'",
-        "*constraints: 2 of 2 checks failed (golden)",
-        "*FAIL forbidden_terms: found 'HelpHive'",
-        "*FAIL polite: raised ValueError: classifier down",
-        "*golden rule: FAIL, 2 of 2 golden examples did not pass: test_constraints[[]golden-00[]], test_f1[[]golden-00[]]*",
-        "*constraints:forbidden_terms,polite (1): test_constraints[[]golden-00[]]*",
-        "*token_f1 (1): test_f1[[]golden-00[]]*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*token_f1 0.000 < threshold 0.900 (golden)",
+            "*precision 0.000, recall 0.000",
+            "*output:   'completely different words'",
+            "*expected: 'the refund window is thirty days'",
+            "*constraints: 2 of 2 checks failed (golden)",
+            "*FAIL forbidden_terms: found 'HelpHive'",
+            "*FAIL polite: raised ValueError: classifier down",
+            "*golden rule: FAIL, 2 of 2 golden examples did not pass: "
+            "test_constraints[[]golden-00[]], test_f1[[]golden-00[]]*",
+            "*constraints:forbidden_terms,polite (1): test_constraints[[]golden-00[]]*",
+            "*token_f1 (1): test_f1[[]golden-00[]]*",
+        ]
+    )
     result.stdout.fnmatch_lines(["test_evals.py:6: LLMEvalAssertionError"])  # the user's line
 
 
@@ -275,7 +300,9 @@ def test_golden_failure_exits_nonzero_and_names_the_example(pytester: pytest.Pyt
     suite(pytester, rows(golden=5), answers(wrong=("golden-03",)))
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["*golden rule: FAIL, 1 of 5 golden examples did not pass: golden-03*"])
+    result.stdout.fnmatch_lines(
+        ["*golden rule: FAIL, 1 of 5 golden examples did not pass: golden-03*"]
+    )
 
 
 def test_golden_skip_or_error_is_not_a_pass(pytester: pytest.Pytester) -> None:
@@ -296,10 +323,15 @@ def test_answer(example, broken):
     result = pytester.runpytest("-m", "golden", "--llmeval-report", "report.json")
     result.assert_outcomes(passed=1, skipped=1, errors=1, deselected=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines([
-        "*golden rule: FAIL, 2 of 3 golden examples did not pass: golden-01 (error), golden-02 (skipped)*"
-    ])
-    statuses = {r["example_id"]: (r["status"], r["failure_kind"]) for r in report_of(pytester)["records"]}
+    result.stdout.fnmatch_lines(
+        [
+            "*golden rule: FAIL, 2 of 3 golden examples did not pass: "
+            "golden-01 (error), golden-02 (skipped)*"
+        ]
+    )
+    statuses = {
+        r["example_id"]: (r["status"], r["failure_kind"]) for r in report_of(pytester)["records"]
+    }
     assert statuses["golden-01"] == ("error", "setup error: RuntimeError")
     assert statuses["golden-02"] == ("skipped", None)
 
@@ -314,51 +346,74 @@ def test_soft_partition_above_minimum_passes_and_lists_failures(pytester: pytest
     suite(pytester, rows(golden=2, distribution=10), answers(wrong=("distribution-04",)))
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.OK
-    result.stdout.fnmatch_lines([
-        "*11 passed, 1 softfailed*",
-    ])
-    result.stdout.fnmatch_lines([
-        "*distribution (soft): PASS, pass rate 90.0% (9/10) >= minimum 85.0%",
-        "*soft failures (1):",
-        "*distribution-04: exact_match failed (normalized)",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*11 passed, 1 softfailed*",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*distribution (soft): PASS, pass rate 90.0% (9/10) >= minimum 85.0%",
+            "*soft failures (1):",
+            "*distribution-04: exact_match failed (normalized)",
+        ]
+    )
 
 
 def test_soft_partition_below_minimum_fails_and_says_by_how_much(pytester: pytest.Pytester) -> None:
     wrong = ("distribution-01", "distribution-02", "distribution-03")
-    suite(pytester, rows(golden=1, distribution=10), answers(wrong=wrong),
-          ini="llmeval_min_pass_rate = distribution:0.8")
+    suite(
+        pytester,
+        rows(golden=1, distribution=10),
+        answers(wrong=wrong),
+        ini="llmeval_min_pass_rate = distribution:0.8",
+    )
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines([
-        "*distribution (soft): FAIL, pass rate 70.0% (7/10) < minimum 80.0%, short by 10.0 points"
-        " (1 more passing example needed)*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*distribution (soft): FAIL, pass rate 70.0% (7/10) < minimum 80.0%, "
+            "short by 10.0 points (1 more passing example needed)*",
+        ]
+    )
 
 
 def test_hard_and_soft_are_configurable(pytester: pytest.Pytester) -> None:
-    suite(pytester, rows(golden=1, regression=2, adversarial=2),
-          answers(wrong=("regression-01", "adversarial-00")))
+    suite(
+        pytester,
+        rows(golden=1, regression=2, adversarial=2),
+        answers(wrong=("regression-01", "adversarial-00")),
+    )
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines([
-        "*regression (hard): FAIL, 1 did not pass: regression-01*",
-        "*adversarial (soft): FAIL, pass rate 50.0% (1/2) < minimum 90.0%*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*regression (hard): FAIL, 1 did not pass: regression-01*",
+            "*adversarial (soft): FAIL, pass rate 50.0% (1/2) < minimum 90.0%*",
+        ]
+    )
     result = pytester.runpytest(
-        "--llmeval-hard-partitions", "golden adversarial",
-        "--llmeval-min-pass-rate", "regression:50%",
+        "--llmeval-hard-partitions",
+        "golden adversarial",
+        "--llmeval-min-pass-rate",
+        "regression:50%",
     )
     assert result.parseoutcomes() == {"passed": 3, "failed": 1, "softfailed": 1}
-    result.stdout.fnmatch_lines([
-        "*regression (soft): PASS, pass rate 50.0% (1/2) >= minimum 50.0%*",
-        "*adversarial (hard): FAIL, 1 did not pass: adversarial-00*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*regression (soft): PASS, pass rate 50.0% (1/2) >= minimum 50.0%*",
+            "*adversarial (hard): FAIL, 1 did not pass: adversarial-00*",
+        ]
+    )
 
 
 def test_soft_failures_do_not_count_toward_maxfail(pytester: pytest.Pytester) -> None:
-    suite(pytester, rows(distribution=10), answers(wrong=("distribution-00", "distribution-01")),
-          ini="llmeval_min_pass_rate = distribution:0.5")
+    suite(
+        pytester,
+        rows(distribution=10),
+        answers(wrong=("distribution-00", "distribution-01")),
+        ini="llmeval_min_pass_rate = distribution:0.5",
+    )
     result = pytester.runpytest("-x")
     assert result.ret == pytest.ExitCode.OK
     assert result.parseoutcomes() == {"passed": 8, "softfailed": 2}
@@ -398,9 +453,9 @@ def test_bad_settings_are_usage_errors(
 
 def test_header_shows_effective_settings(pytester: pytest.Pytester) -> None:
     suite(pytester, rows(golden=1), answers(), ini="llmeval_min_pass_rate = distribution:0.7")
-    pytester.runpytest().stdout.fnmatch_lines([
-        "llmeval: hard: golden regression, soft: adversarial>=90% distribution>=70%"
-    ])
+    pytester.runpytest().stdout.fnmatch_lines(
+        ["llmeval: hard: golden regression, soft: adversarial>=90% distribution>=70%"]
+    )
 
 
 # --- xdist ------------------------------------------------------------------------------
@@ -410,7 +465,7 @@ def summary_without_timing(output: list[str]) -> list[str]:
     """The llmeval summary up to the verdicts, latency columns dropped."""
     start = next(i for i, line in enumerate(output) if "llmeval summary" in line)
     lines = []
-    for line in output[start + 1:]:
+    for line in output[start + 1 :]:
         if line.startswith(("slowest", "failures by", "=")):
             break
         if line.strip():
@@ -445,12 +500,18 @@ def test_serial_and_xdist_give_the_same_summary_and_exit_status(
     pytester: pytest.Pytester, wrong_golden: bool
 ) -> None:
     body = MIXED.format(wrong={"golden-01"} if wrong_golden else set())
-    suite(pytester, rows(golden=3, regression=2, adversarial=4, distribution=12), body,
-          ini="llmeval_min_pass_rate = adversarial:0.7 distribution:0.7")
+    suite(
+        pytester,
+        rows(golden=3, regression=2, adversarial=4, distribution=12),
+        body,
+        ini="llmeval_min_pass_rate = adversarial:0.7 distribution:0.7",
+    )
     serial = pytester.runpytest("--llmeval-report", "serial.json")
     parallel = pytester.runpytest("-n", "2", "--llmeval-report", "parallel.json")
-    assert serial.ret == parallel.ret == (
-        pytest.ExitCode.TESTS_FAILED if wrong_golden else pytest.ExitCode.OK
+    assert (
+        serial.ret
+        == parallel.ret
+        == (pytest.ExitCode.TESTS_FAILED if wrong_golden else pytest.ExitCode.OK)
     )
     assert summary_without_timing(serial.outlines) == summary_without_timing(parallel.outlines)
     assert any("golden rule" in line for line in summary_without_timing(serial.outlines))

@@ -5,20 +5,33 @@ from __future__ import annotations
 import pytest
 
 from pytest_llmeval.records import Record
-from pytest_llmeval.session import aggregate, build_report, evaluate_gates, percentile, summary_lines
+from pytest_llmeval.session import (
+    aggregate,
+    build_report,
+    evaluate_gates,
+    percentile,
+    summary_lines,
+)
 from pytest_llmeval.settings import Settings
 
 
 def rec(example_id: str, partition: str, status: str = "passed", **kw: object) -> Record:
-    return Record(example_id=example_id, partition=partition, nodeid=f"t.py::t[{example_id}]",
-                  status=status, **kw)  # type: ignore[arg-type]
+    return Record(
+        example_id=example_id,
+        partition=partition,
+        nodeid=f"t.py::t[{example_id}]",
+        status=status,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
     ("values", "q", "expected"),
     [([], 50, None), ([3.0], 95, 3.0), ([1, 2, 3, 4], 50, 2.5), ([1, 2, 3, 4, 5], 95, 4.8)],
 )
-def test_percentile_matches_numpy_linear(values: list[float], q: float, expected: float | None) -> None:
+def test_percentile_matches_numpy_linear(
+    values: list[float], q: float, expected: float | None
+) -> None:
     assert percentile(values, q) == (pytest.approx(expected) if expected is not None else None)
 
 
@@ -40,9 +53,13 @@ def test_aggregate_counts_rates_and_metric_means() -> None:
 
 
 def test_gates_golden_hard_and_soft() -> None:
-    records = [rec("g1", "golden"), rec("g2", "golden", "skipped"),
-               rec("r1", "regression", "skipped"), rec("r2", "regression"),
-               *[rec(f"d{i}", "distribution", "failed" if i < 2 else "passed") for i in range(10)]]
+    records = [
+        rec("g1", "golden"),
+        rec("g2", "golden", "skipped"),
+        rec("r1", "regression", "skipped"),
+        rec("r2", "regression"),
+        *[rec(f"d{i}", "distribution", "failed" if i < 2 else "passed") for i in range(10)],
+    ]
     settings = Settings(min_pass_rate={"distribution": 0.8})
     verdicts = {v.partition: v for v in evaluate_gates(records, aggregate(records), settings)}
     assert not verdicts["golden"].passed
@@ -54,8 +71,19 @@ def test_gates_golden_hard_and_soft() -> None:
 
 
 def test_summary_quiet_hides_details_and_report_is_complete() -> None:
-    records = [rec("g1", "golden", "failed", failure_kind="exact_match", latency_s=1.5,
-                   tokens={"prompt": 10}, model="m", dataset="d", dataset_hash="h")]
+    records = [
+        rec(
+            "g1",
+            "golden",
+            "failed",
+            failure_kind="exact_match",
+            latency_s=1.5,
+            tokens={"prompt": 10},
+            model="m",
+            dataset="d",
+            dataset_hash="h",
+        )
+    ]
     stats = aggregate(records)
     verdicts = evaluate_gates(records, stats, Settings())
     quiet = [text for text, _ in summary_lines(records, stats, verdicts, verbosity=-1)]
