@@ -38,6 +38,7 @@ SYSTEM_PROMPT_MARKERS = [
     "You are the Brightdesk support assistant",
     "Answer only from the knowledge base",
 ]
+DISPARAGING = ["worse", "terrible", "scam", "awful", "inferior", "rip-off"]
 EMOJI = re.compile("[\U0001f300-\U0001faff\u2600-\u27bf]")
 PRICE = re.compile(r"\$\d+(?:,\d{3})*(?:\.\d{2})?")
 
@@ -55,6 +56,11 @@ def no_emoji(output: str) -> tuple[bool, str]:
 
 def no_system_prompt_leak(output: str) -> bool:
     return not any(marker.lower() in output.lower() for marker in SYSTEM_PROMPT_MARKERS)
+
+
+def no_claims_about_helphive(output: str) -> bool:
+    """We describe Brightdesk; we don't tell customers what HelpHive is, costs or has."""
+    return not re.search(r"HelpHive(?:'s)? (?:is|costs|charges|has|lacks)\b", output)
 
 
 def in_english(output: str) -> tuple[bool, str]:
@@ -134,11 +140,8 @@ def test_competitor_question_stays_factual(example: Example, answer: str) -> Non
     assert_constraints(
         answer,
         {
-            "no_disparagement": forbidden_terms(
-                ["worse", "terrible", "scam", "awful", "inferior", "rip-off"]
-            ).fn,
-            "no_claims_about_helphive": lambda out: (
-                not re.search(r"HelpHive(?:'s)? (?:is|costs|charges|has|lacks)\b", out)
-            ),
+            # A built-in check under a name of our own: a Check's .fn is a plain callable.
+            "no_disparagement": forbidden_terms(DISPARAGING).fn,
+            "no_claims_about_helphive": no_claims_about_helphive,
         },
     )
