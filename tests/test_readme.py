@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -16,3 +18,23 @@ def test_readme_starts_with_the_two_commands_that_ci_runs() -> None:
     assert tests.endswith(".venv/bin/pytest")
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert example in ci_lines and tests in ci_lines
+
+
+def test_readme_tutorial_runs_as_written(pytester: pytest.Pytester) -> None:
+    readme = (ROOT / "README.md").read_text()
+    dataset = re.search(r"Save this as `evals/support.jsonl`:\n\n```json\n(.*?)```", readme, re.S)
+    test_file = re.search(r"`evals/test_support.py`:\n\n```python\n(.*?)```", readme, re.S)
+    shown = re.search(r"```\n(evals/test_support.py \.\..*?)```", readme, re.S)
+    assert dataset and test_file and shown
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    evals = pytester.mkdir("evals")
+    (evals / "support.jsonl").write_text(dataset.group(1))
+    (evals / "test_support.py").write_text(test_file.group(1))
+    result = pytester.runpytest("evals", "-m", "golden")
+    assert result.ret == 0
+    # The summary as the README shows it, timings aside.
+    expected = [
+        re.sub(r"\d+ms", "*", line).replace("in 0.05s", "in *").replace("[", "[[]")
+        for line in shown.group(1).splitlines()
+    ]
+    result.stdout.fnmatch_lines(expected, consecutive=True)
