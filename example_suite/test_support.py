@@ -139,9 +139,9 @@ def test_unsupported_language_is_answered_in_english(example: Example, answer: s
 def test_competitor_question_stays_factual(example: Example, answer: str) -> None:
     assert_constraints(
         answer,
-        {
-            # A built-in check under a name of our own: a Check's .fn is a plain callable.
-            "no_disparagement": forbidden_terms(DISPARAGING).fn,
-            "no_claims_about_helphive": no_claims_about_helphive,
-        },
+        [
+            # A built-in check under a name of our own.
+            forbidden_terms(DISPARAGING, name="no_disparagement"),
+            no_claims_about_helphive,
+        ],
     )

@@ -43,14 +43,51 @@ _EXPORTS = {
     "LLMEvalAssertionError": "errors",
     "LLMEvalError": "errors",
     "LLMEvalWarning": "errors",
+    "EmptySelectionWarning": "errors",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+# Spelled out (not derived from _EXPORTS) so that type checkers see the exports.
+__all__ = [
+    "PARTITIONS",
+    "Check",
+    "CheckOutcome",
+    "Dataset",
+    "DatasetError",
+    "EmptySelectionWarning",
+    "Example",
+    "LLMEvalAssertionError",
+    "LLMEvalError",
+    "LLMEvalWarning",
+    "MetricResult",
+    "Record",
+    "__version__",
+    "assert_constraints",
+    "assert_exact_match",
+    "assert_token_f1",
+    "current_record",
+    "exact_match",
+    "forbidden_terms",
+    "load_dataset",
+    "matches_regex",
+    "matches_schema",
+    "max_length",
+    "min_length",
+    "normalize_answer",
+    "required_phrases",
+    "token_f1",
+    "valid_json",
+]
 
 if TYPE_CHECKING:
     from .assertions import assert_constraints, assert_exact_match, assert_token_f1
     from .dataset import Dataset, Example, load_dataset
-    from .errors import DatasetError, LLMEvalAssertionError, LLMEvalError, LLMEvalWarning
+    from .errors import (
+        DatasetError,
+        EmptySelectionWarning,
+        LLMEvalAssertionError,
+        LLMEvalError,
+        LLMEvalWarning,
+    )
     from .metrics import (
         Check,
         CheckOutcome,

@@ -52,3 +52,7 @@ class LLMEvalAssertionError(AssertionError):
 
 class LLMEvalWarning(pytest.PytestWarning):
     """Base class of the plugin's warnings."""
+
+
+class EmptySelectionWarning(LLMEvalWarning):
+    """An ``llmeval`` marker's partition or tag filter selects no example."""

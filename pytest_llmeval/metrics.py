@@ -142,7 +142,7 @@ def _measure(output: str, unit: str) -> int:
     raise ValueError(f"unit must be 'chars' or 'words', not {unit!r}")
 
 
-def max_length(limit: int, *, unit: str = "chars") -> Check:
+def max_length(limit: int, *, unit: str = "chars", name: str = "max_length") -> Check:
     """Output is at most ``limit`` characters (or words)."""
     _measure("", unit)
 
@@ -150,10 +150,10 @@ def max_length(limit: int, *, unit: str = "chars") -> Check:
         size = _measure(output, unit)
         return size <= limit, f"{size} {unit} (max {limit})"
 
-    return Check("max_length", check)
+    return Check(name, check)
 
 
-def min_length(limit: int, *, unit: str = "chars") -> Check:
+def min_length(limit: int, *, unit: str = "chars", name: str = "min_length") -> Check:
     """Output is at least ``limit`` characters (or words)."""
     _measure("", unit)
 
@@ -161,7 +161,7 @@ def min_length(limit: int, *, unit: str = "chars") -> Check:
         size = _measure(output, unit)
         return size >= limit, f"{size} {unit} (min {limit})"
 
-    return Check("min_length", check)
+    return Check(name, check)
 
 
 def _term_pattern(term: str, whole_word: bool, case_sensitive: bool) -> re.Pattern[str]:
@@ -172,7 +172,11 @@ def _term_pattern(term: str, whole_word: bool, case_sensitive: bool) -> re.Patte
 
 
 def forbidden_terms(
-    terms: Iterable[str], *, case_sensitive: bool = False, whole_word: bool = True
+    terms: Iterable[str],
+    *,
+    case_sensitive: bool = False,
+    whole_word: bool = True,
+    name: str = "forbidden_terms",
 ) -> Check:
     """None of ``terms`` appears in the output (whole words, case-insensitive by default)."""
     patterns = [(t, _term_pattern(t, whole_word, case_sensitive)) for t in terms]
@@ -181,10 +185,12 @@ def forbidden_terms(
         found = [term for term, pattern in patterns if pattern.search(output)]
         return not found, f"found {', '.join(map(repr, found))}" if found else ""
 
-    return Check("forbidden_terms", check)
+    return Check(name, check)
 
 
-def required_phrases(phrases: Iterable[str], *, case_sensitive: bool = False) -> Check:
+def required_phrases(
+    phrases: Iterable[str], *, case_sensitive: bool = False, name: str = "required_phrases"
+) -> Check:
     """Every one of ``phrases`` appears in the output (case-insensitive by default)."""
     patterns = [(p, _term_pattern(p, False, case_sensitive)) for p in phrases]
 
@@ -192,7 +198,7 @@ def required_phrases(phrases: Iterable[str], *, case_sensitive: bool = False) ->
         missing = [phrase for phrase, pattern in patterns if not pattern.search(output)]
         return not missing, f"missing {', '.join(map(repr, missing))}" if missing else ""
 
-    return Check("required_phrases", check)
+    return Check(name, check)
 
 
 def matches_regex(pattern: str, *, name: str = "matches_regex", flags: int = 0) -> Check:
@@ -206,7 +212,7 @@ def matches_regex(pattern: str, *, name: str = "matches_regex", flags: int = 0) 
     return Check(name, check)
 
 
-def valid_json() -> Check:
+def valid_json(*, name: str = "valid_json") -> Check:
     """The output parses as JSON."""
 
     def check(output: str) -> tuple[bool, str]:
@@ -216,7 +222,7 @@ def valid_json() -> Check:
             return False, f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         return True, ""
 
-    return Check("valid_json", check)
+    return Check(name, check)
 
 
 def matches_schema(schema: Any, *, name: str = "matches_schema") -> Check:

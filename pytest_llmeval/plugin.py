@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from . import __version__, records, settings, thresholds
-from .errors import LLMEvalAssertionError
+from .errors import EmptySelectionWarning, LLMEvalAssertionError
 from .partitions import PARTITIONS
 from .records import Record
 from .session import (
@@ -29,7 +29,6 @@ from .session import (
     aggregate,
     build_report,
     evaluate_gates,
-    labels,
     summary_lines,
 )
 from .settings import Settings
@@ -150,6 +149,13 @@ def _dataset_for(metafunc: pytest.Metafunc, marker: pytest.Mark) -> Dataset:
             )
     if partitions is not None or tags is not None:
         dataset = dataset.filter(partitions=partitions, tags=tags)
+        if not len(dataset):
+            metafunc.definition.warn(
+                EmptySelectionWarning(
+                    f"{metafunc.function.__name__}: no example of {path} matches "
+                    f"partition={partitions} tags={tags}; the test will be skipped"
+                )
+            )
     return dataset
 
 
@@ -359,19 +365,6 @@ class Controller:
             ordered, stats, verdicts, verbosity=terminalreporter.verbosity
         ):
             terminalreporter.write_line(text, **markup)
-        soft = [r for r in ordered if r.soft]
-        if soft:
-            limit = None if terminalreporter.verbosity > 0 else 10
-            terminalreporter.write_line("")
-            terminalreporter.write_line(f"soft failures ({len(soft)}):", yellow=True)
-            names = labels(ordered)
-            for record in soft[:limit]:
-                first = (record.failure_reason or "").splitlines()[0:1]
-                terminalreporter.write_line(
-                    f"  {names[record.nodeid]}: {first[0] if first else record.failure_kind}"
-                )
-            if limit is not None and len(soft) > limit:
-                terminalreporter.write_line(f"  ... and {len(soft) - limit} more (-v shows all)")
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         path = self.settings.report

@@ -30,9 +30,11 @@ class PartitionStats:
     skipped: int = 0
     metric_scores: dict[str, list[float]] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
+    example_ids: set[str] = field(default_factory=set)
 
     def add(self, record: Record) -> None:
         self.cases += 1
+        self.example_ids.add(record.example_id)
         if record.status == "passed":
             self.passed += 1
         elif record.status == "failed":
@@ -63,6 +65,7 @@ class PartitionStats:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "examples": len(self.example_ids),
             "cases": self.cases,
             "passed": self.passed,
             "failed": self.failed,
@@ -140,20 +143,16 @@ def evaluate_gates(
 ) -> list[GateVerdict]:
     """Apply the 100%-golden rule and each partition's hard or soft rule."""
     verdicts = []
-    names = labels(records)
     for partition, part in stats.items():
-        not_passed = tuple(
-            (names[r.nodeid], r.status)
-            for r in records
-            if r.partition == partition and r.status != "passed"
-        )
+        not_passed = _not_passed_examples(r for r in records if r.partition == partition)
         minimum = settings.minimum(partition)
         if partition == "golden":
             kind: GateKind = "golden"
             ok = not not_passed
         elif settings.is_hard(partition):
             kind = "hard"
-            ok = not any(status in ("failed", "error") for _, status in not_passed)
+            not_passed = tuple(item for item in not_passed if item[1] != "skipped")
+            ok = not not_passed
         else:
             kind = "soft"
             ok = part.pass_rate >= minimum - 1e-12
@@ -164,6 +163,21 @@ def evaluate_gates(
     return verdicts
 
 
+_SEVERITY = {"skipped": 0, "failed": 1, "error": 2}
+
+
+def _not_passed_examples(records: Iterable[Record]) -> tuple[tuple[str, str], ...]:
+    """(example id, worst status over its tests) for each example with a test not passed."""
+    worst: dict[str, str] = {}
+    for record in records:
+        if record.status == "passed":
+            continue
+        seen = worst.get(record.example_id)
+        if seen is None or _SEVERITY[record.status] > _SEVERITY[seen]:
+            worst[record.example_id] = record.status
+    return tuple(worst.items())
+
+
 def _gate_message(
     partition: str,
     kind: GateKind,
@@ -172,26 +186,32 @@ def _gate_message(
     minimum: float,
     not_passed: tuple[tuple[str, str], ...],
 ) -> str:
-    verdict = "PASS" if ok else "FAIL"
+    examples = len(part.example_ids)
+    # Several tests may evaluate one example: count examples, and tests where they differ.
+    tests = f" ({part.cases} tests)" if part.cases != examples else ""
     if kind == "golden":
         if ok:
-            return f"golden rule: PASS, all {part.cases} golden examples passed"
+            return f"golden rule: PASS, all {examples} golden examples passed{tests}"
         return (
-            f"golden rule: FAIL, {len(not_passed)} of {part.cases} golden examples did not "
-            f"pass: {_id_list(not_passed)}"
+            f"golden rule: FAIL, {len(not_passed)} of {examples} golden examples did not "
+            f"pass{tests}: {_id_list(not_passed)}"
         )
     if kind == "hard":
-        bad = tuple(item for item in not_passed if item[1] != "skipped")
-        detail = f"{len(bad)} did not pass: {_id_list(bad)}" if bad else "no failures"
-        return f"{partition} (hard): {verdict}, {detail}"
-    rate = f"pass rate {part.pass_rate:.1%} ({part.passed}/{part.cases})"
+        if ok:
+            return f"{partition} (hard): PASS, no failures among {examples} examples{tests}"
+        return (
+            f"{partition} (hard): FAIL, {len(not_passed)} of {examples} examples did not "
+            f"pass{tests}: {_id_list(not_passed)}"
+        )
+    unit = "tests" if tests else "examples"
+    rate = f"pass rate {part.pass_rate:.1%} ({part.passed}/{part.cases} {unit})"
     if ok:
         return f"{partition} (soft): PASS, {rate} >= minimum {minimum:.1%}"
     needed = math.ceil(minimum * part.cases - 1e-9) - part.passed
     return (
         f"{partition} (soft): FAIL, {rate} < minimum {minimum:.1%}, short by "
         f"{(minimum - part.pass_rate) * 100:.1f} points ({needed} more passing "
-        f"example{'s' if needed != 1 else ''} needed)"
+        f"{unit if needed != 1 else unit[:-1]} needed)"
     )
 
 
@@ -214,19 +234,20 @@ def summary_lines(
     verbosity: int = 0,
 ) -> list[Line]:
     """The llmeval summary: the partition table, the verdicts, usage, the slowest
-    examples, and failures grouped by reason (the last three hidden with -q)."""
+    examples, failures grouped by reason (these three hidden with -q), and the soft
+    failures, which pytest's own report does not show."""
     lines: list[Line] = [(text, {}) for text in _table(stats)]
     lines.append(("", {}))
     for verdict in verdicts:
         markup = {"green": True} if verdict.passed else {"red": True, "bold": True}
         lines.append((verdict.message, markup))
-    if verbosity < 0:
-        return lines
-    usage = _usage_line(records)
-    if usage:
-        lines += [("", {}), (usage, {})]
-    lines += _slowest(records, 10 if verbosity > 0 else 3)
-    lines += _failures_by_reason(records, None if verbosity > 0 else 5)
+    if verbosity >= 0:
+        usage = _usage_line(records)
+        if usage:
+            lines += [("", {}), (usage, {})]
+        lines += _slowest(records, 10 if verbosity > 0 else 3)
+        lines += _failures_by_reason(records, None if verbosity > 0 else 5)
+    lines += _soft_failures(records, None if verbosity > 0 else 10)
     return lines
 
 
@@ -321,6 +342,23 @@ def _failures_by_reason(records: Sequence[Record], limit: int | None) -> list[Li
         shown = ids if limit is None else ids[:limit]
         more = f" and {len(ids) - len(shown)} more" if len(ids) > len(shown) else ""
         lines.append((f"  {kind} ({len(members)}): {', '.join(shown)}{more}", {}))
+    return lines
+
+
+def _soft_failures(records: Sequence[Record], limit: int | None) -> list[Line]:
+    soft = [r for r in records if r.soft]
+    if not soft:
+        return []
+    names = labels(records)
+    lines: list[Line] = [("", {}), (f"soft failures ({len(soft)}):", {"yellow": True})]
+    for record in soft[:limit]:
+        reason = (record.failure_reason or record.failure_kind or "").splitlines()
+        lines.append((f"  {names[record.nodeid]}: {reason[0] if reason else ''}", {}))
+        # The why, without the output and reference shown in full elsewhere.
+        why = [r for r in reason[1:] if r.strip().startswith(("FAIL", "precision", "raised"))]
+        lines += [(f"      {r.strip()}", {}) for r in why[:3]]
+    if limit is not None and len(soft) > limit:
+        lines.append((f"  ... and {len(soft) - limit} more (-v shows all)", {}))
     return lines
 
 

@@ -76,3 +76,9 @@ def test_unknown_public_name_is_an_attribute_error() -> None:
 
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         pytest_llmeval.nope  # noqa: B018
+
+
+def test_all_lists_exactly_the_lazy_exports() -> None:
+    import pytest_llmeval
+
+    assert set(pytest_llmeval.__all__) == {*pytest_llmeval._EXPORTS, "__version__"}

@@ -117,3 +117,16 @@ def test_as_checks_rejects_non_callables() -> None:
     assert as_checks([Check("n", bool)])[0].name == "n"
     with pytest.raises(TypeError, match="not a check"):
         as_checks([42])  # type: ignore[list-item]
+
+
+def test_every_builtin_check_can_be_renamed() -> None:
+    checks = [
+        max_length(9, name="a"),
+        min_length(1, name="b"),
+        forbidden_terms(["x"], name="c"),
+        required_phrases(["y"], name="d"),
+        matches_regex("z", name="e"),
+        valid_json(name="f"),
+        matches_schema(int, name="g"),
+    ]
+    assert [o.name for o in run_checks("1", checks)] == list("abcdefg")

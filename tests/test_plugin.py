@@ -109,6 +109,31 @@ def test_first(example):
     pytester.runpytest().assert_outcomes(passed=4)
 
 
+def test_a_filter_that_selects_nothing_warns(pytester: pytest.Pytester) -> None:
+    body = """
+import pytest
+
+@pytest.mark.llmeval(dataset="data.jsonl", tags=["nothing-has-this"])
+def test_none(example):
+    pass
+"""
+    suite(
+        pytester,
+        rows(golden=2),
+        body,
+        ini="filterwarnings = default::pytest_llmeval.errors.EmptySelectionWarning",
+    )
+    result = pytester.runpytest("-rs")
+    result.assert_outcomes(skipped=1, warnings=1)
+    result.stdout.fnmatch_lines(
+        [
+            "test_evals.py:3",
+            "*EmptySelectionWarning: test_none: no example of * matches partition=None "
+            "tags=[[]'nothing-has-this'[]]; the test will be skipped*",
+        ]
+    )
+
+
 def test_async_tests_are_run_and_recorded(pytester: pytest.Pytester) -> None:
     body = """
 import asyncio
@@ -284,8 +309,7 @@ def test_constraints(example):
             "*constraints: 2 of 2 checks failed (golden)",
             "*FAIL forbidden_terms: found 'HelpHive'",
             "*FAIL polite: raised ValueError: classifier down",
-            "*golden rule: FAIL, 2 of 2 golden examples did not pass: "
-            "test_constraints[[]golden-00[]], test_f1[[]golden-00[]]*",
+            "*golden rule: FAIL, 1 of 1 golden examples did not pass (2 tests): golden-00",
             "*constraints:forbidden_terms,polite (1): test_constraints[[]golden-00[]]*",
             "*token_f1 (1): test_f1[[]golden-00[]]*",
         ]
@@ -353,7 +377,7 @@ def test_soft_partition_above_minimum_passes_and_lists_failures(pytester: pytest
     )
     result.stdout.fnmatch_lines(
         [
-            "*distribution (soft): PASS, pass rate 90.0% (9/10) >= minimum 85.0%",
+            "*distribution (soft): PASS, pass rate 90.0% (9/10 examples) >= minimum 85.0%",
             "*soft failures (1):",
             "*distribution-04: exact_match failed (normalized)",
         ]
@@ -372,7 +396,7 @@ def test_soft_partition_below_minimum_fails_and_says_by_how_much(pytester: pytes
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(
         [
-            "*distribution (soft): FAIL, pass rate 70.0% (7/10) < minimum 80.0%, "
+            "*distribution (soft): FAIL, pass rate 70.0% (7/10 examples) < minimum 80.0%, "
             "short by 10.0 points (1 more passing example needed)*",
         ]
     )
@@ -388,8 +412,8 @@ def test_hard_and_soft_are_configurable(pytester: pytest.Pytester) -> None:
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(
         [
-            "*regression (hard): FAIL, 1 did not pass: regression-01*",
-            "*adversarial (soft): FAIL, pass rate 50.0% (1/2) < minimum 90.0%*",
+            "*regression (hard): FAIL, 1 of 2 examples did not pass: regression-01*",
+            "*adversarial (soft): FAIL, pass rate 50.0% (1/2 examples) < minimum 90.0%*",
         ]
     )
     result = pytester.runpytest(
@@ -401,8 +425,8 @@ def test_hard_and_soft_are_configurable(pytester: pytest.Pytester) -> None:
     assert result.parseoutcomes() == {"passed": 3, "failed": 1, "softfailed": 1}
     result.stdout.fnmatch_lines(
         [
-            "*regression (soft): PASS, pass rate 50.0% (1/2) >= minimum 50.0%*",
-            "*adversarial (hard): FAIL, 1 did not pass: adversarial-00*",
+            "*regression (soft): PASS, pass rate 50.0% (1/2 examples) >= minimum 50.0%*",
+            "*adversarial (hard): FAIL, 1 of 2 examples did not pass: adversarial-00*",
         ]
     )
 

@@ -66,7 +66,7 @@ def test_gates_golden_hard_and_soft() -> None:
     assert verdicts["golden"].not_passed == (("g2", "skipped"),)
     assert verdicts["regression"].passed  # a skip in a hard partition is not a failure
     assert verdicts["distribution"].passed and verdicts["distribution"].message == (
-        "distribution (soft): PASS, pass rate 80.0% (8/10) >= minimum 80.0%"
+        "distribution (soft): PASS, pass rate 80.0% (8/10 examples) >= minimum 80.0%"
     )
 
 
