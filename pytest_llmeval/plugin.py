@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from . import __version__, records, settings, thresholds
-from .errors import EmptySelectionWarning, LLMEvalAssertionError
+from .errors import DatasetError, EmptySelectionWarning, LLMEvalAssertionError
+from .files import write_json
 from .partitions import PARTITIONS
 from .records import Record
 from .session import (
@@ -42,6 +43,7 @@ PREVIOUS_THRESHOLDS_KEY = pytest.StashKey[dict[str, float]]()
 DATASETS_KEY = pytest.StashKey[dict[Path, "Dataset"]]()
 EXAMPLE_KEY = pytest.StashKey["Example"]()
 RECORD_KEY = pytest.StashKey[Record]()
+PREVIOUS_RECORD_KEY = pytest.StashKey[Record | None]()  # restored after the test (pytester)
 REPORT_ATTR = "llmeval_record"  # the record's JSON form, on each eval test's teardown report
 SOFT_ATTR = "llmeval_soft"  # set on the call report of a failure in a soft partition
 
@@ -98,8 +100,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             f"{metafunc.function.__name__} is marked llmeval but takes no 'example' argument",
             pytrace=False,
         )
-    from .errors import DatasetError
-
     try:
         dataset = _dataset_for(metafunc, marker)
     except DatasetError as exc:
@@ -123,7 +123,6 @@ def _needs_asyncio_mark(metafunc: pytest.Metafunc) -> bool:
 
 def _dataset_for(metafunc: pytest.Metafunc, marker: pytest.Mark) -> Dataset:
     from .dataset import load_dataset
-    from .errors import DatasetError
 
     kwargs = dict(marker.kwargs)
     if marker.args:
@@ -143,9 +142,10 @@ def _dataset_for(metafunc: pytest.Metafunc, marker: pytest.Mark) -> Dataset:
     partitions, tags = _as_list(kwargs.get("partition")), _as_list(kwargs.get("tags"))
     for partition in partitions or ():
         if partition not in PARTITIONS:
-            raise DatasetError(
-                str(path),
-                f"marker asks for unknown partition {partition!r}; valid: {', '.join(PARTITIONS)}",
+            pytest.fail(
+                f"{metafunc.function.__name__}: llmeval marker asks for unknown partition "
+                f"{partition!r}; valid: {', '.join(PARTITIONS)}",
+                pytrace=False,
             )
     if partitions is not None or tags is not None:
         dataset = dataset.filter(partitions=partitions, tags=tags)
@@ -170,8 +170,6 @@ def _resolve(path: Path, metafunc: pytest.Metafunc) -> Path:
     for candidate in candidates:
         if candidate.exists():
             return candidate
-    from .errors import DatasetError
-
     raise DatasetError(str(path), "not found; looked in " + ", ".join(map(str, candidates)))
 
 
@@ -211,13 +209,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # --- records --------------------------------------------------------------------------
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(
-    item: pytest.Item, nextitem: pytest.Item | None
-) -> Generator[None, object, object]:
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # A plain hook, not a protocol wrapper: this runs for every test of the session.
     example = item.stash.get(EXAMPLE_KEY, None)
     if example is None:
-        return (yield)
+        return
     name, digest = example.dataset_info
     record = Record(
         example_id=example.id,
@@ -228,11 +225,7 @@ def pytest_runtest_protocol(
         tags=list(example.tags),
     )
     item.stash[RECORD_KEY] = record
-    previous = records.bind(record)
-    try:
-        return (yield)
-    finally:
-        records.bind(previous)
+    item.stash[PREVIOUS_RECORD_KEY] = records.bind(record)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -257,6 +250,8 @@ def pytest_runtest_makereport(
         setattr(report, SOFT_ATTR, True)
     if report.when == "teardown":
         setattr(report, REPORT_ATTR, record.to_json())
+        records.bind(item.stash[PREVIOUS_RECORD_KEY])
+        del item.stash[RECORD_KEY]  # it travels on the report now; items live all session
     return report
 
 
@@ -371,8 +366,6 @@ class Controller:
         if path is None:
             return
         document = build_report(*self._outcome(), self._run_metadata(int(exitstatus)))
-        from .files import write_json
-
         target = path if path.is_absolute() else self.config.invocation_params.dir / path
         write_json(target, document)
 
