@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from . import __version__, records, settings, thresholds
+from .client import LLM_ERROR, LLMCallError, LLMClient, build_client
 from .errors import DatasetError, EmptySelectionWarning, LLMEvalAssertionError
 from .files import write_json
 from .partitions import PARTITIONS
@@ -46,6 +47,7 @@ RECORD_KEY = pytest.StashKey[Record]()
 PREVIOUS_RECORD_KEY = pytest.StashKey[Record | None]()  # restored after the test (pytester)
 REPORT_ATTR = "llmeval_record"  # the record's JSON form, on each eval test's teardown report
 SOFT_ATTR = "llmeval_soft"  # set on the call report of a failure in a soft partition
+ERROR_ATTR = "llmeval_error"  # the class of a model call that failed for good
 
 _MARKERS = (
     "llmeval(dataset, partition=None, tags=None): run the test once per example of the "
@@ -237,7 +239,11 @@ def pytest_runtest_makereport(
     if record is None:
         return report
     _update(record, report, call)
-    if (
+    if report.when == "call" and record.status == "error":
+        # A model call that failed for good: an error of the run, not of the model's
+        # quality, shown as pytest shows errors and never softened.
+        setattr(report, ERROR_ATTR, record.failure_kind)
+    elif (
         report.when == "call"
         and report.failed
         and not item.config.stash[SETTINGS_KEY].is_hard(record.partition)
@@ -273,6 +279,8 @@ def _update(record: Record, report: pytest.TestReport, call: pytest.CallInfo[Non
     if report.when != "call":
         kind = f"{report.when} error: {type(exc).__name__}" if exc else f"{report.when} error"
         record.fail("error", kind, _exconly(call))
+    elif isinstance(exc, LLMCallError):
+        record.fail("error", f"{LLM_ERROR}{exc.kind}", str(exc))
     elif isinstance(exc, LLMEvalAssertionError):
         record.fail("failed", exc.kind, str(exc))
     elif isinstance(exc, AssertionError):
@@ -291,6 +299,8 @@ def pytest_report_teststatus(
 ) -> tuple[str, str, tuple[str, dict[str, bool]]] | None:
     if getattr(report, SOFT_ATTR, False):
         return "softfailed", "f", ("SOFTFAIL", {"yellow": True})
+    if getattr(report, ERROR_ATTR, None):
+        return "error", "E", ("ERROR", {"red": True})
     return None
 
 
@@ -306,6 +316,27 @@ def llmeval_record(request: pytest.FixtureRequest) -> Record:
             pytrace=False,
         )
     return record
+
+
+@pytest.fixture(scope="session")
+def llm(pytestconfig: pytest.Config) -> Generator[LLMClient, None, None]:
+    """The client for the app under test: ``llm.chat.completions.create(...)``,
+    ``llm.complete(prompt)``, ``await llm.aio.chat.completions.create(...)``. Cached,
+    retried, bounded, and recorded (model, tokens, cost, latency) in the running test."""
+    settings_ = pytestconfig.stash[SETTINGS_KEY]
+    client = build_client(settings_.app, settings_.cache_dir, settings_.cache_mode)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def judge_client(pytestconfig: pytest.Config) -> Generator[LLMClient, None, None]:
+    """The client for the judge model (``--llmeval-judge-model``), with the same cache,
+    retries and bounds as ``llm``."""
+    settings_ = pytestconfig.stash[SETTINGS_KEY]
+    client = build_client(settings_.judge, settings_.cache_dir, settings_.cache_mode)
+    yield client
+    client.close()
 
 
 # --- the controller: aggregate, gate, summarise, report -------------------------------

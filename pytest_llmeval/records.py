@@ -33,6 +33,8 @@ class Record:
     duration_s: float | None = None
     tokens: dict[str, int] = field(default_factory=dict)
     cost_usd: float | None = None
+    llm_calls: int = 0
+    cache_hits: int = 0
     status: Status = "passed"
     failure_kind: str | None = None
     failure_reason: str | None = None

@@ -6,13 +6,18 @@ Every flag defaults to None and falls back to its ini key. Bad values raise
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from .cache import CACHE_MODES
+from .client import ClientConfig
 from .partitions import PARTITIONS
+from .pricing import parse_prices
 
 DEFAULT_HARD = ("golden", "regression")
 DEFAULT_MIN_PASS_RATE = {"regression": 1.0, "adversarial": 0.9, "distribution": 0.85}
@@ -32,6 +37,25 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "",
     ),
     ("thresholds", "metric thresholds, e.g. 'token_f1:0.8 token_f1.golden:0.9'", ""),
+    ("cache", f"response cache mode: {', '.join(CACHE_MODES)} (default: use)", "use"),
+    ("cache_dir", "response cache folder, relative to the rootdir", ".llmeval-cache"),
+    ("max_retries", "retries of a failed model call (429, 5xx, timeouts, drops)", "4"),
+    ("retry_base_delay", "first backoff delay in seconds, doubled per retry, jittered", "0.5"),
+    ("prices", "USD per million tokens, e.g. 'gpt-4o-mini=0.15/0.60 gpt-4o=2.5/10'", ""),
+    *(
+        (f"{prefix}{name}", f"{role}: {text}", default)
+        for prefix, role, defaults in (
+            ("", "model under test (llm fixture)", {"temperature": ""}),
+            ("judge_", "judge (judge_client fixture)", {"temperature": "0"}),
+        )
+        for name, text, default in (
+            ("model", "model name", ""),
+            ("base_url", "OpenAI-compatible base URL (else $OPENAI_BASE_URL)", ""),
+            ("temperature", "sampling temperature", defaults["temperature"]),
+            ("max_concurrency", "requests in flight per endpoint", "16"),
+            ("timeout", "seconds before a request times out", "60"),
+        )
+    ),
 )
 
 
@@ -45,6 +69,10 @@ class Settings:
     min_pass_rate: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIN_PASS_RATE))
     thresholds: dict[str, float] = field(default_factory=dict)
     datasets_dir: Path | None = None
+    cache_mode: str = "use"
+    cache_dir: Path = Path(".llmeval-cache")
+    app: ClientConfig = field(default_factory=ClientConfig)
+    judge: ClientConfig = field(default_factory=lambda: ClientConfig(role="judge"))
 
     def is_hard(self, partition: str) -> bool:
         return partition in self.hard_partitions
@@ -64,6 +92,11 @@ class Settings:
             parts.append(f"tags: {','.join(self.tags)}")
         if self.report:
             parts.append(f"report: {self.report}")
+        parts.append(f"cache: {self.cache_mode} ({self.cache_dir})")
+        if self.app.model:
+            parts.append(f"model: {self.app.model}")
+        if self.judge.model:
+            parts.append(f"judge: {self.judge.model}")
         return ", ".join(parts)
 
 
@@ -84,6 +117,24 @@ def from_config(config: pytest.Config) -> Settings:
             f"the session); remove it from llmeval_hard_partitions to give it a minimum"
         )
     datasets_dir = config.getini("llmeval_datasets_dir").strip()
+    cache_mode = value("cache")
+    if cache_mode not in CACHE_MODES:
+        raise pytest.UsageError(
+            f"llmeval_cache: unknown mode {cache_mode!r}; valid: {', '.join(CACHE_MODES)}"
+        )
+    try:
+        prices = parse_prices(value("prices"))
+    except ValueError as exc:
+        raise pytest.UsageError(f"llmeval_prices: {exc}") from None
+    retries = dict(
+        max_retries=int(_number("max_retries", value("max_retries"), minimum=0)),
+        retry_base_delay=_number("retry_base_delay", value("retry_base_delay"), minimum=0),
+        prices=prices,
+    )
+    app = _client_config(value, "", os.environ.get("OPENAI_BASE_URL"), retries)
+    judge_key = os.environ.get("LLMEVAL_JUDGE_API_KEY")
+    judge_url = os.environ.get("LLMEVAL_JUDGE_BASE_URL") or app.base_url
+    judge = _client_config(value, "judge_", judge_url, retries, api_key=judge_key)
     return Settings(
         report=Path(value("report")) if value("report") else None,
         tags=tuple(t.strip() for t in value("tags").split(",") if t.strip()),
@@ -91,7 +142,47 @@ def from_config(config: pytest.Config) -> Settings:
         min_pass_rate=minimums,
         thresholds=_parse_pairs("thresholds", value("thresholds"), _threshold, None),
         datasets_dir=(config.rootpath / datasets_dir) if datasets_dir else None,
+        cache_mode=cache_mode,
+        cache_dir=config.rootpath / value("cache_dir"),
+        app=app,
+        judge=judge,
     )
+
+
+def _client_config(
+    value: Callable[[str], str],
+    prefix: str,
+    env_base_url: str | None,
+    shared: dict[str, Any],
+    *,
+    api_key: str | None = None,
+) -> ClientConfig:
+    """One role's client settings: flag, then ini, then the environment."""
+    temperature = value(f"{prefix}temperature")
+    return ClientConfig(
+        role="judge" if prefix else "app",
+        model=value(f"{prefix}model") or None,
+        base_url=value(f"{prefix}base_url") or env_base_url or None,
+        api_key=api_key or os.environ.get("OPENAI_API_KEY"),
+        temperature=_number(f"{prefix}temperature", temperature, minimum=0)
+        if temperature
+        else None,
+        max_concurrency=int(
+            _number(f"{prefix}max_concurrency", value(f"{prefix}max_concurrency"), minimum=1)
+        ),
+        timeout=_number(f"{prefix}timeout", value(f"{prefix}timeout"), minimum=0.001),
+        **shared,
+    )
+
+
+def _number(name: str, raw: str, *, minimum: float) -> float:
+    try:
+        number = float(raw)
+    except ValueError:
+        number = float("nan")
+    if not number >= minimum:
+        raise pytest.UsageError(f"llmeval_{name}: {raw!r} is not a number >= {minimum:g}")
+    return number
 
 
 def _parse_hard(spec: str) -> frozenset[str]:

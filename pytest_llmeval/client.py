@@ -1,0 +1,338 @@
+"""One client layer over the official ``openai`` package, for the app under test (the
+``llm`` fixture) and for the judge (``judge_client``).
+
+It looks like the OpenAI client (``client.chat.completions.create(...)``,
+``client.embeddings.create(...)``, and ``await client.aio.chat.completions.create(...)``)
+and adds the response cache, retries with backoff and jitter that honour ``Retry-After``,
+a bound on requests in flight per endpoint, and usage, cost and latency written into the
+running test's record. After the last retry a failure raises :class:`LLMCallError`
+classified as rate_limit, timeout, server_error, auth or bad_request: the test is then an
+error, not a quality failure.
+
+Async calls run the same code on a thread pool: nothing is bound to an event loop, so
+the client works under any loop pytest-asyncio creates, and the bound on requests in
+flight holds across sync and async callers alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .cache import CacheMissError, ResponseCache, describe, keyed_request
+from .errors import LLMEvalError
+from .pricing import cost_usd
+from .records import Record, current_record
+
+if TYPE_CHECKING:
+    import openai
+    from openai.types import CreateEmbeddingResponse
+    from openai.types.chat import ChatCompletion
+
+ERROR_CLASSES = ("rate_limit", "timeout", "server_error", "auth", "bad_request", "cache_miss")
+LLM_ERROR = "llm_error:"  # the failure kind of a record whose model call failed for good
+CHAT = "chat.completions"
+EMBEDDINGS = "embeddings"
+
+
+class LLMCallError(LLMEvalError):
+    """A model call that failed for good (after retries), classified by ``kind``."""
+
+    def __init__(self, kind: str, message: str, *, attempts: int = 1) -> None:
+        super().__init__(
+            f"{kind} after {attempts} attempt{'s' if attempts != 1 else ''}: {message}"
+        )
+        self.kind = kind
+        self.attempts = attempts
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """How one role (the app under test, or the judge) reaches its model."""
+
+    role: str = "app"
+    model: str | None = None
+    base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    temperature: float | None = None
+    max_concurrency: int = 16
+    timeout: float = 60.0
+    max_retries: int = 4
+    retry_base_delay: float = 0.5
+    retry_max_delay: float = 30.0
+    prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+
+
+@dataclass
+class CallStats:
+    """Counters of one client, safe to update from many threads."""
+
+    requests: int = 0  # HTTP requests sent, retries included
+    cache_hits: int = 0
+    cache_misses: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def bump(self, name: str, kind: str | None = None) -> None:
+        with self._lock:
+            if kind is None:
+                setattr(self, name, getattr(self, name) + 1)
+            else:
+                self.errors[kind] = self.errors.get(kind, 0) + 1
+
+
+def classify(exc: BaseException) -> tuple[str, bool, float | None] | None:
+    """(class, retryable, Retry-After seconds) of an exception from an API call, or None
+    when it is not an API failure at all (a bug, which should surface as itself)."""
+    import openai
+
+    if isinstance(exc, openai.APITimeoutError):
+        return "timeout", True, None
+    if isinstance(exc, openai.APIConnectionError):  # dropped connection, refused
+        return "server_error", True, None
+    if isinstance(exc, json.JSONDecodeError):  # a malformed response body
+        return "server_error", True, None
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        if status == 429:
+            return "rate_limit", True, _retry_after(exc.response.headers)
+        if status >= 500 or status in (408, 409):
+            return "server_error", True, _retry_after(exc.response.headers)
+        if status in (401, 403):
+            return "auth", False, None
+        return "bad_request", False, None
+    if isinstance(exc, openai.OpenAIError):  # e.g. no API key configured
+        return "auth", False, None
+    return None
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) * scale)
+        except ValueError:
+            return None  # an HTTP date: fall back to our own backoff
+    return None
+
+
+# One bound per endpoint and limit, shared by every client of the process.
+_SLOTS: dict[tuple[str, int], threading.BoundedSemaphore] = {}
+_SLOTS_LOCK = threading.Lock()
+
+
+def _slots(base_url: str, limit: int) -> threading.BoundedSemaphore:
+    with _SLOTS_LOCK:
+        return _SLOTS.setdefault((base_url, limit), threading.BoundedSemaphore(limit))
+
+
+class LLMClient:
+    """The synchronous client; ``.aio`` is its asynchronous twin."""
+
+    def __init__(self, config: ClientConfig, cache: ResponseCache) -> None:
+        self.config = config
+        self.cache = cache
+        self.stats = CallStats()
+        # The record a call writes into is the caller's, taken when the call is made.
+        self.chat = _Chat(lambda **params: self._chat(current_record(), **params))
+        self.embeddings = _Embeddings(lambda **params: self._embeddings(current_record(), **params))
+        self.aio = AsyncLLMClient(self)
+        self._openai: openai.OpenAI | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._jitter = random.Random()
+
+    def complete(self, prompt: str | list[dict[str, Any]], **params: Any) -> str:
+        """The reply's text for a prompt string or a list of messages."""
+        return self._complete(current_record(), prompt, **params)
+
+    def _complete(
+        self, record: Record | None, prompt: str | list[dict[str, Any]], **params: Any
+    ) -> str:
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        reply = self._chat(record, messages=messages, **params)
+        return reply.choices[0].message.content or ""
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._openai is not None:
+            self._openai.close()
+
+    # --- the call path ------------------------------------------------------------------
+
+    def _chat(
+        self, record: Record | None, *, llmeval_sample: int = 0, **params: Any
+    ) -> ChatCompletion:
+        from openai.types.chat import ChatCompletion
+
+        if "temperature" not in params and self.config.temperature is not None:
+            params["temperature"] = self.config.temperature
+        return ChatCompletion.model_validate(self._call(CHAT, params, llmeval_sample, record))
+
+    def _embeddings(self, record: Record | None, **params: Any) -> CreateEmbeddingResponse:
+        from openai.types import CreateEmbeddingResponse
+
+        data = self._call(EMBEDDINGS, params, 0, record)
+        return CreateEmbeddingResponse.model_validate(data)
+
+    def _call(
+        self, endpoint: str, params: dict[str, Any], sample: int, record: Record | None
+    ) -> dict[str, Any]:
+        params.setdefault("model", self.config.model)
+        if not params["model"]:
+            raise ValueError(
+                f"no model for the {self.config.role} client: pass model= or set "
+                f"--llmeval-{'judge-' if self.config.role == 'judge' else ''}model"
+            )
+        request = keyed_request(endpoint, params, sample)
+        try:
+            entry = self.cache.get(request)
+        except CacheMissError as exc:
+            self.stats.bump("errors", "cache_miss")
+            raise LLMCallError("cache_miss", str(exc)) from None
+        if entry is not None:
+            self.stats.bump("cache_hits")
+            self._note(record, entry.response, entry.latency_s, hit=True)
+            return entry.response
+        self.stats.bump("cache_misses")
+        response, latency = self._send(endpoint, params, request)
+        self.cache.put(request, response, latency)
+        self._note(record, response, latency, hit=False)
+        return response
+
+    def _send(
+        self, endpoint: str, params: dict[str, Any], request: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], float]:
+        client = self._client()
+        create: Callable[..., Any] = (
+            client.chat.completions.create if endpoint == CHAT else client.embeddings.create
+        )
+        slots = _slots(str(client.base_url), self.config.max_concurrency)
+        attempt = 0
+        while True:
+            attempt += 1
+            self.stats.bump("requests")
+            start = time.perf_counter()
+            try:
+                with slots:
+                    result = create(**params)
+                latency = time.perf_counter() - start
+                return result.model_dump(mode="json", exclude_unset=True), latency
+            except Exception as exc:
+                verdict = classify(exc)
+                if verdict is None:
+                    raise
+                kind, retryable, retry_after = verdict
+                if not retryable or attempt > self.config.max_retries:
+                    self.stats.bump("errors", kind)
+                    raise LLMCallError(
+                        kind,
+                        f"{type(exc).__name__}: {exc} ({describe(request)})",
+                        attempts=attempt,
+                    ) from exc
+                time.sleep(self._delay(attempt, retry_after))
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        """Retry-After when the server gave one, else exponential backoff, full jitter."""
+        if retry_after is not None:
+            return min(retry_after, self.config.retry_max_delay)
+        ceiling = self.config.retry_base_delay * 2 ** (attempt - 1)
+        return self._jitter.uniform(0, min(ceiling, self.config.retry_max_delay))
+
+    def _note(
+        self, record: Record | None, response: Mapping[str, Any], latency: float, *, hit: bool
+    ) -> None:
+        """Write the call into the running test's record."""
+        if record is None:
+            return
+        record.llm_calls += 1
+        record.cache_hits += hit
+        if self.config.role != "app":
+            return
+        model = str(response.get("model") or "")
+        record.model = record.model or model or None
+        record.latency_s = (record.latency_s or 0.0) + latency
+        if hit:  # a cached response costs nothing
+            return
+        usage = response.get("usage") or {}
+        prompt = int(usage.get("prompt_tokens") or 0)
+        completion = int(usage.get("completion_tokens") or 0)
+        cost = cost_usd(self.config.prices, model, prompt, completion)
+        record.add_usage(prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost or 0.0)
+
+    def _client(self) -> openai.OpenAI:
+        with self._lock:
+            if self._openai is None:
+                import openai
+
+                try:
+                    self._openai = openai.OpenAI(
+                        api_key=self.config.api_key,
+                        base_url=self.config.base_url,
+                        timeout=self.config.timeout,
+                        max_retries=0,
+                    )
+                except openai.OpenAIError as exc:
+                    raise LLMCallError("auth", f"{exc} (set OPENAI_API_KEY)") from None
+            return self._openai
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=max(32, 2 * self.config.max_concurrency),
+                    thread_name_prefix=f"llmeval-{self.config.role}",
+                )
+            return self._executor
+
+
+class AsyncLLMClient:
+    """``await client.aio.chat.completions.create(...)``: the same calls, awaitable."""
+
+    def __init__(self, sync: LLMClient) -> None:
+        self._sync = sync
+        self.chat = _Chat(self._run(sync._chat))
+        self.embeddings = _Embeddings(self._run(sync._embeddings))
+
+    async def complete(self, prompt: str | list[dict[str, Any]], **params: Any) -> str:
+        """The reply's text for a prompt string or a list of messages."""
+        return str(await self._run(self._sync._complete)(prompt, **params))
+
+    def _run(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        async def call(*args: Any, **params: Any) -> Any:
+            # The record is taken here, in the caller's task, and handed to the thread.
+            task = functools.partial(method, current_record(), *args, **params)
+            return await asyncio.get_running_loop().run_in_executor(self._sync._pool(), task)
+
+        return call
+
+
+class _Completions:
+    def __init__(self, create: Callable[..., Any]) -> None:
+        self.create = create
+
+
+class _Chat:
+    def __init__(self, create: Callable[..., Any]) -> None:
+        self.completions = _Completions(create)
+
+
+class _Embeddings:
+    def __init__(self, create: Callable[..., Any]) -> None:
+        self.create = create
+
+
+def build_client(config: ClientConfig, cache_dir: Path, cache_mode: str) -> LLMClient:
+    return LLMClient(config, ResponseCache(cache_dir, cache_mode))
