@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion
 
 ERROR_CLASSES = ("rate_limit", "timeout", "server_error", "auth", "bad_request", "cache_miss")
-LLM_ERROR = "llm_error:"  # the failure kind of a record whose model call failed for good
 CHAT = "chat.completions"
 EMBEDDINGS = "embeddings"
 

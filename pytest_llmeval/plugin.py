@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from . import __version__, records, settings, thresholds
-from .client import LLM_ERROR, LLMCallError, LLMClient, build_client
+from .client import LLMCallError, LLMClient, build_client
 from .errors import DatasetError, EmptySelectionWarning, LLMEvalAssertionError
 from .files import write_json
 from .partitions import PARTITIONS
-from .records import Record
+from .records import LLM_ERROR, Record
 from .session import (
     GateVerdict,
     PartitionStats,

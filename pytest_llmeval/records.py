@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 Status = Literal["passed", "failed", "error", "skipped"]
 STATUSES: tuple[Status, ...] = ("passed", "failed", "error", "skipped")
+LLM_ERROR = "llm_error:"  # failure kind prefix of a model call that failed after retries
 
 
 @dataclass

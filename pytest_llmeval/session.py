@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from .partitions import PARTITIONS
-from .records import Record
+from .records import LLM_ERROR, Record
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -241,10 +241,13 @@ def summary_lines(
     for verdict in verdicts:
         markup = {"green": True} if verdict.passed else {"red": True, "bold": True}
         lines.append((verdict.message, markup))
+    errors = _errors_by_class(records)
+    if errors:
+        lines.append((errors, {"red": True}))
     if verbosity >= 0:
-        usage = _usage_line(records)
+        usage = _usage_lines(records)
         if usage:
-            lines += [("", {}), (usage, {})]
+            lines += [("", {}), *((text, {}) for text in usage)]
         lines += _slowest(records, 10 if verbosity > 0 else 3)
         lines += _failures_by_reason(records, None if verbosity > 0 else 5)
     lines += _soft_failures(records, None if verbosity > 0 else 10)
@@ -303,16 +306,33 @@ def _seconds(value: float | None) -> str:
     return f"{value * 1000:.0f}ms" if value < 1 else f"{value:.2f}s"
 
 
-def _usage_line(records: Sequence[Record]) -> str:
+def _errors_by_class(records: Sequence[Record]) -> str:
+    """Model calls that failed after their retries, by class: errors of the run, counted
+    apart from quality failures."""
+    counts: dict[str, int] = {}
+    for record in records:
+        kind = record.failure_kind or ""
+        if record.status == "error" and kind.startswith(LLM_ERROR):
+            counts[kind[len(LLM_ERROR) :]] = counts.get(kind[len(LLM_ERROR) :], 0) + 1
+    if not counts:
+        return ""
+    listed = ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return f"model call errors (after retries, not quality failures): {listed}"
+
+
+def _usage_lines(records: Sequence[Record]) -> list[str]:
+    lines = []
     prompt = sum(r.tokens.get("prompt", 0) for r in records)
     completion = sum(r.tokens.get("completion", 0) for r in records)
     costs = [r.cost_usd for r in records if r.cost_usd is not None]
-    if not (prompt or completion or costs):
-        return ""
-    line = f"tokens: {prompt + completion:,} ({prompt:,} prompt, {completion:,} completion)"
-    if costs:
-        line += f", cost ${sum(costs):.4f}"
-    return line
+    if prompt or completion or costs:
+        line = f"tokens: {prompt + completion:,} ({prompt:,} prompt, {completion:,} completion)"
+        lines.append(line + (f", cost ${sum(costs):.4f}" if costs else ""))
+    calls = sum(r.llm_calls for r in records)
+    if calls:
+        hits = sum(r.cache_hits for r in records)
+        lines.append(f"model calls: {calls:,} ({hits:,} cache hits, free; {calls - hits:,} misses)")
+    return lines
 
 
 def _slowest(records: Sequence[Record], count: int) -> list[Line]:

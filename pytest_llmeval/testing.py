@@ -7,7 +7,8 @@ Standard library only. Start it in a fixture::
         client = OpenAI(base_url=server.base_url, api_key="test")
 
 Faults are drawn per request from seeded rates, so a run is reproducible:
-``server.faults = {"429": 0.05, "500": 0.05, "timeout": 0.05, "malformed": 0.05}``.
+``server.faults = {"429": 0.05, "500": 0.05, "timeout": 0.05, "malformed": 0.05}``;
+``server.fault_sequence = ["429", "500"]`` makes the next requests fail in that order.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-FAULTS = ("429", "500", "503", "timeout", "malformed", "drop")
+FAULTS = ("429", "500", "503", "timeout", "malformed", "drop", "401", "400")
 EMBEDDING_DIMENSIONS = 64
 
 Reply = Callable[[dict[str, Any]], str]
@@ -52,6 +53,7 @@ class FakeOpenAIServer:
         self.reply = reply
         self.latency = latency
         self.faults = dict(faults or {})
+        self.fault_sequence: list[str | None] = []
         self.retry_after = retry_after  # seconds announced on a 429
         self.hang = hang  # how long a "timeout" fault stalls before answering
         self._rng = random.Random(seed)
@@ -77,7 +79,9 @@ class FakeOpenAIServer:
         return sum(self.requests.values())
 
     def start(self) -> FakeOpenAIServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -101,6 +105,11 @@ class FakeOpenAIServer:
 
     def _draw_fault(self) -> str | None:
         with self._lock:
+            if self.fault_sequence:
+                fault = self.fault_sequence.pop(0)
+                if fault is not None:
+                    self.injected[fault] += 1
+                return fault
             roll = self._rng.random()
             for fault, rate in self.faults.items():
                 if roll < rate:
@@ -160,8 +169,8 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                     {"error": {"message": "rate limited", "type": "rate_limit"}},
                     {"retry-after-ms": str(int(server.retry_after * 1000))},
                 )
-            elif fault in ("500", "503"):
-                self._send(int(fault), {"error": {"message": f"fault {fault}", "type": "server"}})
+            elif fault in ("500", "503", "401", "400"):
+                self._send(int(fault), {"error": {"message": f"fault {fault}", "type": "fault"}})
             elif fault == "timeout":
                 time.sleep(server.hang)
                 self._send(504, {"error": {"message": "too slow", "type": "timeout"}})
