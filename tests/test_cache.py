@@ -119,7 +119,8 @@ cache = ResponseCache(Path(sys.argv[1]), "use")
 print("ready", flush=True)
 i = 0
 while True:
-    request = keyed_request("chat.completions", {"model": "m", "messages": [{"role": "user", "content": f"q{i % 50}"}]})
+    messages = [{"role": "user", "content": f"q{i % 50}"}]
+    request = keyed_request("chat.completions", {"model": "m", "messages": messages})
     cache.put(request, {"i": i, "pad": "x" * 200_000}, 0.01)
     i += 1
 """

@@ -479,7 +479,8 @@ def test_header_shows_effective_settings(pytester: pytest.Pytester) -> None:
     suite(pytester, rows(golden=1), answers(), ini="llmeval_min_pass_rate = distribution:0.7")
     pytester.runpytest().stdout.fnmatch_lines(
         [
-            "llmeval: hard: golden regression, soft: adversarial>=90% distribution>=70%, cache: use (*)"
+            "llmeval: hard: golden regression, soft: adversarial>=90% distribution>=70%, "
+            "cache: use (*)"
         ]
     )
 
