@@ -52,6 +52,7 @@ class LLMCallError(LLMEvalError):
         )
         self.kind = kind
         self.attempts = attempts
+        self.original: BaseException | None = None  # the last API exception, if any
 
 
 @dataclass(frozen=True)
@@ -143,9 +144,8 @@ class LLMClient:
         self.config = config
         self.cache = cache
         self.stats = CallStats()
-        # The record a call writes into is the caller's, taken when the call is made.
-        self.chat = _Chat(lambda **params: self._chat(current_record(), **params))
-        self.embeddings = _Embeddings(lambda **params: self._embeddings(current_record(), **params))
+        self.chat = _Chat(self._chat_create)
+        self.embeddings = _Embeddings(self._embeddings_create)
         self.aio = AsyncLLMClient(self)
         self._openai: openai.OpenAI | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -154,11 +154,13 @@ class LLMClient:
 
     def complete(self, prompt: str | list[dict[str, Any]], **params: Any) -> str:
         """The reply's text for a prompt string or a list of messages."""
+        __tracebackhide__ = True
         return self._complete(current_record(), prompt, **params)
 
     def _complete(
         self, record: Record | None, prompt: str | list[dict[str, Any]], **params: Any
     ) -> str:
+        __tracebackhide__ = True
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
         reply = self._chat(record, messages=messages, **params)
         return reply.choices[0].message.content or ""
@@ -170,10 +172,20 @@ class LLMClient:
             self._openai.close()
 
     # --- the call path ------------------------------------------------------------------
+    # The record a call writes into is the caller's, taken when the call is made.
+
+    def _chat_create(self, **params: Any) -> ChatCompletion:
+        __tracebackhide__ = True
+        return self._chat(current_record(), **params)
+
+    def _embeddings_create(self, **params: Any) -> CreateEmbeddingResponse:
+        __tracebackhide__ = True
+        return self._embeddings(current_record(), **params)
 
     def _chat(
         self, record: Record | None, *, llmeval_sample: int = 0, **params: Any
     ) -> ChatCompletion:
+        __tracebackhide__ = True
         from openai.types.chat import ChatCompletion
 
         if "temperature" not in params and self.config.temperature is not None:
@@ -181,6 +193,7 @@ class LLMClient:
         return ChatCompletion.model_validate(self._call(CHAT, params, llmeval_sample, record))
 
     def _embeddings(self, record: Record | None, **params: Any) -> CreateEmbeddingResponse:
+        __tracebackhide__ = True
         from openai.types import CreateEmbeddingResponse
 
         data = self._call(EMBEDDINGS, params, 0, record)
@@ -189,6 +202,7 @@ class LLMClient:
     def _call(
         self, endpoint: str, params: dict[str, Any], sample: int, record: Record | None
     ) -> dict[str, Any]:
+        __tracebackhide__ = True
         params.setdefault("model", self.config.model)
         if not params["model"]:
             raise ValueError(
@@ -214,6 +228,7 @@ class LLMClient:
     def _send(
         self, endpoint: str, params: dict[str, Any], request: Mapping[str, Any]
     ) -> tuple[dict[str, Any], float]:
+        __tracebackhide__ = True
         client = self._client()
         create: Callable[..., Any] = (
             client.chat.completions.create if endpoint == CHAT else client.embeddings.create
@@ -236,11 +251,15 @@ class LLMClient:
                 kind, retryable, retry_after = verdict
                 if not retryable or attempt > self.config.max_retries:
                     self.stats.bump("errors", kind)
-                    raise LLMCallError(
+                    # The message says what failed; the openai and httpx frames behind it
+                    # would only bury the user's line, so the chain is kept as .original.
+                    error = LLMCallError(
                         kind,
                         f"{type(exc).__name__}: {exc} ({describe(request)})",
                         attempts=attempt,
-                    ) from exc
+                    )
+                    error.original = exc
+                    raise error from None
                 time.sleep(self._delay(attempt, retry_after))
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:

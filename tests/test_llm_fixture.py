@@ -1,0 +1,180 @@
+"""The ``llm`` fixture in eval suites run by pytester against the local fake server:
+cached re-runs, faults with and without retries, replay mode, xdist."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from pytest_llmeval.testing import FakeOpenAIServer
+
+SUITE = """
+import pytest
+from pytest_llmeval import assert_exact_match
+
+@pytest.mark.llmeval(dataset="data.jsonl")
+def test_answer(example, llm):
+    reply = llm.complete(example.input["question"])
+    assert_exact_match(reply, example.expected_output, normalize=False)
+"""
+
+ASYNC_SUITE = """
+import pytest
+from pytest_llmeval import assert_exact_match
+
+@pytest.mark.llmeval(dataset="data.jsonl")
+async def test_answer(example, llm):
+    reply = await llm.aio.chat.completions.create(
+        messages=[{"role": "user", "content": example.input["question"]}])
+    assert_exact_match(reply.choices[0].message.content, example.expected_output, normalize=False)
+"""
+
+
+@pytest.fixture
+def suite(
+    pytester: pytest.Pytester, fake_openai: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+
+    def make(count: int, body: str = SUITE, partition: str = "distribution") -> None:
+        pytester.makeini(
+            "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+            "llmeval_min_pass_rate = distribution:0.5\n"
+            f"llmeval_base_url = {fake_openai.base_url}\nllmeval_model = demo-model\n"
+            "llmeval_retry_base_delay = 0.001\nllmeval_timeout = 0.3\n"
+            "llmeval_prices = demo-model=1000/1000\n"
+        )
+        rows = [
+            {
+                "id": f"ex-{i:03d}",
+                "partition": partition,
+                "input": {"question": f"question {i}"},
+                "expected_output": f"echo: question {i}",
+            }
+            for i in range(count)
+        ]
+        pytester.path.joinpath("data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        pytester.makepyfile(test_suite=body)
+
+    return make
+
+
+def report_of(pytester: pytest.Pytester) -> dict[str, Any]:
+    return json.loads(pytester.path.joinpath("report.json").read_text())  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("body", [SUITE, ASYNC_SUITE], ids=["sync", "async"])
+def test_second_run_of_an_unchanged_suite_makes_no_request(
+    pytester: pytest.Pytester, fake_openai: FakeOpenAIServer, suite: Any, body: str
+) -> None:
+    suite(5, body)
+    first = pytester.runpytest("--llmeval-report", "report.json")
+    first.assert_outcomes(passed=5)
+    assert fake_openai.total_requests == 5
+    first.stdout.fnmatch_lines(["model calls: 5 (0 cache hits, free; 5 misses)"])
+    record = report_of(pytester)["records"][0]
+    assert record["model"] == "demo-model" and record["llm_calls"] == 1
+    assert record["tokens"] == {"prompt": 2, "completion": 3}
+    assert record["cost_usd"] == pytest.approx(5 * 1000 / 1e6)
+
+    fake_openai.reset_counters()
+    second = pytester.runpytest()
+    second.assert_outcomes(passed=5)
+    assert fake_openai.total_requests == 0
+    second.stdout.fnmatch_lines(["model calls: 5 (5 cache hits, free; 0 misses)"])
+
+
+def test_a_second_run_under_xdist_makes_no_request_either(
+    pytester: pytest.Pytester, fake_openai: FakeOpenAIServer, suite: Any
+) -> None:
+    suite(8)
+    pytester.runpytest("-n", "2").assert_outcomes(passed=8)
+    assert fake_openai.total_requests == 8
+    fake_openai.reset_counters()
+    pytester.runpytest("-n", "2").assert_outcomes(passed=8)
+    assert fake_openai.total_requests == 0
+
+
+MIXED_FAULTS = {"429": 0.05, "500": 0.05, "timeout": 0.05, "malformed": 0.05}
+
+
+def test_twenty_percent_faults_with_retries_every_example_gets_a_verdict(
+    pytester: pytest.Pytester, fake_openai: FakeOpenAIServer, suite: Any
+) -> None:
+    fake_openai.faults = MIXED_FAULTS
+    fake_openai.hang = 0.6
+    suite(200)
+    result = pytester.runpytest(
+        "--llmeval-cache", "off", "--llmeval-max-retries", "6", "--llmeval-report", "report.json"
+    )
+    result.assert_outcomes(passed=200)
+    assert sum(fake_openai.injected.values()) >= 20  # the faults did happen
+    assert set(fake_openai.injected) == set(MIXED_FAULTS)
+    assert {r["status"] for r in report_of(pytester)["records"]} == {"passed"}
+
+
+def test_twenty_percent_faults_without_retries_are_errors_by_class(
+    pytester: pytest.Pytester, fake_openai: FakeOpenAIServer, suite: Any
+) -> None:
+    fake_openai.faults = MIXED_FAULTS
+    fake_openai.hang = 0.6
+    suite(200)
+    result = pytester.runpytest(
+        "--llmeval-cache", "off", "--llmeval-max-retries", "0", "--llmeval-report", "report.json"
+    )
+    injected = dict(fake_openai.injected)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    outcomes = result.parseoutcomes()
+    assert (
+        outcomes["errors"] == sum(injected.values())
+        and outcomes["passed"] == 200 - outcomes["errors"]
+    )
+    records = report_of(pytester)["records"]
+    assert len(records) == 200  # every example is evaluated and written
+    kinds: dict[str, int] = {}
+    for record in records:
+        if record["status"] == "error":
+            kinds[record["failure_kind"]] = kinds.get(record["failure_kind"], 0) + 1
+    assert kinds == {
+        "llm_error:rate_limit": injected["429"],
+        "llm_error:server_error": injected["500"] + injected["malformed"],
+        "llm_error:timeout": injected["timeout"],
+    }
+    by_class = ", ".join(
+        f"{k.split(':')[1]} {n}" for k, n in sorted(kinds.items(), key=lambda kv: -kv[1])
+    )
+    result.stdout.fnmatch_lines(
+        [f"model call errors (after retries, not quality failures): {by_class}"]
+    )
+    # Errors are never softened, even in a soft partition, and are not quality failures.
+    assert "softfailed" not in outcomes and "failed" not in outcomes
+
+
+def test_replay_with_an_empty_cache_fails_fast_without_a_connection(
+    pytester: pytest.Pytester, fake_openai: FakeOpenAIServer, suite: Any
+) -> None:
+    suite(30, partition="golden")
+    start = time.perf_counter()
+    result = pytester.runpytest("--llmeval-cache", "replay")
+    elapsed = time.perf_counter() - start
+    result.assert_outcomes(errors=30)
+    assert fake_openai.total_requests == 0
+    assert elapsed < 10
+    result.stdout.fnmatch_lines(
+        [
+            "*cache_miss after 1 attempt: no recorded response in * (cache mode 'replay', which "
+            "never calls the API) for chat.completions model='demo-model' 'question *",
+            "*golden rule: FAIL, 30 of 30 golden examples did not pass: ex-000 (error)*",
+            "model call errors (after retries, not quality failures): cache_miss 30",
+        ]
+    )
+
+
+def test_bad_cache_mode_is_a_usage_error(pytester: pytest.Pytester, suite: Any) -> None:
+    suite(1)
+    result = pytester.runpytest("--llmeval-cache", "sometimes")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unknown mode 'sometimes'; valid: use, replay, refresh, off*"])
