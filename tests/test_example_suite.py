@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+from pytest_llmeval import load_dataset
+
+HOLIDAY = "It is the holiday season"  # the v2 prompt's addition (example_suite/app.py)
 
 SUITE = Path(__file__).resolve().parent.parent / "example_suite"
 
@@ -45,17 +51,44 @@ def test_golden_gate_selects_only_golden(pytester: pytest.Pytester, suite: Path)
     assert verdicts(result) == ["golden rule: PASS, all 6 golden examples passed (18 tests)"]
 
 
+def cached_replies(suite: Path) -> dict[str, str]:
+    """Cache key -> the recorded reply's text."""
+    replies = {}
+    for path in (suite / "llmeval-cache").glob("*/*.json"):
+        entry = json.loads(path.read_text())
+        replies[entry["key"]] = entry["response"]["choices"][0]["message"]["content"]
+    return replies
+
+
 def test_one_wrong_golden_answer_fails_and_is_named(pytester: pytest.Pytester, suite: Path) -> None:
-    answers = suite / "answers" / "v1.jsonl"
-    rows = [json.loads(line) for line in answers.read_text().splitlines()]
-    victim = next(r for r in rows if r["id"].startswith("golden-"))
-    victim["output"] = "I'm not sure, please check our website. — Brightdesk Support"
-    answers.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    victim = next(ex for ex in load_dataset(suite / "datasets") if ex.partition == "golden")
+    for path in (suite / "llmeval-cache").glob("*/*.json"):
+        entry = json.loads(path.read_text())
+        system, question = entry["request"]["messages"]
+        if question["content"] == victim.input["question"] and HOLIDAY not in system["content"]:
+            entry["response"]["choices"][0]["message"]["content"] = (
+                "I'm not sure, please check our website.\n\n— Brightdesk Support"
+            )
+            path.write_text(json.dumps(entry))
     result = pytester.runpytest(str(suite), "-m", "golden")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(
-        [f"golden rule: FAIL, 1 of 6 golden examples did not pass*: {victim['id']}"]
+        [f"golden rule: FAIL, 1 of 6 golden examples did not pass*: {victim.id}"]
     )
+
+
+def test_the_committed_cache_is_what_the_demo_server_records(suite: Path) -> None:
+    """The one documented command regenerates the cache, byte for byte in what matters."""
+    committed = cached_replies(suite)
+    subprocess.run(
+        [sys.executable, str(suite / "demo_server.py"), "record"],
+        cwd=suite,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    assert cached_replies(suite) == committed
+    assert len(committed) == 100  # 50 questions, two prompt versions
 
 
 def test_v2_prompt_fails_the_gates_the_same_way_under_xdist(
