@@ -82,12 +82,13 @@ class CallStats:
     errors: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def bump(self, name: str, kind: str | None = None) -> None:
+    def bump(self, name: str) -> None:
         with self._lock:
-            if kind is None:
-                setattr(self, name, getattr(self, name) + 1)
-            else:
-                self.errors[kind] = self.errors.get(kind, 0) + 1
+            setattr(self, name, getattr(self, name) + 1)
+
+    def error(self, kind: str) -> None:
+        with self._lock:
+            self.errors[kind] = self.errors.get(kind, 0) + 1
 
 
 def classify(exc: BaseException) -> tuple[str, bool, float | None] | None:
@@ -213,16 +214,16 @@ class LLMClient:
         try:
             entry = self.cache.get(request)
         except CacheMissError as exc:
-            self.stats.bump("errors", "cache_miss")
+            self.stats.error("cache_miss")
             raise LLMCallError("cache_miss", str(exc)) from None
         if entry is not None:
             self.stats.bump("cache_hits")
-            self._note(record, entry.response, entry.latency_s, hit=True)
+            self._note(record, params["model"], entry.response, entry.latency_s, hit=True)
             return entry.response
         self.stats.bump("cache_misses")
         response, latency = self._send(endpoint, params, request)
         self.cache.put(request, response, latency)
-        self._note(record, response, latency, hit=False)
+        self._note(record, params["model"], response, latency, hit=False)
         return response
 
     def _send(
@@ -250,7 +251,7 @@ class LLMClient:
                     raise
                 kind, retryable, retry_after = verdict
                 if not retryable or attempt > self.config.max_retries:
-                    self.stats.bump("errors", kind)
+                    self.stats.error(kind)
                     # The message says what failed; the openai and httpx frames behind it
                     # would only bury the user's line, so the chain is kept as .original.
                     error = LLMCallError(
@@ -270,25 +271,29 @@ class LLMClient:
         return self._jitter.uniform(0, min(ceiling, self.config.retry_max_delay))
 
     def _note(
-        self, record: Record | None, response: Mapping[str, Any], latency: float, *, hit: bool
+        self,
+        record: Record | None,
+        model: str,
+        response: Mapping[str, Any],
+        latency: float,
+        *,
+        hit: bool,
     ) -> None:
-        """Write the call into the running test's record."""
+        """Write the call into the running test's record. A cached response costs nothing;
+        only the app's calls make up the app's model and latency."""
         if record is None:
             return
-        record.llm_calls += 1
-        record.cache_hits += hit
-        if self.config.role != "app":
-            return
-        model = str(response.get("model") or "")
-        record.model = record.model or model or None
-        record.latency_s = (record.latency_s or 0.0) + latency
-        if hit:  # a cached response costs nothing
-            return
-        usage = response.get("usage") or {}
+        usage = {} if hit else (response.get("usage") or {})
         prompt = int(usage.get("prompt_tokens") or 0)
         completion = int(usage.get("completion_tokens") or 0)
-        cost = cost_usd(self.config.prices, model, prompt, completion)
-        record.add_usage(prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost or 0.0)
+        priced_as = str(response.get("model") or model)  # the dated name the server reports
+        cost = 0.0 if hit else cost_usd(self.config.prices, priced_as, prompt, completion)
+        record.note_call(
+            model, prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost, cached=hit
+        )
+        if self.config.role == "app":
+            record.model = record.model or model
+            record.latency_s = (record.latency_s or 0.0) + latency
 
     def _client(self) -> openai.OpenAI:
         with self._lock:

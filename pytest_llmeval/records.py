@@ -36,6 +36,7 @@ class Record:
     cost_usd: float | None = None
     llm_calls: int = 0
     cache_hits: int = 0
+    usage: dict[str, dict[str, Any]] = field(default_factory=dict)  # per model
     status: Status = "passed"
     failure_kind: str | None = None
     failure_reason: str | None = None
@@ -59,6 +60,40 @@ class Record:
                 self.tokens[key] = self.tokens.get(key, 0) + int(value)
         if cost_usd:
             self.cost_usd = (self.cost_usd or 0.0) + float(cost_usd)
+
+    def note_call(
+        self,
+        model: str,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cost_usd: float | None,
+        cached: bool,
+    ) -> None:
+        """Count one model call (the client layer calls this): totals and per model."""
+        self.llm_calls += 1
+        self.cache_hits += int(cached)
+        self.add_usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost_usd=cost_usd or 0.0,
+        )
+        per_model = self.usage.setdefault(
+            model,
+            {
+                "calls": 0,
+                "cache_hits": 0,
+                "prompt_tokens": 0,
+                "completion_tokens": 0,
+                "cost_usd": None,
+            },
+        )
+        per_model["calls"] += 1
+        per_model["cache_hits"] += int(cached)
+        per_model["prompt_tokens"] += prompt_tokens
+        per_model["completion_tokens"] += completion_tokens
+        if cost_usd is not None:
+            per_model["cost_usd"] = (per_model["cost_usd"] or 0.0) + cost_usd
 
     def fail(self, status: Status, kind: str, reason: str) -> None:
         """Mark the record as not passed; the first failure is the one kept."""

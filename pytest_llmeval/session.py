@@ -332,6 +332,17 @@ def _usage_lines(records: Sequence[Record]) -> list[str]:
     if calls:
         hits = sum(r.cache_hits for r in records)
         lines.append(f"model calls: {calls:,} ({hits:,} cache hits, free; {calls - hits:,} misses)")
+    by_model: dict[str, dict[str, Any]] = {}
+    for record in records:
+        for model, usage in record.usage.items():
+            total = by_model.setdefault(model, {"calls": 0, "tokens": 0, "cost": None})
+            total["calls"] += usage["calls"]
+            total["tokens"] += usage["prompt_tokens"] + usage["completion_tokens"]
+            if usage["cost_usd"] is not None:
+                total["cost"] = (total["cost"] or 0.0) + usage["cost_usd"]
+    for model, total in sorted(by_model.items()):
+        cost = "no price" if total["cost"] is None else f"${total['cost']:.4f}"
+        lines.append(f"  {model}: {total['calls']:,} calls, {total['tokens']:,} tokens, {cost}")
     return lines
 
 

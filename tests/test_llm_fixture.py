@@ -178,3 +178,32 @@ def test_bad_cache_mode_is_a_usage_error(pytester: pytest.Pytester, suite: Any) 
     result = pytester.runpytest("--llmeval-cache", "sometimes")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*unknown mode 'sometimes'; valid: use, replay, refresh, off*"])
+
+
+def test_app_and_judge_calls_are_counted_per_model(
+    pytester: pytest.Pytester, fake_openai: FakeOpenAIServer, suite: Any
+) -> None:
+    body = """
+import pytest
+
+@pytest.mark.llmeval(dataset="data.jsonl")
+def test_answer(example, llm, judge_client):
+    reply = llm.complete(example.input["question"])
+    judge_client.complete(f"grade: {reply}")
+"""
+    suite(3, body)
+    result = pytester.runpytest(
+        "--llmeval-judge-model", "judge-model", "--llmeval-report", "report.json"
+    )
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(
+        [
+            "model calls: 6 (0 cache hits, free; 6 misses)",
+            "  demo-model: 3 calls, 15 tokens, $0.0150",
+            "  judge-model: 3 calls, 27 tokens, no price",
+        ]
+    )
+    record = report_of(pytester)["records"][0]
+    assert record["model"] == "demo-model"  # the app's model, not the judge's
+    assert set(record["usage"]) == {"demo-model", "judge-model"}
+    assert fake_openai.bodies[1]["temperature"] == 0  # the judge's default
