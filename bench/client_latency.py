@@ -19,9 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pytest_llmeval.testing import FakeOpenAIServer  # noqa: E402
+from pytest_llmeval.testing import FakeOpenAIServer
 
 TEST = """
 import pytest
@@ -44,18 +42,31 @@ def write_suite(root: Path, count: int, base_url: str) -> None:
     )
     with (root / "data.jsonl").open("w") as out:
         for i in range(count):
-            out.write(json.dumps({
-                "id": f"ex-{i:04d}", "partition": "distribution",
-                "input": {"question": f"question {i}"}, "expected_output": f"echo: question {i}",
-            }) + "\n")
+            out.write(
+                json.dumps(
+                    {
+                        "id": f"ex-{i:04d}",
+                        "partition": "distribution",
+                        "input": {"question": f"question {i}"},
+                        "expected_output": f"echo: question {i}",
+                    }
+                )
+                + "\n"
+            )
     (root / "test_bench.py").write_text(TEST)
 
 
 def run(root: Path, *args: str) -> float:
     env = {**os.environ, "OPENAI_API_KEY": "bench-key"}
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
-                          cwd=root, env=env, stdout=subprocess.PIPE, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"pytest {' '.join(args)} failed:\n{done.stdout[-2000:]}")
@@ -76,7 +87,9 @@ def main() -> None:
         startup = run(root, "--collect-only")
 
         wall = run(root, "--llmeval-cache=off")
-        rows.append(("serial, no cache", wall, calls * args.latency + startup, server.total_requests))
+        rows.append(
+            ("serial, no cache", wall, calls * args.latency + startup, server.total_requests)
+        )
         server.reset_counters()
 
         wall = run(root, f"-n{args.workers}", "--llmeval-cache=use")  # also fills the cache
@@ -87,8 +100,10 @@ def main() -> None:
         wall = run(root, "--llmeval-cache=use")
         rows.append(("serial, fully cached", wall, startup, server.total_requests))
 
-    print(f"{args.examples} examples x 2 calls x {args.latency} s per request; "
-          f"pytest start-up and collection {startup:.2f} s")
+    print(
+        f"{args.examples} examples x 2 calls x {args.latency} s per request; "
+        f"pytest start-up and collection {startup:.2f} s"
+    )
     print(f"{'run':<24} {'wall s':>8} {'limit s':>8} {'wall/limit':>11} {'requests':>9}")
     for name, wall, limit, requests in rows:
         print(f"{name:<24} {wall:>8.2f} {limit:>8.2f} {wall / limit:>10.2f}x {requests:>9}")

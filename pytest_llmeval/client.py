@@ -239,11 +239,11 @@ class LLMClient:
         while True:
             attempt += 1
             self.stats.bump("requests")
-            start = time.perf_counter()
             try:
-                with slots:
+                with slots:  # the latency is the request's own, not the wait for a slot
+                    start = time.perf_counter()
                     result = create(**params)
-                latency = time.perf_counter() - start
+                    latency = time.perf_counter() - start
                 return result.model_dump(mode="json", exclude_unset=True), latency
             except Exception as exc:
                 verdict = classify(exc)

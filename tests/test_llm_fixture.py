@@ -101,15 +101,27 @@ def test_a_second_run_under_xdist_makes_no_request_either(
 MIXED_FAULTS = {"429": 0.05, "500": 0.05, "timeout": 0.05, "malformed": 0.05}
 
 
-def test_twenty_percent_faults_with_retries_every_example_gets_a_verdict(
-    pytester: pytest.Pytester, fake_openai: FakeOpenAIServer, suite: Any
-) -> None:
+def run_with_faults(
+    pytester: pytest.Pytester, fake_openai: FakeOpenAIServer, suite: Any, retries: int
+) -> pytest.RunResult:
+    """200 examples against a server failing 20% of calls (hanging past the timeout)."""
     fake_openai.faults = MIXED_FAULTS
     fake_openai.hang = 0.6
     suite(200)
-    result = pytester.runpytest(
-        "--llmeval-cache", "off", "--llmeval-max-retries", "6", "--llmeval-report", "report.json"
+    return pytester.runpytest(
+        "--llmeval-cache",
+        "off",
+        "--llmeval-max-retries",
+        str(retries),
+        "--llmeval-report",
+        "report.json",
     )
+
+
+def test_twenty_percent_faults_with_retries_every_example_gets_a_verdict(
+    pytester: pytest.Pytester, fake_openai: FakeOpenAIServer, suite: Any
+) -> None:
+    result = run_with_faults(pytester, fake_openai, suite, retries=6)
     result.assert_outcomes(passed=200)
     assert sum(fake_openai.injected.values()) >= 20  # the faults did happen
     assert set(fake_openai.injected) == set(MIXED_FAULTS)
@@ -119,12 +131,7 @@ def test_twenty_percent_faults_with_retries_every_example_gets_a_verdict(
 def test_twenty_percent_faults_without_retries_are_errors_by_class(
     pytester: pytest.Pytester, fake_openai: FakeOpenAIServer, suite: Any
 ) -> None:
-    fake_openai.faults = MIXED_FAULTS
-    fake_openai.hang = 0.6
-    suite(200)
-    result = pytester.runpytest(
-        "--llmeval-cache", "off", "--llmeval-max-retries", "0", "--llmeval-report", "report.json"
-    )
+    result = run_with_faults(pytester, fake_openai, suite, retries=0)
     injected = dict(fake_openai.injected)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     outcomes = result.parseoutcomes()
