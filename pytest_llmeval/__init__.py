@@ -39,6 +39,11 @@ _EXPORTS = {
     "assert_exact_match": "assertions",
     "assert_token_f1": "assertions",
     "assert_constraints": "assertions",
+    "assert_judge": "assertions",
+    "Judge": "judge",
+    "JudgeResult": "judge",
+    "Anchor": "judge",
+    "JudgeFamilyWarning": "errors",
     "DatasetError": "errors",
     "LLMEvalAssertionError": "errors",
     "LLMEvalError": "errors",
@@ -49,12 +54,16 @@ _EXPORTS = {
 # Spelled out (not derived from _EXPORTS) so that type checkers see the exports.
 __all__ = [
     "PARTITIONS",
+    "Anchor",
     "Check",
     "CheckOutcome",
     "Dataset",
     "DatasetError",
     "EmptySelectionWarning",
     "Example",
+    "Judge",
+    "JudgeFamilyWarning",
+    "JudgeResult",
     "LLMEvalAssertionError",
     "LLMEvalError",
     "LLMEvalWarning",
@@ -63,6 +72,7 @@ __all__ = [
     "__version__",
     "assert_constraints",
     "assert_exact_match",
+    "assert_judge",
     "assert_token_f1",
     "current_record",
     "exact_match",
@@ -79,15 +89,22 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .assertions import assert_constraints, assert_exact_match, assert_token_f1
+    from .assertions import (
+        assert_constraints,
+        assert_exact_match,
+        assert_judge,
+        assert_token_f1,
+    )
     from .dataset import Dataset, Example, load_dataset
     from .errors import (
         DatasetError,
         EmptySelectionWarning,
+        JudgeFamilyWarning,
         LLMEvalAssertionError,
         LLMEvalError,
         LLMEvalWarning,
     )
+    from .judge import Anchor, Judge, JudgeResult
     from .metrics import (
         Check,
         CheckOutcome,

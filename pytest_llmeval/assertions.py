@@ -3,10 +3,15 @@ and on failure raise an ``AssertionError`` that shows score, threshold and why."
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from . import thresholds
 from .errors import LLMEvalAssertionError
 from .metrics import Checks, MetricResult, exact_match, run_checks, token_f1
 from .records import current_record
+
+if TYPE_CHECKING:
+    from .judge import Judge, JudgeResult
 
 _SHOWN_CHARS = 300
 
@@ -79,6 +84,51 @@ def assert_constraints(output: str, checks: Checks) -> MetricResult:
     return result
 
 
+def assert_judge(
+    judge: Judge | JudgeResult,
+    response: str | None = None,
+    *,
+    threshold: float | None = None,
+    **score: Any,
+) -> JudgeResult:
+    """Assert that the judge's mean score (1-5) reaches the threshold (default 3, golden 4;
+    see ``llmeval_thresholds``). Pass a :class:`Judge` with the response and the
+    ``score`` arguments (``task=``, ``criteria=``, ``input=`` ...), or a
+    :class:`JudgeResult` computed earlier."""
+    __tracebackhide__ = True
+    from .judge import JudgeResult
+
+    if isinstance(judge, JudgeResult):
+        result = judge
+    elif response is None:
+        raise TypeError("assert_judge(judge, response, task=..., criteria=...) needs a response")
+    else:
+        result = judge.score(response, **score)
+    limit = thresholds.resolve("judge", _partition(), threshold)
+    metric = MetricResult(
+        "judge",
+        result.mean,
+        limit,
+        result.mean >= limit,
+        {
+            "scores": result.scores,
+            "variance": result.variance,
+            "stable": result.stable,
+            "model": result.model,
+            "prompt_sha256": result.prompt_sha256,
+        },
+    )
+    lines = [
+        f"judge {result.mean:.2f} < threshold {limit:.2f}{_where()}",
+        f"  scores {result.scores}{'' if result.stable else ' (unstable: samples disagree)'}",
+        f"  reasoning: {result.reasoning}",
+    ]
+    if result.weaknesses:
+        lines.append(f"  weaknesses: {'; '.join(result.weaknesses)}")
+    _conclude(metric, response, "\n".join(lines))
+    return result
+
+
 def _reference(metric: str, expected: str | None) -> str:
     if expected is None:
         raise ValueError(
@@ -100,7 +150,7 @@ def _where() -> str:
 
 def _conclude(
     result: MetricResult,
-    output: str,
+    output: str | None,
     headline: str,
     *,
     expected: str | None = None,
@@ -115,7 +165,7 @@ def _conclude(
             record.output = output
     if result.passed:
         return
-    lines = [headline, f"  output:   {_clip(output)}"]
+    lines = [headline] if output is None else [headline, f"  output:   {_clip(output)}"]
     if expected is not None:
         lines.append(f"  expected: {_clip(expected)}")
     raise LLMEvalAssertionError("\n".join(lines), result, kind=kind)

@@ -38,7 +38,16 @@ if TYPE_CHECKING:
     from openai.types import CreateEmbeddingResponse
     from openai.types.chat import ChatCompletion
 
-ERROR_CLASSES = ("rate_limit", "timeout", "server_error", "auth", "bad_request", "cache_miss")
+# "judge": too few judge samples gave a valid verdict (see judge.py).
+ERROR_CLASSES = (
+    "rate_limit",
+    "timeout",
+    "server_error",
+    "auth",
+    "bad_request",
+    "cache_miss",
+    "judge",
+)
 CHAT = "chat.completions"
 EMBEDDINGS = "embeddings"
 

@@ -54,5 +54,9 @@ class LLMEvalWarning(pytest.PytestWarning):
     """Base class of the plugin's warnings."""
 
 
+class JudgeFamilyWarning(LLMEvalWarning):
+    """The judge and the model under test come from the same family (self-preference)."""
+
+
 class EmptySelectionWarning(LLMEvalWarning):
     """An ``llmeval`` marker's partition or tag filter selects no example."""

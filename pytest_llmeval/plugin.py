@@ -12,6 +12,7 @@ import platform
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Generator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +22,12 @@ import pytest
 
 from . import __version__, records, settings, thresholds
 from .client import LLMCallError, LLMClient, build_client
-from .errors import DatasetError, EmptySelectionWarning, LLMEvalAssertionError
+from .errors import (
+    DatasetError,
+    EmptySelectionWarning,
+    JudgeFamilyWarning,
+    LLMEvalAssertionError,
+)
 from .files import write_json
 from .partitions import PARTITIONS
 from .records import LLM_ERROR, Record
@@ -37,6 +43,7 @@ from .settings import Settings
 
 if TYPE_CHECKING:
     from .dataset import Dataset, Example  # noqa: F401 (named in StashKey strings)
+    from .judge import Judge
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 CONTROLLER_KEY = pytest.StashKey["Controller"]()
@@ -337,6 +344,26 @@ def judge_client(pytestconfig: pytest.Config) -> Generator[LLMClient, None, None
     client = build_client(settings_.judge, settings_.cache_dir, settings_.cache_mode)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def judge(pytestconfig: pytest.Config, judge_client: LLMClient) -> Judge:
+    """The LLM judge: ``judge.score(response, task=..., criteria=...)`` on a 1-5 rubric,
+    or ``assert_judge(judge, response, task=..., criteria=...)``."""
+    from .judge import Judge, model_family
+
+    settings_ = pytestconfig.stash[SETTINGS_KEY]
+    judge_model, app_model = settings_.judge.model, settings_.app.model
+    if judge_model and app_model and model_family(judge_model) == model_family(app_model):
+        warnings.warn(
+            JudgeFamilyWarning(
+                f"the judge ({judge_model}) and the model under test ({app_model}) are both "
+                f"{model_family(app_model)} models: judges tend to favour their own family; "
+                "prefer a judge from another family (--llmeval-judge-model)"
+            ),
+            stacklevel=2,
+        )
+    return Judge(judge_client, n_samples=settings_.judge_samples)
 
 
 # --- the controller: aggregate, gate, summarise, report -------------------------------

@@ -42,6 +42,7 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("max_retries", "retries of a failed model call (429, 5xx, timeouts, drops)", "4"),
     ("retry_base_delay", "first backoff delay in seconds, doubled per retry, jittered", "0.5"),
     ("prices", "USD per million tokens, e.g. 'gpt-4o-mini=0.15/0.60 gpt-4o=2.5/10'", ""),
+    ("judge_samples", "judge samples per verdict, requested concurrently", "1"),
     *(
         (f"{prefix}{name}", f"{role}: {text}", default)
         for prefix, role, defaults in (
@@ -71,6 +72,7 @@ class Settings:
     datasets_dir: Path | None = None
     cache_mode: str = "use"
     cache_dir: Path = Path(".llmeval-cache")
+    judge_samples: int = 1
     app: ClientConfig = field(default_factory=ClientConfig)
     judge: ClientConfig = field(default_factory=lambda: ClientConfig(role="judge"))
 
@@ -144,6 +146,7 @@ def from_config(config: pytest.Config) -> Settings:
         datasets_dir=(config.rootpath / datasets_dir) if datasets_dir else None,
         cache_mode=cache_mode,
         cache_dir=config.rootpath / value("cache_dir"),
+        judge_samples=int(_number("judge_samples", value("judge_samples"), minimum=1)),
         app=app,
         judge=judge,
     )
