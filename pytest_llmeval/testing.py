@@ -54,6 +54,7 @@ class FakeOpenAIServer:
         self.latency = latency
         self.faults = dict(faults or {})
         self.fault_sequence: list[str | None] = []
+        self.reject_formats: set[str] = set()  # response_format types answered with a 400
         self.retry_after = retry_after  # seconds announced on a 429
         self.hang = hang  # how long a "timeout" fault stalls before answering
         self._rng = random.Random(seed)
@@ -165,6 +166,11 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 return
             if server.latency:
                 time.sleep(server.latency)
+            requested = (body.get("response_format") or {}).get("type")
+            if requested in server.reject_formats:
+                message = f"response_format {requested!r} is not supported"
+                self._send(400, {"error": {"message": message, "type": "invalid_request"}})
+                return
             fault = server._draw_fault()
             if fault == "429":
                 self._send(

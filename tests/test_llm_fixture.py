@@ -214,3 +214,44 @@ def test_answer(example, llm, judge_client):
     assert record["model"] == "demo-model"  # the app's model, not the judge's
     assert set(record["usage"]) == {"demo-model", "judge-model"}
     assert fake_openai.bodies[1]["temperature"] == 0  # the judge's default
+
+
+def test_judge_fixture_scores_and_warns_about_a_same_family_judge(
+    pytester: pytest.Pytester, fake_openai: FakeOpenAIServer, suite: Any
+) -> None:
+    fake_openai.reply = lambda request: (
+        json.dumps({"reasoning": "ok", "score": 4}) if request["model"] == "gpt-4o" else "echo"
+    )
+    body = """
+import pytest
+from pytest_llmeval import assert_judge
+
+@pytest.mark.llmeval(dataset="data.jsonl")
+def test_answer(example, llm, judge):
+    reply = llm.complete(example.input["question"])
+    assert_judge(judge, reply, task="answer", criteria=["is helpful"])
+"""
+    suite(2, body)
+    result = pytester.runpytest(
+        "--llmeval-model",
+        "gpt-4o-mini",
+        "--llmeval-judge-model",
+        "gpt-4o",
+        "--llmeval-judge-samples",
+        "3",
+        "-W",
+        "default::pytest_llmeval.errors.JudgeFamilyWarning",
+        "--llmeval-report",
+        "report.json",
+    )
+    result.assert_outcomes(passed=2, warnings=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*JudgeFamilyWarning: the judge (gpt-4o) and the model under "
+            "test (gpt-4o-mini) are both gpt models*"
+        ]
+    )
+    record = report_of(pytester)["records"][0]
+    assert record["judge"][0]["scores"] == [4, 4, 4] and record["judge"][0]["model"] == "gpt-4o"
+    assert record["metrics"][0]["name"] == "judge" and record["metrics"][0]["threshold"] == 3.0
+    assert record["model"] == "gpt-4o-mini"
