@@ -40,6 +40,7 @@ _EXPORTS = {
     "assert_token_f1": "assertions",
     "assert_constraints": "assertions",
     "assert_judge": "assertions",
+    "assert_grounded": "assertions",
     "Judge": "judge",
     "JudgeResult": "judge",
     "Anchor": "judge",
@@ -72,6 +73,7 @@ __all__ = [
     "__version__",
     "assert_constraints",
     "assert_exact_match",
+    "assert_grounded",
     "assert_judge",
     "assert_token_f1",
     "current_record",
@@ -92,6 +94,7 @@ if TYPE_CHECKING:
     from .assertions import (
         assert_constraints,
         assert_exact_match,
+        assert_grounded,
         assert_judge,
         assert_token_f1,
     )

@@ -3,6 +3,7 @@ and on failure raise an ``AssertionError`` that shows score, threshold and why."
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import thresholds
@@ -126,6 +127,36 @@ def assert_judge(
     if result.weaknesses:
         lines.append(f"  weaknesses: {'; '.join(result.weaknesses)}")
     _conclude(metric, response, "\n".join(lines))
+    return result
+
+
+def assert_grounded(
+    output: str, context: str, *, names: Iterable[str] = (), max_unsupported: int = 0
+) -> MetricResult:
+    """Assert that every price, percentage, number, date and product name of ``output``
+    appears in ``context`` (the deterministic pre-check: no model needed). ``names`` adds
+    product or feature names to check; ``max_unsupported`` tolerates a few."""
+    __tracebackhide__ = True
+    from .grounding import UNSUPPORTED, faithfulness, precheck
+
+    claims = precheck(output, context, names)
+    unsupported = [c for c in claims if c.label == UNSUPPORTED]
+    result = MetricResult(
+        "grounding",
+        faithfulness(claims),
+        1.0,
+        len(unsupported) <= max_unsupported,
+        {
+            "claims": [c.to_json() for c in claims],
+            "unsupported": len(unsupported),
+            "method": "precheck",
+        },
+    )
+    lines = [
+        f"grounding: {len(unsupported)} unsupported claim(s) of {len(claims)} checked{_where()}"
+    ]
+    lines += [f"  UNSUPPORTED {c.kind} {c.text!r}: {c.evidence}" for c in unsupported]
+    _conclude(result, output, "\n".join(lines))
     return result
 
 

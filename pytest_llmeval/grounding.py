@@ -1,0 +1,143 @@
+"""Grounding checks against a context. This module holds the deterministic pre-check,
+which needs no model: every price, percentage, number, date and product name in an
+answer must appear in the context, or it is reported as an unsupported claim.
+
+It catches the classic hallucinations of a support bot (a subtly wrong price, an invented
+feature name, a changed deadline) cheaply and exactly; claims it cannot see (a wrong
+statement made of ordinary words) need the model-based claim check.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+SUPPORTED = "SUPPORTED"
+UNSUPPORTED = "UNSUPPORTED"
+NOT_CHECKABLE = "NOT_CHECKABLE"
+REASONABLE_INFERENCE = "REASONABLE_INFERENCE"
+LABELS = (SUPPORTED, UNSUPPORTED, NOT_CHECKABLE, REASONABLE_INFERENCE)
+
+_MONTHS = (
+    "january|february|march|april|may|june|july|august|september|october|november|december"
+    "|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec"
+)
+_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("date", re.compile(r"\b\d{4}-\d{2}-\d{2}\b")),
+    (
+        "date",
+        re.compile(
+            rf"\b(?:{_MONTHS})\.? \d{{1,2}}(?:st|nd|rd|th)?(?:,? \d{{4}})?\b", re.IGNORECASE
+        ),
+    ),
+    (
+        "price",
+        re.compile(
+            r"[$€£]\s?\d[\d,]*(?:\.\d+)?"
+            r"|\b\d[\d,]*(?:\.\d+)? ?(?:USD|EUR|GBP|dollars?|euros?)\b"
+        ),
+    ),
+    ("percentage", re.compile(r"\b\d+(?:\.\d+)?\s?%")),
+    ("number", re.compile(r"\b\d[\d,]*(?:\.\d+)?\b")),
+    # CamelCase or letter-digit product names (AutoPilot, SmartRoute, GPT4); plain
+    # capitalised words are too common to check without a list of names.
+    ("name", re.compile(r"\b[A-Z][a-z]+(?:[A-Z][a-z0-9]*)+\b|\b[A-Z]+\d+[A-Za-z0-9]*\b")),
+)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A checkable statement of an answer, its label and the evidence for it."""
+
+    text: str
+    label: str
+    kind: str = "claim"
+    evidence: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "label": self.label,
+            "kind": self.kind,
+            "evidence": self.evidence,
+        }
+
+
+def _numbers(text: str) -> set[float]:
+    found = set()
+    for match in re.finditer(r"\d[\d,]*(?:\.\d+)?", text):
+        try:
+            found.add(float(match.group(0).replace(",", "")))
+        except ValueError:
+            continue
+    return found
+
+
+def facts(answer: str) -> list[tuple[str, str]]:
+    """(kind, text) of each fact-like span of the answer, the most specific kind first;
+    a span already taken by a more specific pattern is not counted again."""
+    taken: list[tuple[int, int]] = []
+    found = []
+    for kind, pattern in _PATTERNS:
+        for match in pattern.finditer(answer):
+            span = match.span()
+            if any(span[0] < end and start < span[1] for start, end in taken):
+                continue
+            taken.append(span)
+            found.append((span[0], kind, match.group(0).strip()))
+    return [(kind, text) for _, kind, text in sorted(found)]
+
+
+def precheck(answer: str, context: str, names: Iterable[str] = ()) -> list[Claim]:
+    """Label every number, price, percentage, date and product name of ``answer``:
+    SUPPORTED when the context has it (numbers compared by value), UNSUPPORTED when not.
+    ``names`` adds product or feature names to look for verbatim."""
+    # A price must match a price of the context, a percentage a percentage: "25%" is
+    # not supported by "25 agents". Plain numbers match any number of the context.
+    known: dict[str, set[float]] = {
+        "price": set(),
+        "percentage": set(),
+        "number": _numbers(context),
+    }
+    for kind, text in facts(context):
+        if kind in ("price", "percentage"):
+            known[kind] |= _numbers(text)
+    lowered = context.lower()
+    claims = []
+    for kind, text in facts(answer):
+        by_text = kind in ("name", "date")
+        ok = text.lower() in lowered if by_text else _numbers(text) <= known[kind]
+        claims.append(
+            Claim(
+                text,
+                SUPPORTED if ok else UNSUPPORTED,
+                kind,
+                "in the context" if ok else "not in the context",
+            )
+        )
+    seen = {c.text.lower() for c in claims}
+    for name in names:
+        if name.lower() not in seen and re.search(
+            rf"(?<!\w){re.escape(name)}(?!\w)", answer, re.IGNORECASE
+        ):
+            ok = name.lower() in lowered
+            claims.append(
+                Claim(
+                    name,
+                    SUPPORTED if ok else UNSUPPORTED,
+                    "name",
+                    "in the context" if ok else "not in the context",
+                )
+            )
+    return claims
+
+
+def faithfulness(claims: Iterable[Claim]) -> float:
+    """The share of checkable claims that are supported (1.0 when none is checkable)."""
+    checked = [c for c in claims if c.label != NOT_CHECKABLE]
+    if not checked:
+        return 1.0
+    good = sum(c.label in (SUPPORTED, REASONABLE_INFERENCE) for c in checked)
+    return good / len(checked)
