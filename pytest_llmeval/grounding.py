@@ -9,6 +9,7 @@ statement made of ordinary words) need the model-based claim check.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -90,10 +91,10 @@ def facts(answer: str) -> list[tuple[str, str]]:
     return [(kind, text) for _, kind, text in sorted(found)]
 
 
-def precheck(answer: str, context: str, names: Iterable[str] = ()) -> list[Claim]:
-    """Label every number, price, percentage, date and product name of ``answer``:
-    SUPPORTED when the context has it (numbers compared by value), UNSUPPORTED when not.
-    ``names`` adds product or feature names to look for verbatim."""
+@functools.lru_cache(maxsize=64)
+def _index(context: str) -> tuple[dict[str, set[float]], str]:
+    """The context's values by kind, and its lower-cased text. Cached: a suite checks
+    many answers against the same few documents."""
     # A price must match a price of the context, a percentage a percentage: "25%" is
     # not supported by "25 agents". Plain numbers match any number of the context.
     known: dict[str, set[float]] = {
@@ -104,34 +105,33 @@ def precheck(answer: str, context: str, names: Iterable[str] = ()) -> list[Claim
     for kind, text in facts(context):
         if kind in ("price", "percentage"):
             known[kind] |= _numbers(text)
-    lowered = context.lower()
+    return known, context.lower()
+
+
+def precheck(answer: str, context: str, names: Iterable[str] = ()) -> list[Claim]:
+    """Label every number, price, percentage, date and product name of ``answer``:
+    SUPPORTED when the context has it (numbers compared by value), UNSUPPORTED when not.
+    ``names`` adds product or feature names to look for verbatim."""
+    known, lowered = _index(context)
     claims = []
     for kind, text in facts(answer):
         by_text = kind in ("name", "date")
         ok = text.lower() in lowered if by_text else _numbers(text) <= known[kind]
-        claims.append(
-            Claim(
-                text,
-                SUPPORTED if ok else UNSUPPORTED,
-                kind,
-                "in the context" if ok else "not in the context",
-            )
-        )
+        claims.append(_checked(text, kind, ok))
     seen = {c.text.lower() for c in claims}
     for name in names:
         if name.lower() not in seen and re.search(
             rf"(?<!\w){re.escape(name)}(?!\w)", answer, re.IGNORECASE
         ):
             ok = name.lower() in lowered
-            claims.append(
-                Claim(
-                    name,
-                    SUPPORTED if ok else UNSUPPORTED,
-                    "name",
-                    "in the context" if ok else "not in the context",
-                )
-            )
+            claims.append(_checked(name, "name", ok))
     return claims
+
+
+def _checked(text: str, kind: str, found: bool) -> Claim:
+    if found:
+        return Claim(text, SUPPORTED, kind, "in the context")
+    return Claim(text, UNSUPPORTED, kind, "not in the context")
 
 
 def faithfulness(claims: Iterable[Claim]) -> float:

@@ -236,6 +236,7 @@ def summary_lines(
     """The llmeval summary: the partition table, the verdicts, usage, the slowest
     examples, failures grouped by reason (these three hidden with -q), and the soft
     failures, which pytest's own report does not show."""
+    names = labels(records)  # how each test is named in the lists below, computed once
     lines: list[Line] = [(text, {}) for text in _table(stats)]
     lines.append(("", {}))
     for verdict in verdicts:
@@ -248,9 +249,9 @@ def summary_lines(
         usage = _usage_lines(records)
         if usage:
             lines += [("", {}), *((text, {}) for text in usage)]
-        lines += _slowest(records, 10 if verbosity > 0 else 3)
-        lines += _failures_by_reason(records, None if verbosity > 0 else 5)
-    lines += _soft_failures(records, None if verbosity > 0 else 10)
+        lines += _slowest(records, names, 10 if verbosity > 0 else 3)
+        lines += _failures_by_reason(records, names, None if verbosity > 0 else 5)
+    lines += _soft_failures(records, names, None if verbosity > 0 else 10)
     return lines
 
 
@@ -346,20 +347,21 @@ def _usage_lines(records: Sequence[Record]) -> list[str]:
     return lines
 
 
-def _slowest(records: Sequence[Record], count: int) -> list[Line]:
+def _slowest(records: Sequence[Record], names: dict[str, str], count: int) -> list[Line]:
     timed = [r for r in records if r.effective_latency_s is not None]
     if not timed:
         return []
     timed.sort(key=lambda r: r.effective_latency_s or 0.0, reverse=True)
     lines: list[Line] = [("", {}), ("slowest examples:", {})]
-    names = labels(records)
     lines += [
         (f"  {_seconds(r.effective_latency_s):>8}  {names[r.nodeid]}", {}) for r in timed[:count]
     ]
     return lines
 
 
-def _failures_by_reason(records: Sequence[Record], limit: int | None) -> list[Line]:
+def _failures_by_reason(
+    records: Sequence[Record], names: dict[str, str], limit: int | None
+) -> list[Line]:
     groups: dict[str, list[Record]] = {}
     for record in records:
         if record.status in ("failed", "error"):
@@ -367,7 +369,6 @@ def _failures_by_reason(records: Sequence[Record], limit: int | None) -> list[Li
     if not groups:
         return []
     lines: list[Line] = [("", {}), ("failures by reason:", {})]
-    names = labels(records)
     for kind, members in sorted(groups.items(), key=lambda kv: -len(kv[1])):
         ids = [f"{names[r.nodeid]}{' (soft)' if r.soft else ''}" for r in members]
         shown = ids if limit is None else ids[:limit]
@@ -376,11 +377,12 @@ def _failures_by_reason(records: Sequence[Record], limit: int | None) -> list[Li
     return lines
 
 
-def _soft_failures(records: Sequence[Record], limit: int | None) -> list[Line]:
+def _soft_failures(
+    records: Sequence[Record], names: dict[str, str], limit: int | None
+) -> list[Line]:
     soft = [r for r in records if r.soft]
     if not soft:
         return []
-    names = labels(records)
     lines: list[Line] = [("", {}), (f"soft failures ({len(soft)}):", {"yellow": True})]
     for record in soft[:limit]:
         reason = (record.failure_reason or record.failure_kind or "").splitlines()
