@@ -4,9 +4,14 @@ a local OpenAI-compatible server stands in for every API (no test touches the in
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from pytest_llmeval.cache import ResponseCache
+from pytest_llmeval.client import ClientConfig, LLMClient
+from pytest_llmeval.judge import Judge
 from pytest_llmeval.testing import FakeOpenAIServer
 
 pytest_plugins = ["pytester"]
@@ -17,3 +22,29 @@ def fake_openai() -> Iterator[FakeOpenAIServer]:
     """A fresh server on 127.0.0.1 that echoes the last user message."""
     with FakeOpenAIServer() as server:
         yield server
+
+
+@pytest.fixture
+def make_judge(fake_openai: FakeOpenAIServer, tmp_path: Path) -> Iterator[Any]:
+    """``make_judge(reply, **options)``: a Judge on the fake server, which answers every
+    judge request with ``reply`` (a string, or a callable of the request body)."""
+    clients: list[LLMClient] = []
+
+    def make(reply: Any, **options: Any) -> Judge:
+        fake_openai.reply = reply if callable(reply) else (lambda request: reply)
+        client = LLMClient(
+            ClientConfig(
+                role="judge",
+                model="judge-model",
+                base_url=fake_openai.base_url,
+                api_key="k",
+                max_retries=0,
+            ),
+            ResponseCache(tmp_path / "cache", "off"),
+        )
+        clients.append(client)
+        return Judge(client, **options)
+
+    yield make
+    for client in clients:
+        client.close()

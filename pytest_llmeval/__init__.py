@@ -41,8 +41,13 @@ _EXPORTS = {
     "assert_constraints": "assertions",
     "assert_judge": "assertions",
     "assert_grounded": "assertions",
+    "assert_preferred": "assertions",
+    "assert_similar": "assertions",
     "Judge": "judge",
     "JudgeResult": "judge",
+    "PairwiseResult": "judge",
+    "Claim": "grounding",
+    "GroundingResult": "grounding",
     "Anchor": "judge",
     "JudgeFamilyWarning": "errors",
     "DatasetError": "errors",
@@ -58,10 +63,12 @@ __all__ = [
     "Anchor",
     "Check",
     "CheckOutcome",
+    "Claim",
     "Dataset",
     "DatasetError",
     "EmptySelectionWarning",
     "Example",
+    "GroundingResult",
     "Judge",
     "JudgeFamilyWarning",
     "JudgeResult",
@@ -69,12 +76,15 @@ __all__ = [
     "LLMEvalError",
     "LLMEvalWarning",
     "MetricResult",
+    "PairwiseResult",
     "Record",
     "__version__",
     "assert_constraints",
     "assert_exact_match",
     "assert_grounded",
     "assert_judge",
+    "assert_preferred",
+    "assert_similar",
     "assert_token_f1",
     "current_record",
     "exact_match",
@@ -96,6 +106,8 @@ if TYPE_CHECKING:
         assert_exact_match,
         assert_grounded,
         assert_judge,
+        assert_preferred,
+        assert_similar,
         assert_token_f1,
     )
     from .dataset import Dataset, Example, load_dataset
@@ -107,7 +119,8 @@ if TYPE_CHECKING:
         LLMEvalError,
         LLMEvalWarning,
     )
-    from .judge import Anchor, Judge, JudgeResult
+    from .grounding import Claim, GroundingResult
+    from .judge import Anchor, Judge, JudgeResult, PairwiseResult
     from .metrics import (
         Check,
         CheckOutcome,

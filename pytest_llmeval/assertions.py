@@ -12,7 +12,9 @@ from .metrics import Checks, MetricResult, exact_match, run_checks, token_f1
 from .records import current_record
 
 if TYPE_CHECKING:
-    from .judge import Judge, JudgeResult
+    from .embeddings import Embedder
+    from .grounding import GroundingResult
+    from .judge import Judge, JudgeResult, PairwiseResult
 
 _SHOWN_CHARS = 300
 
@@ -56,6 +58,34 @@ def assert_token_f1(
         output,
         f"token_f1 {f1:.3f} < threshold {limit:.3f}{_where()}\n"
         f"  precision {precision:.3f}, recall {recall:.3f}",
+        expected=reference,
+    )
+    return result
+
+
+def assert_similar(
+    output: str,
+    expected: str | None,
+    *,
+    threshold: float | None = None,
+    embedder: Embedder | None = None,
+) -> MetricResult:
+    """Assert that the cosine similarity of the embeddings of ``output`` and ``expected``
+    reaches the threshold (default 0.85, golden 0.88; see ``llmeval_thresholds``). The
+    embedder is the session's (``llmeval_embedding_model``: ``local`` or an
+    OpenAI-compatible embedding model) unless one is given."""
+    __tracebackhide__ = True
+    from .embeddings import default_embedder, similarity
+
+    reference = _reference("similarity", expected)
+    limit = thresholds.resolve("similarity", _partition(), threshold)
+    model = embedder or default_embedder()
+    score = similarity(model, output, reference)
+    result = MetricResult("similarity", score, limit, score >= limit, {"embedder": model.name})
+    _conclude(
+        result,
+        output,
+        f"similarity {score:.3f} < threshold {limit:.3f}{_where()} ({model.name})",
         expected=reference,
     )
     return result
@@ -131,32 +161,94 @@ def assert_judge(
 
 
 def assert_grounded(
-    output: str, context: str, *, names: Iterable[str] = (), max_unsupported: int = 0
-) -> MetricResult:
-    """Assert that every price, percentage, number, date and product name of ``output``
-    appears in ``context`` (the deterministic pre-check: no model needed). ``names`` adds
-    product or feature names to check; ``max_unsupported`` tolerates a few."""
-    __tracebackhide__ = True
-    from .grounding import UNSUPPORTED, faithfulness, precheck
+    output: str | GroundingResult,
+    context: str | None = None,
+    *,
+    judge: Judge | None = None,
+    question: Any = None,
+    names: Iterable[str] = (),
+    max_unsupported: int = 0,
+) -> GroundingResult:
+    """Assert that ``output`` makes no claim that ``context`` does not support.
 
-    claims = precheck(output, context, names)
-    unsupported = [c for c in claims if c.label == UNSUPPORTED]
-    result = MetricResult(
+    Without a judge, the deterministic pre-check: every price, percentage, number, date
+    and product name must appear in the context. With ``judge=``, the judge also splits
+    the answer into claims and labels each (SUPPORTED, UNSUPPORTED, NOT_CHECKABLE,
+    REASONABLE_INFERENCE), and the pre-check overrules it on values. A
+    :class:`GroundingResult` computed earlier is accepted too. ``names`` adds product or
+    feature names to check; ``max_unsupported`` tolerates a few unsupported claims."""
+    __tracebackhide__ = True
+    from .grounding import GroundingResult, precheck_result
+
+    answer: str | None = None
+    if isinstance(output, GroundingResult):
+        result = output
+    elif context is None:
+        raise TypeError("assert_grounded(output, context) needs the context to check against")
+    elif judge is None:
+        answer, result = output, precheck_result(output, context, names)
+    else:
+        answer = output
+        result = judge.check_grounding(output, context, question=question, names=names)
+    unsupported = result.unsupported
+    metric = MetricResult(
         "grounding",
-        faithfulness(claims),
+        result.faithfulness,
         1.0,
         len(unsupported) <= max_unsupported,
         {
-            "claims": [c.to_json() for c in claims],
+            "claims": [c.to_json() for c in result.claims],
             "unsupported": len(unsupported),
-            "method": "precheck",
+            "method": result.method,
         },
     )
     lines = [
-        f"grounding: {len(unsupported)} unsupported claim(s) of {len(claims)} checked{_where()}"
+        f"grounding: {len(unsupported)} unsupported claim(s) of {len(result.claims)} "
+        f"checked{_where()}, faithfulness {result.faithfulness:.2f}"
     ]
     lines += [f"  UNSUPPORTED {c.kind} {c.text!r}: {c.evidence}" for c in unsupported]
-    _conclude(result, output, "\n".join(lines))
+    _conclude(metric, answer, "\n".join(lines))
+    return result
+
+
+def assert_preferred(
+    judge: Judge | PairwiseResult,
+    candidate: str | None = None,
+    baseline: str | None = None,
+    **compare: Any,
+) -> PairwiseResult:
+    """Assert that ``candidate`` is not worse than ``baseline`` by the pairwise judge,
+    asked in both orders (``task=``, ``criteria=``, ``input=``). A tie passes; when the
+    orders disagree it is a tie and is counted as position bias in the summary. A
+    :class:`PairwiseResult` from ``judge.compare(candidate, baseline, ...)`` is accepted."""
+    __tracebackhide__ = True
+    from .judge import PairwiseResult
+
+    if isinstance(judge, PairwiseResult):
+        result = judge
+    elif candidate is None or baseline is None:
+        raise TypeError("assert_preferred(judge, candidate, baseline, task=...) needs both texts")
+    else:
+        result = judge.compare(candidate, baseline, **compare)
+    score = {"a": 1.0, "tie": 0.5, "b": 0.0}[result.winner]
+    metric = MetricResult(
+        "preference",
+        score,
+        0.5,
+        score >= 0.5,
+        {
+            "winner": {"a": "candidate", "b": "baseline", "tie": "tie"}[result.winner],
+            "position_bias": result.position_bias,
+            "model": result.model,
+            "prompt_sha256": result.prompt_sha256,
+        },
+    )
+    lines = [
+        f"preference: the baseline is preferred in both orders{_where()}",
+        f"  candidate first: {result.reasoning[0]}",
+        f"  baseline first:  {result.reasoning[1]}",
+    ]
+    _conclude(metric, candidate, "\n".join(lines), expected=baseline, reference="baseline")
     return result
 
 
@@ -185,6 +277,7 @@ def _conclude(
     headline: str,
     *,
     expected: str | None = None,
+    reference: str = "expected",
     kind: str | None = None,
 ) -> None:
     """Record the result on the running test and raise if it failed."""
@@ -198,7 +291,7 @@ def _conclude(
         return
     lines = [headline] if output is None else [headline, f"  output:   {_clip(output)}"]
     if expected is not None:
-        lines.append(f"  expected: {_clip(expected)}")
+        lines.append(f"  {reference + ':':<9} {_clip(expected)}")
     raise LLMEvalAssertionError("\n".join(lines), result, kind=kind)
 
 

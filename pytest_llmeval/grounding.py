@@ -1,10 +1,11 @@
-"""Grounding checks against a context. This module holds the deterministic pre-check,
-which needs no model: every price, percentage, number, date and product name in an
-answer must appear in the context, or it is reported as an unsupported claim.
+"""Grounding checks against a context. The deterministic pre-check needs no model: every
+price, percentage, number, date and product name in an answer must appear in the
+context, or it is reported as an unsupported claim.
 
 It catches the classic hallucinations of a support bot (a subtly wrong price, an invented
 feature name, a changed deadline) cheaply and exactly; claims it cannot see (a wrong
-statement made of ordinary words) need the model-based claim check.
+statement made of ordinary words) need the judge's claim check, which ``merge`` combines
+with it.
 """
 
 from __future__ import annotations
@@ -64,6 +65,59 @@ class Claim:
             "kind": self.kind,
             "evidence": self.evidence,
         }
+
+
+@dataclass(frozen=True)
+class GroundingResult:
+    """The labelled claims of one answer and how they were labelled."""
+
+    claims: list[Claim]
+    method: str  # "precheck" or "judge+precheck"
+    model: str | None = None
+    prompt_sha256: str | None = None
+
+    @property
+    def unsupported(self) -> list[Claim]:
+        return [c for c in self.claims if c.label == UNSUPPORTED]
+
+    @property
+    def faithfulness(self) -> float:
+        return faithfulness(self.claims)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": "grounding",
+            "method": self.method,
+            "faithfulness": self.faithfulness,
+            "unsupported": len(self.unsupported),
+            "claims": [c.to_json() for c in self.claims],
+            "model": self.model,
+            "prompt_sha256": self.prompt_sha256,
+        }
+
+
+def merge(judged: list[Claim], prechecked: list[Claim]) -> list[Claim]:
+    """The judge's claims, overruled by the pre-check where a claim carries a value the
+    context does not have (the pre-check is exact; a judge can miss $27 against $29).
+    Unsupported values that no judged claim mentions are added as claims of their own."""
+    missing = [c for c in prechecked if c.label == UNSUPPORTED]
+    covered: set[str] = set()
+    merged = []
+    for claim in judged:
+        inside = [m for m in missing if m.text.lower() in claim.text.lower()]
+        covered.update(m.text for m in inside)
+        if inside and claim.label != UNSUPPORTED:
+            values = ", ".join(repr(m.text) for m in inside)
+            claim = Claim(
+                claim.text, UNSUPPORTED, claim.kind, f"pre-check: {values} not in the context"
+            )
+        merged.append(claim)
+    return merged + [m for m in missing if m.text not in covered]
+
+
+def precheck_result(answer: str, context: str, names: Iterable[str] = ()) -> GroundingResult:
+    """The pre-check alone, as a result."""
+    return GroundingResult(precheck(answer, context, names), "precheck")
 
 
 def _numbers(text: str) -> set[float]:

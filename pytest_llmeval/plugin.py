@@ -233,6 +233,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         dataset_hash=digest,
         tags=list(example.tags),
     )
+    if example.human_score is not None or example.human_labels:
+        record.human = {"score": example.human_score, "labels": example.human_labels}
     item.stash[RECORD_KEY] = record
     item.stash[PREVIOUS_RECORD_KEY] = records.bind(record)
 

@@ -41,6 +41,7 @@ class Record:
     failure_kind: str | None = None
     failure_reason: str | None = None
     soft: bool = False
+    human: dict[str, Any] | None = None  # the example's human labels, for calibration
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __setitem__(self, key: str, value: Any) -> None:

@@ -246,7 +246,7 @@ def summary_lines(
     if errors:
         lines.append((errors, {"red": True}))
     if verbosity >= 0:
-        usage = _usage_lines(records)
+        usage = _usage_lines(records) + _judge_lines(records)
         if usage:
             lines += [("", {}), *((text, {}) for text in usage)]
         lines += _slowest(records, names, 10 if verbosity > 0 else 3)
@@ -344,6 +344,27 @@ def _usage_lines(records: Sequence[Record]) -> list[str]:
     for model, total in sorted(by_model.items()):
         cost = "no price" if total["cost"] is None else f"${total['cost']:.4f}"
         lines.append(f"  {model}: {total['calls']:,} calls, {total['tokens']:,} tokens, {cost}")
+    return lines
+
+
+def _judge_lines(records: Sequence[Record]) -> list[str]:
+    """Judge verdicts over the session, with the pairwise judge's position-bias rate."""
+    verdicts = [v for r in records for v in r.judge]
+    lines = []
+    rubric = [v for v in verdicts if v["kind"] == "rubric" and v["mean"] is not None]
+    if rubric:
+        mean = sum(v["mean"] for v in rubric) / len(rubric)
+        unstable = sum(not v["stable"] for v in rubric)
+        lines.append(f"judge: {len(rubric)} rubric verdicts, mean {mean:.2f}, {unstable} unstable")
+    pairwise = [v for v in verdicts if v["kind"] == "pairwise"]
+    if pairwise:
+        won = {w: sum(v["winner"] == w for v in pairwise) for w in ("a", "b", "tie")}
+        biased = sum(v["position_bias"] for v in pairwise)
+        lines.append(
+            f"pairwise: {len(pairwise)} comparisons, candidate preferred {won['a']}, "
+            f"baseline {won['b']}, tie {won['tie']}; position bias {biased} of "
+            f"{len(pairwise)} ({biased / len(pairwise):.0%}), counted as ties"
+        )
     return lines
 
 

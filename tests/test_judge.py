@@ -4,15 +4,12 @@ concurrent samples with a quorum, re-asks, refusals, delimiting, versioning."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_llmeval import LLMEvalAssertionError, assert_judge
-from pytest_llmeval.cache import ResponseCache
-from pytest_llmeval.client import ClientConfig, LLMCallError, LLMClient
+from pytest_llmeval.client import LLMCallError
 from pytest_llmeval.judge import Anchor, Judge, delimit, model_family
 from pytest_llmeval.records import Record, bind
 from pytest_llmeval.testing import FakeOpenAIServer
@@ -30,30 +27,6 @@ def verdict(score: Any = 4, **extra: Any) -> str:
             **extra,
         }
     )
-
-
-@pytest.fixture
-def make_judge(fake_openai: FakeOpenAIServer, tmp_path: Path) -> Iterator[Any]:
-    clients: list[LLMClient] = []
-
-    def make(reply: Any, **options: Any) -> Judge:
-        fake_openai.reply = reply if callable(reply) else (lambda request: reply)
-        client = LLMClient(
-            ClientConfig(
-                role="judge",
-                model="judge-model",
-                base_url=fake_openai.base_url,
-                api_key="k",
-                max_retries=0,
-            ),
-            ResponseCache(tmp_path / "cache", "off"),
-        )
-        clients.append(client)
-        return Judge(client, **options)
-
-    yield make
-    for client in clients:
-        client.close()
 
 
 def score(judge: Judge, response: str = "The Team plan is $29.", **kw: Any) -> Any:
