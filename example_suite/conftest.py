@@ -41,6 +41,19 @@ def assistant(llm: LLMClient, prompt_version: str) -> SupportAssistant:
 
 
 @pytest.fixture(scope="session")
+def other_assistant(llm: LLMClient, prompt_version: str) -> SupportAssistant:
+    """The assistant with the other prompt version, for pairwise comparisons."""
+    others = sorted(set(PROMPTS) - {prompt_version})
+    return SupportAssistant(llm, others[0])
+
+
+@pytest.fixture
+def other_answer(example: Example, other_assistant: SupportAssistant) -> str:
+    """The other prompt version's answer to ``example``."""
+    return other_assistant.answer(example.input["question"])
+
+
+@pytest.fixture(scope="session")
 def knowledge_base() -> str:
     """The text of the knowledge base that answers are grounded in."""
     return KNOWLEDGE_BASE

@@ -3,7 +3,7 @@
 It is an OpenAI-compatible server on 127.0.0.1 (the plugin's ``FakeOpenAIServer``) whose
 replies are scripted, not a model's: for each question of the datasets it returns the
 answer written in ``demo/v1.jsonl`` or ``demo/v2.jsonl``, picking the file by the prompt
-version it sees in the system prompt.
+version it sees in the system prompt; judge requests are answered by ``demo_judge.py``.
 
     python example_suite/demo_server.py record   # re-record example_suite/llmeval-cache
     python example_suite/demo_server.py serve    # run it, to point a client at
@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app import HOLIDAY  # beside this script, so on sys.path when it runs
+import demo_judge  # beside this script, so on sys.path when it runs
+from app import HOLIDAY
 
 from pytest_llmeval import load_dataset
 from pytest_llmeval.testing import FakeOpenAIServer
@@ -45,6 +46,9 @@ def make_reply() -> Any:
     replies = scripted_replies()
 
     def reply(request: dict[str, Any]) -> str:
+        verdict = demo_judge.reply(request)
+        if verdict is not None:
+            return verdict
         messages = request.get("messages", [])
         system = next((m["content"] for m in messages if m["role"] == "system"), "")
         question = messages[-1]["content"] if messages else ""

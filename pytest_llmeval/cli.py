@@ -1,4 +1,5 @@
-"""The ``llmeval`` command. Exit codes: 0 ok, 1 the check failed, 2 usage error."""
+"""The ``llmeval`` command. Exit codes: 0 ok, 1 the check failed (or found nothing to
+check), 2 usage error."""
 
 from __future__ import annotations
 
@@ -21,10 +22,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     stats = actions.add_parser("stats", help="examples per partition and tag, content hash")
     stats.add_argument("path", metavar="PATH")
     stats.add_argument("--json", action="store_true", help="print JSON for machines")
+    calibrate = commands.add_parser(
+        "calibrate", help="agreement of the judge, similarity and grounding with human labels"
+    )
+    calibrate.add_argument("report", metavar="REPORT.json", help="a --llmeval-report file")
+    calibrate.add_argument("--json", action="store_true", help="print JSON for machines")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
+    if args.command == "calibrate":
+        return _calibrate(args.report, as_json=args.json)
     if args.action == "validate":
         return _validate(args.paths)
     return _stats(args.path, as_json=args.json)
@@ -79,6 +87,23 @@ def _stats(path: str, *, as_json: bool) -> int:
         print("tags: " + ", ".join(f"{t} {n}" for t, n in summary["tags"].items()))
     print(f"reference-free examples: {summary['reference_free']}")
     print(f"content hash: {summary['content_hash']}")
+    return 0
+
+
+def _calibrate(path: str, *, as_json: bool) -> int:
+    try:
+        with open(path, encoding="utf-8") as file:
+            records = json.load(file)["records"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"llmeval calibrate: cannot read a report from {path}: {exc}", file=sys.stderr)
+        return 2
+    from .calibration import from_records, summary_lines
+
+    result = from_records(records)
+    if result is None:
+        print(f"{path}: no record carries human labels (human_score, human_labels)")
+        return 1
+    print(json.dumps(result, indent=2) if as_json else "\n".join(summary_lines(result)))
     return 0
 
 

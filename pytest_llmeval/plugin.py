@@ -7,6 +7,7 @@ a test uses the ``llmeval`` marker or an example parameter.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import platform
 import subprocess
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from . import __version__, records, settings, thresholds
+from . import __version__, embeddings, records, settings, thresholds
 from .client import LLMCallError, LLMClient, build_client
 from .errors import (
     DatasetError,
@@ -43,6 +44,7 @@ from .settings import Settings
 
 if TYPE_CHECKING:
     from .dataset import Dataset, Example  # noqa: F401 (named in StashKey strings)
+    from .embeddings import Embedder
     from .judge import Judge
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
@@ -51,7 +53,8 @@ PREVIOUS_THRESHOLDS_KEY = pytest.StashKey[dict[str, float]]()
 DATASETS_KEY = pytest.StashKey[dict[Path, "Dataset"]]()
 EXAMPLE_KEY = pytest.StashKey["Example"]()
 RECORD_KEY = pytest.StashKey[Record]()
-PREVIOUS_RECORD_KEY = pytest.StashKey[Record | None]()  # restored after the test (pytester)
+PREVIOUS_RECORD_KEY = pytest.StashKey[Record | None]()
+EMBEDDING_CLIENTS_KEY = pytest.StashKey[list[LLMClient]]()  # restored after the test (pytester)
 REPORT_ATTR = "llmeval_record"  # the record's JSON form, on each eval test's teardown report
 SOFT_ATTR = "llmeval_soft"  # set on the call report of a failure in a soft partition
 ERROR_ATTR = "llmeval_error"  # the class of a model call that failed for good
@@ -77,6 +80,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS_KEY] = effective
     config.stash[DATASETS_KEY] = {}
     config.stash[PREVIOUS_THRESHOLDS_KEY] = thresholds.configure(effective.thresholds)
+    embeddings.set_default(lambda: _session_embedder(config))
     if not hasattr(config, "workerinput"):
         controller = Controller(config, effective)
         config.stash[CONTROLLER_KEY] = controller
@@ -87,10 +91,34 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     previous = config.stash.get(PREVIOUS_THRESHOLDS_KEY, None)
     if previous is not None:
         thresholds.configure(previous)
+    embeddings.set_default(None)
+    for client in config.stash.get(EMBEDDING_CLIENTS_KEY, []):
+        client.close()
     controller = config.stash.get(CONTROLLER_KEY, None)
     if controller is not None:
         config.pluginmanager.unregister(controller)
         del config.stash[CONTROLLER_KEY]
+
+
+def _session_embedder(config: pytest.Config) -> Embedder:
+    """The embedder of ``llmeval_embedding_model``, built on first use: an OpenAI
+    embedding model gets a client of its own (cached, retried, not the app's role)."""
+    effective = config.stash[SETTINGS_KEY]
+
+    def client() -> LLMClient:
+        app = dataclasses.replace(effective.app, role="embeddings")
+        built = build_client(app, effective.cache_dir, effective.cache_mode)
+        config.stash.setdefault(EMBEDDING_CLIENTS_KEY, []).append(built)
+        return built
+
+    return embeddings.build_embedder(effective.embedding_model, client)
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    """The session's embedder (``llmeval_embedding_model``): ``embedder.embed(texts)``;
+    ``assert_similar`` uses it unless given another."""
+    return embeddings.default_embedder()
 
 
 def pytest_report_header(config: pytest.Config) -> str:

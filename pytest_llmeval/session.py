@@ -252,7 +252,23 @@ def summary_lines(
         lines += _slowest(records, names, 10 if verbosity > 0 else 3)
         lines += _failures_by_reason(records, names, None if verbosity > 0 else 5)
     lines += _soft_failures(records, names, None if verbosity > 0 else 10)
+    calibrated = calibration(records)
+    if calibrated is not None:
+        from .calibration import summary_lines as calibration_lines
+
+        lines += [("", {}), *((text, {}) for text in calibration_lines(calibrated))]
     return lines
+
+
+def calibration(records: Sequence[Record]) -> dict[str, Any] | None:
+    """Judge, similarity and grounding against the human labels of the run, if any (the
+    statistics import numpy and scipy, so only then)."""
+    labelled = [r.to_json() for r in records if r.human]
+    if not labelled:
+        return None
+    from .calibration import from_records
+
+    return from_records(labelled)
 
 
 def _table(stats: dict[str, PartitionStats]) -> list[str]:
@@ -442,5 +458,6 @@ def build_report(
         "passed": all(v.passed for v in verdicts),
         "partitions": {p: s.to_json() for p, s in stats.items()},
         "gates": [v.to_json() for v in verdicts],
+        "calibration": calibration(records),
         "records": [r.to_json() for r in records],
     }

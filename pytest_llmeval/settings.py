@@ -43,6 +43,12 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("retry_base_delay", "first backoff delay in seconds, doubled per retry, jittered", "0.5"),
     ("prices", "USD per million tokens, e.g. 'gpt-4o-mini=0.15/0.60 gpt-4o=2.5/10'", ""),
     ("judge_samples", "judge samples per verdict, requested concurrently", "1"),
+    (
+        "embedding_model",
+        "embeddings for assert_similar: 'local' (the local extra's all-MiniLM-L6-v2) or an "
+        "OpenAI-compatible embedding model, e.g. text-embedding-3-small",
+        "local",
+    ),
     *(
         (f"{prefix}{name}", f"{role}: {text}", default)
         for prefix, role, defaults in (
@@ -73,6 +79,7 @@ class Settings:
     cache_mode: str = "use"
     cache_dir: Path = Path(".llmeval-cache")
     judge_samples: int = 1
+    embedding_model: str = "local"
     app: ClientConfig = field(default_factory=ClientConfig)
     judge: ClientConfig = field(default_factory=lambda: ClientConfig(role="judge"))
 
@@ -147,6 +154,7 @@ def from_config(config: pytest.Config) -> Settings:
         cache_mode=cache_mode,
         cache_dir=config.rootpath / value("cache_dir"),
         judge_samples=int(_number("judge_samples", value("judge_samples"), minimum=1)),
+        embedding_model=value("embedding_model").strip() or "local",
         app=app,
         judge=judge,
     )
