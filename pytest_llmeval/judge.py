@@ -354,15 +354,15 @@ class Judge:
         verdicts, failures = self._gather(
             record, [(f"sample {i}", messages, i) for i in range(count)], Verdict, VERDICT_SHAPE
         )
-        result = self._combine(verdicts, failures)
+        result = self._combine(verdicts, [str(f) for f in failures])
         if record is not None:
             record.judge.append(result.to_json())
         needed = max(1, math.ceil(self.quorum * count))
         if len(result.valid) < needed:
-            raise LLMCallError(
-                "judge",
+            raise _no_verdict(
                 f"only {len(result.valid)} of {count} judge samples gave a valid "
-                f"verdict (quorum {needed}): {'; '.join(failures)}",
+                f"verdict (quorum {needed})",
+                failures,
             )
         return result
 
@@ -426,9 +426,7 @@ class Judge:
             PREFERENCE_SHAPE,
         )
         if ab is None or ba is None:
-            raise LLMCallError(
-                "judge", f"the pairwise judge gave no verdict: {'; '.join(failures)}"
-            )
+            raise _no_verdict("the pairwise judge gave no verdict", failures)
         a_first = {"A": "a", "B": "b", "tie": "tie"}[ab.winner]
         b_first = {"A": "b", "B": "a", "tie": "tie"}[ba.winner]
         result = PairwiseResult(
@@ -473,7 +471,7 @@ class Judge:
             record, [("claims", messages, 0)], ClaimList, CLAIMS_SHAPE
         )
         if reply is None:
-            raise LLMCallError("judge", f"the grounding judge gave no verdict: {failures[0]}")
+            raise _no_verdict("the grounding judge gave no verdict", failures)
         claims = merge(
             [Claim(c.claim, c.label, "claim", c.evidence) for c in reply.claims],
             precheck(answer, context, names),
@@ -491,7 +489,7 @@ class Judge:
         requests: list[tuple[str, list[dict[str, str]], int]],
         reply: type[Reply],
         shape: str,
-    ) -> tuple[list[Reply | None], list[str]]:
+    ) -> tuple[list[Reply | None], list[_Failure]]:
         """Run (label, messages, sample) requests concurrently on the client's pool. A
         failed or unparsable reply is None, never a guess, and never discards the others."""
         futures: list[Future[Reply]] = [
@@ -499,13 +497,13 @@ class Judge:
             for _, messages, i in requests
         ]
         replies: list[Reply | None] = []
-        failures: list[str] = []
+        failures: list[_Failure] = []
         for (label, _, _), future in zip(requests, futures, strict=True):
             try:
                 replies.append(future.result())
             except (LLMCallError, ValidationError, ValueError) as exc:
                 replies.append(None)
-                failures.append(f"{label}: {_first_line(exc)}")
+                failures.append(_Failure(label, exc))
         return replies, failures
 
     def _sample(
@@ -564,6 +562,26 @@ class Judge:
                         self._format = RESPONSE_FORMATS[RESPONSE_FORMATS.index(fmt) + 1]
                 continue
             return completion.choices[0].message.content or ""
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A judge request that gave no verdict, and why."""
+
+    label: str
+    error: Exception
+
+    def __str__(self) -> str:
+        return f"{self.label}: {_first_line(self.error)}"
+
+
+def _no_verdict(what: str, failures: Sequence[_Failure]) -> LLMCallError:
+    """The error of a judgement without enough verdicts. When every request failed for
+    the same infrastructure cause (a rate limit, a replay-cache miss...), that is its
+    class; otherwise the judge's replies were the problem, class ``judge``."""
+    kinds = {f.error.kind if isinstance(f.error, LLMCallError) else "judge" for f in failures}
+    kind = kinds.pop() if len(kinds) == 1 else "judge"
+    return LLMCallError(kind, f"{what}: {'; '.join(map(str, failures))}")
 
 
 _PROMPTS = {

@@ -7,15 +7,30 @@ import json
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from pytest_llmeval import load_dataset
+from pytest_llmeval.embeddings import default_embedder
 
 HOLIDAY = "It is the holiday season"  # the v2 prompt's addition (example_suite/app.py)
+JUDGE_PROMPTS = {
+    "rubric": "on the 1-5 scale",
+    "pairwise": "comparing two responses",
+    "grounding": "against a context document",
+}
 
 SUITE = Path(__file__).resolve().parent.parent / "example_suite"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_model() -> None:
+    """Load the local embedding model before the in-process runs. pytester drops the
+    modules that a run imports, and torch cannot be imported twice in one process; loaded
+    here, it stays, and every run shares the one model."""
+    default_embedder().embed(["warm up"])
 
 
 @pytest.fixture
@@ -38,9 +53,9 @@ def test_v1_passes_with_soft_failures_listed(pytester: pytest.Pytester, suite: P
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(
         [
-            "golden rule: PASS, all 6 golden examples passed (18 tests)",
+            "golden rule: PASS, all 6 golden examples passed (36 tests)",
             "distribution (soft): PASS, pass rate * >= minimum 85.0%",
-            "soft failures (2):",
+            "soft failures (7):",
         ]
     )
 
@@ -48,15 +63,17 @@ def test_v1_passes_with_soft_failures_listed(pytester: pytest.Pytester, suite: P
 def test_golden_gate_selects_only_golden(pytester: pytest.Pytester, suite: Path) -> None:
     result = pytester.runpytest(str(suite), "-m", "golden")
     assert result.ret == pytest.ExitCode.OK
-    assert verdicts(result) == ["golden rule: PASS, all 6 golden examples passed (18 tests)"]
+    assert verdicts(result) == ["golden rule: PASS, all 6 golden examples passed (36 tests)"]
 
 
-def cached_replies(suite: Path) -> dict[str, str]:
-    """Cache key -> the recorded reply's text."""
+def cached_replies(suite: Path) -> dict[str, tuple[str, str]]:
+    """Cache key -> (who asked: the app or which judge prompt, the recorded reply)."""
     replies = {}
     for path in (suite / "llmeval-cache").glob("*/*.json"):
         entry = json.loads(path.read_text())
-        replies[entry["key"]] = entry["response"]["choices"][0]["message"]["content"]
+        system = entry["request"]["messages"][0]["content"]
+        asker = next((k for k, text in JUDGE_PROMPTS.items() if text in system), "app")
+        replies[entry["key"]] = (asker, entry["response"]["choices"][0]["message"]["content"])
     return replies
 
 
@@ -73,7 +90,7 @@ def test_one_wrong_golden_answer_fails_and_is_named(pytester: pytest.Pytester, s
     result = pytester.runpytest(str(suite), "-m", "golden")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(
-        [f"golden rule: FAIL, 1 of 6 golden examples did not pass*: {victim.id}"]
+        [f"golden rule: FAIL, 1 of 6 golden examples did not pass*: {victim.id}*"]
     )
 
 
@@ -88,7 +105,10 @@ def test_the_committed_cache_is_what_the_demo_server_records(suite: Path) -> Non
         timeout=300,
     )
     assert cached_replies(suite) == committed
-    assert len(committed) == 100  # 50 questions, two prompt versions
+    askers = Counter(asker for asker, _ in committed.values())
+    assert askers["app"] == 100  # 50 questions, two prompt versions
+    assert askers["grounding"] == 13  # the calibration set's responses
+    assert askers["rubric"] > 50 and askers["pairwise"] > 0
 
 
 def test_v2_prompt_fails_the_gates_the_same_way_under_xdist(
