@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from scipy import stats  # type: ignore[import-untyped, unused-ignore]
 
 from .grounding import LABELS, UNSUPPORTED
 
@@ -246,7 +247,6 @@ def _spearman(
     # into errors.
     if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return None, None
-    from scipy import stats  # type: ignore[import-untyped, unused-ignore]
 
     result = stats.spearmanr(a, b)
     return _finite(float(result.statistic)), _finite(float(result.pvalue))
@@ -362,6 +362,8 @@ def _flagged(text: str, found: Sequence[Mapping[str, Any]]) -> str:
 def summary_lines(calibration: Mapping[str, Any]) -> list[str]:
     """The calibration section of the summary and of ``llmeval calibrate``."""
     lines = [f"calibration against human labels ({calibration['examples']} labelled examples):"]
+    if "error" in calibration:
+        return [*lines, f"  could not be computed: {calibration['error']}"]
     judge = calibration.get("judge")
     if judge:
         lines.append(

@@ -266,9 +266,13 @@ def calibration(records: Sequence[Record]) -> dict[str, Any] | None:
     labelled = [r.to_json() for r in records if r.human]
     if not labelled:
         return None
-    from .calibration import from_records
+    try:
+        from .calibration import from_records
 
-    return from_records(labelled)
+        return from_records(labelled)
+    except Exception as exc:  # a bad label must not cost the summary or the report
+        examples = len({r["example_id"] for r in labelled})
+        return {"examples": examples, "error": f"{type(exc).__name__}: {exc}"}
 
 
 def _table(stats: dict[str, PartitionStats]) -> list[str]:
