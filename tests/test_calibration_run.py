@@ -12,7 +12,7 @@ import pytest
 
 # Imported before the in-process runs: pytester drops the modules a run imports, and
 # numpy cannot be imported twice in one process.
-from pytest_llmeval import calibration  # noqa: F401
+import pytest_llmeval.calibration  # noqa: F401
 from pytest_llmeval.cli import main
 from pytest_llmeval.testing import FakeOpenAIServer
 
@@ -41,6 +41,9 @@ def test_metrics(example, judge):
             check()
         except LLMEvalAssertionError:
             pass
+
+def test_the_embedder_fixture_is_the_configured_one(embedder):
+    assert embedder.name == "openai:embed-x"
 """
 
 
@@ -75,9 +78,7 @@ def report(
         }
         for i, (response, (_, human, ok, claims)) in enumerate(LABELLED.items())
     ]
-    pytester.path.joinpath("labelled.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in rows)
-    )
+    pytester.path.joinpath("labelled.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     pytester.makepyfile(test_labelled=SUITE)
     return pytester.runpytest()
 

@@ -183,3 +183,19 @@ def test_verdicts_land_in_the_record_and_assert_judge_uses_partition_thresholds(
 )
 def test_model_family(a: str, b: str, same: bool) -> None:
     assert (model_family(a) == model_family(b)) is same
+
+
+def test_when_every_request_fails_for_one_cause_that_is_the_error_class(
+    make_judge: Any, fake_openai: FakeOpenAIServer
+) -> None:
+    judge = make_judge(verdict(4), n_samples=2)
+    fake_openai.faults = {"500": 1.0}
+    with pytest.raises(LLMCallError) as info:
+        score(judge)
+    assert info.value.kind == "server_error"  # not "judge": the replies were never seen
+    fake_openai.faults = {}
+    fake_openai.fault_sequence = ["500"]  # one sample fails, the other is unparsable
+    judge = make_judge("not a verdict", n_samples=2)
+    with pytest.raises(LLMCallError) as info:
+        score(judge, "another response")
+    assert info.value.kind == "judge"
