@@ -1,4 +1,5 @@
-"""LLM-as-judge on an absolute 1-5 rubric, over the client layer (cached, retried).
+"""LLM-as-judge over the client layer (cached, retried): an absolute 1-5 rubric, pairwise
+preference asked in both orders, and claim-level grounding against a context.
 
 Each verdict is structured output parsed with pydantic: the JSON-schema response format
 first, then JSON mode if the server rejects it, then one bounded re-ask quoting the parse
