@@ -299,20 +299,15 @@ class Judge:
         few_shot: Sequence[Anchor] = (),
     ) -> list[dict[str, str]]:
         """The judge prompt for one response."""
-        return [
-            {"role": "system", "content": SYSTEM_PROMPT},
-            {
-                "role": "user",
-                "content": USER_TEMPLATE.format(
-                    task=task,
-                    criteria="\n".join(f"- {c}" for c in criteria),
-                    scale="\n".join(f"{s}: {text}" for s, text in sorted(self.anchors.items())),
-                    examples=_few_shot(few_shot),
-                    input=delimit("input", _as_text(input)),
-                    response=delimit("response", response),
-                ),
-            },
-        ]
+        return _prompt(
+            "rubric",
+            task=task,
+            criteria=_bullets(criteria),
+            scale="\n".join(f"{s}: {text}" for s, text in sorted(self.anchors.items())),
+            examples=_few_shot(few_shot),
+            input=delimit("input", _as_text(input)),
+            response=delimit("response", response),
+        )
 
     def prompt_sha256(self, kind: str = "rubric") -> str:
         """The version of everything that shapes a verdict but the texts judged:
@@ -406,19 +401,14 @@ class Judge:
         record = current_record()
 
         def messages(first: str, second: str) -> list[dict[str, str]]:
-            return [
-                {"role": "system", "content": PAIRWISE_SYSTEM},
-                {
-                    "role": "user",
-                    "content": PAIRWISE_TEMPLATE.format(
-                        task=task,
-                        criteria="\n".join(f"- {c}" for c in criteria),
-                        input=delimit("input", _as_text(input)),
-                        response_a=delimit("response_a", first),
-                        response_b=delimit("response_b", second),
-                    ),
-                },
-            ]
+            return _prompt(
+                "pairwise",
+                task=task,
+                criteria=_bullets(criteria),
+                input=delimit("input", _as_text(input)),
+                response_a=delimit("response_a", first),
+                response_b=delimit("response_b", second),
+            )
 
         (ab, ba), failures = self._gather(
             record,
@@ -457,17 +447,12 @@ class Judge:
         Raises :class:`LLMCallError` (kind ``judge``) when the judge gives no verdict."""
         __tracebackhide__ = True
         record = current_record()
-        messages = [
-            {"role": "system", "content": GROUNDING_SYSTEM},
-            {
-                "role": "user",
-                "content": GROUNDING_TEMPLATE.format(
-                    question=delimit("question", _as_text(question)),
-                    context=delimit("context", context),
-                    answer=delimit("answer", answer),
-                ),
-            },
-        ]
+        messages = _prompt(
+            "grounding",
+            question=delimit("question", _as_text(question)),
+            context=delimit("context", context),
+            answer=delimit("answer", answer),
+        )
         (reply,), failures = self._gather(
             record, [("claims", messages, 0)], ClaimList, CLAIMS_SHAPE
         )
@@ -590,6 +575,19 @@ _PROMPTS = {
     "pairwise": (PAIRWISE_SYSTEM, PAIRWISE_TEMPLATE, PREFERENCE_SHAPE),
     "grounding": (GROUNDING_SYSTEM, GROUNDING_TEMPLATE, CLAIMS_SHAPE),
 }
+
+
+def _prompt(kind: str, **fields: str) -> list[dict[str, str]]:
+    """The messages of a judge prompt, from the same texts that its sha256 versions."""
+    system, template, _ = _PROMPTS[kind]
+    return [
+        {"role": "system", "content": system},
+        {"role": "user", "content": template.format(**fields)},
+    ]
+
+
+def _bullets(items: Sequence[str]) -> str:
+    return "\n".join(f"- {item}" for item in items)
 
 
 def _few_shot(anchors: Sequence[Anchor]) -> str:
