@@ -49,6 +49,18 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "OpenAI-compatible embedding model, e.g. text-embedding-3-small",
         "local",
     ),
+    ("baseline", "compare this run with an earlier run's JSON report (the baseline)", ""),
+    ("save_baseline", "write this run as a baseline (a JSON report) to this path", ""),
+    (
+        "gate",
+        "gated metrics: 'metric' for every partition or 'metric.partition' "
+        "(metrics: pass_rate, judge)",
+        "pass_rate judge",
+    ),
+    ("delta", "practical threshold per metric, e.g. 'judge:0.3 pass_rate:0.05'", ""),
+    ("alpha", "significance level of the gated family (Holm across it)", "0.05"),
+    ("strict", "yes: an inconclusive comparison whose CI reaches -delta blocks", "no"),
+    ("regression_fails", "whether REGRESSION and REFUSED fail the session", "yes"),
     *(
         (f"{prefix}{name}", f"{role}: {text}", default)
         for prefix, role, defaults in (
@@ -64,6 +76,26 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         )
     ),
 )
+
+
+DEFAULT_DELTA = {"judge": 0.3, "pass_rate": 0.05}
+GATED_METRICS = tuple(DEFAULT_DELTA)
+
+
+@dataclass(frozen=True)
+class RegressionSettings:
+    """How this run is compared with a baseline (see STATISTICS in the README)."""
+
+    baseline: Path | None = None
+    save_baseline: Path | None = None
+    gate: tuple[tuple[str, str | None], ...] = (("pass_rate", None), ("judge", None))
+    delta: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_DELTA))
+    alpha: float = 0.05
+    strict: bool = False
+    fails: bool = True
+
+    def gated(self, metric: str, partition: str) -> bool:
+        return any(m == metric and p in (None, partition) for m, p in self.gate)
 
 
 @dataclass(frozen=True)
@@ -82,6 +114,7 @@ class Settings:
     embedding_model: str = "local"
     app: ClientConfig = field(default_factory=ClientConfig)
     judge: ClientConfig = field(default_factory=lambda: ClientConfig(role="judge"))
+    regression: RegressionSettings = field(default_factory=lambda: RegressionSettings())
 
     def is_hard(self, partition: str) -> bool:
         return partition in self.hard_partitions
@@ -155,6 +188,7 @@ def from_config(config: pytest.Config) -> Settings:
         cache_dir=config.rootpath / value("cache_dir"),
         judge_samples=int(_number("judge_samples", value("judge_samples"), minimum=1)),
         embedding_model=value("embedding_model").strip() or "local",
+        regression=_regression(value),
         app=app,
         judge=judge,
     )
@@ -184,6 +218,44 @@ def _client_config(
         timeout=_number(f"{prefix}timeout", value(f"{prefix}timeout"), minimum=0.001),
         **shared,
     )
+
+
+def _regression(value: Callable[[str], str]) -> RegressionSettings:
+    gate = []
+    for item in value("gate").replace(",", " ").split():
+        metric, _, partition = item.partition(".")
+        if metric not in GATED_METRICS:
+            raise pytest.UsageError(
+                f"llmeval_gate: unknown metric {metric!r}; valid: {', '.join(GATED_METRICS)}"
+            )
+        if partition and partition not in PARTITIONS:
+            raise pytest.UsageError(
+                f"llmeval_gate: unknown partition {partition!r}; valid: {', '.join(PARTITIONS)}"
+            )
+        gate.append((metric, partition or None))
+    delta = dict(DEFAULT_DELTA)
+    delta.update(_parse_pairs("delta", value("delta"), _threshold, GATED_METRICS, "metric"))
+    alpha = _number("alpha", value("alpha"), minimum=0)
+    if not 0 < alpha < 1:
+        raise pytest.UsageError(f"llmeval_alpha: {alpha:g} is not between 0 and 1")
+    return RegressionSettings(
+        baseline=Path(value("baseline")) if value("baseline") else None,
+        save_baseline=Path(value("save_baseline")) if value("save_baseline") else None,
+        gate=tuple(gate),
+        delta=delta,
+        alpha=alpha,
+        strict=_yes("strict", value("strict")),
+        fails=_yes("regression_fails", value("regression_fails")),
+    )
+
+
+def _yes(name: str, raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("yes", "true", "1", "on"):
+        return True
+    if lowered in ("no", "false", "0", "off"):
+        return False
+    raise pytest.UsageError(f"llmeval_{name}: {raw!r} is not yes or no")
 
 
 def _number(name: str, raw: str, *, minimum: float) -> float:
@@ -216,7 +288,11 @@ def _keys(spec: str) -> list[str]:
 
 
 def _parse_pairs(
-    name: str, spec: str, convert: Callable[[str, str], float], valid: tuple[str, ...] | None
+    name: str,
+    spec: str,
+    convert: Callable[[str, str], float],
+    valid: tuple[str, ...] | None,
+    what: str = "partition",
 ) -> dict[str, float]:
     """Parse 'key:value key:value' (commas allowed as separators)."""
     pairs: dict[str, float] = {}
@@ -226,7 +302,7 @@ def _parse_pairs(
             raise pytest.UsageError(f"llmeval_{name}: {item!r} is not of the form key:value")
         if valid is not None and key not in valid:
             raise pytest.UsageError(
-                f"llmeval_{name}: unknown partition {key!r}; valid: {', '.join(valid)}"
+                f"llmeval_{name}: unknown {what} {key!r}; valid: {', '.join(valid)}"
             )
         pairs[key] = convert(f"llmeval_{name}", raw)
     return pairs

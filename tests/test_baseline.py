@@ -73,3 +73,12 @@ def test_metadata_names_what_must_match() -> None:
         "parser": ["judge-verdict/1"],
         "datasets": {"support": "abc"},
     }
+
+
+def test_gated_metric_and_partition() -> None:
+    from pytest_llmeval.settings import RegressionSettings
+
+    settings = RegressionSettings(gate=(("judge", "golden"), ("pass_rate", None)))
+    assert settings.gated("judge", "golden") and not settings.gated("judge", "distribution")
+    assert settings.gated("pass_rate", "distribution")
+    assert RegressionSettings().delta == {"judge": 0.3, "pass_rate": 0.05}

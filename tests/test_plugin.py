@@ -464,6 +464,11 @@ def test_report_is_written_even_when_the_session_stops_early(pytester: pytest.Py
         ("--llmeval-hard-partitions", "regression", "must include 'golden'"),
         ("--llmeval-hard-partitions", "golden nope", "unknown partition 'nope'"),
         ("--llmeval-thresholds", "token_f1:high", "'high' is not a number"),
+        ("--llmeval-gate", "bleu", "unknown metric 'bleu'; valid: judge, pass_rate"),
+        ("--llmeval-gate", "judge.gold", "unknown partition 'gold'"),
+        ("--llmeval-delta", "bleu:0.1", "unknown metric 'bleu'; valid: judge, pass_rate"),
+        ("--llmeval-alpha", "1.5", "1.5 is not between 0 and 1"),
+        ("--llmeval-strict", "maybe", "'maybe' is not yes or no"),
     ],
 )
 def test_bad_settings_are_usage_errors(
