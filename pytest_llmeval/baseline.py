@@ -8,9 +8,14 @@ the same code reads this run and a stored baseline.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .partitions import PARTITIONS
 from .records import LLM_ERROR
+
+if TYPE_CHECKING:
+    from .regression import Comparison
+    from .settings import RegressionSettings
 
 JUDGE_SCALE = (1.0, 5.0)
 # metric -> (kind, scale): what the statistics need to know about it.
@@ -69,3 +74,53 @@ def metadata(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "parser": sorted({v.get("parser", "") for v in verdicts}),
         "datasets": {r["dataset"]: r.get("dataset_hash") for r in records if r.get("dataset")},
     }
+
+
+def compare_runs(
+    baseline: Sequence[Mapping[str, Any]],
+    candidate: Sequence[Mapping[str, Any]],
+    settings: RegressionSettings,
+) -> list[Comparison]:
+    """Every gated (metric, partition) that either run has, compared with Holm across the
+    family. Judge scores from runs whose judges differ are REFUSED, not compared."""
+    from .regression import apply_holm, comparable, compare, refused
+
+    base = {metric: samples(baseline, metric) for metric in METRICS}
+    cand = {metric: samples(candidate, metric) for metric in METRICS}
+    family = [
+        (metric, partition)
+        for metric in METRICS
+        for partition in PARTITIONS
+        if settings.gated(metric, partition)
+        and (partition in base[metric] or partition in cand[metric])
+    ]
+    meta = {"baseline": metadata(baseline), "candidate": metadata(candidate)}
+    mismatches, notes = comparable(meta["baseline"], meta["candidate"])
+    clusters = {r["example_id"]: r["cluster"] for r in candidate if r.get("cluster")}
+    results = []
+    for metric, partition in family:
+        kind, scale = METRICS[metric]
+        options: dict[str, Any] = {
+            "kind": kind,
+            "delta": settings.delta[metric],
+            "alpha": settings.alpha,
+            "m": len(family),
+            "metadata": meta,
+        }
+        if metric == "judge" and mismatches:
+            results.append(refused(metric, partition, mismatches, **options))
+            continue
+        results.append(
+            compare(
+                base[metric].get(partition, {}),
+                cand[metric].get(partition, {}),
+                metric=metric,
+                partition=partition,
+                scale=scale,
+                clusters=clusters or None,
+                strict=settings.strict,
+                extra_warnings=notes,
+                **options,
+            )
+        )
+    return apply_holm(results)
