@@ -911,7 +911,7 @@ def detect_regression(
 
 def _as_samples(scores: Mapping[str, float | Sequence[float | None] | None]) -> Samples:
     return {
-        example_id: [value] if value is None or isinstance(value, int | float) else list(value)
+        example_id: list(value) if isinstance(value, Sequence) else [value]
         for example_id, value in scores.items()
     }
 
