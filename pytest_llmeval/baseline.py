@@ -1,21 +1,28 @@
-"""What a run contributes to a regression comparison: per-example samples of each gated
-metric by partition, and the metadata that decides whether two runs are comparable.
+"""A run against its baseline: per-example samples of each gated metric by partition,
+the metadata that decides whether two runs are comparable, the gated family's
+comparisons, and the table that shows them (terminal summary and ``llmeval compare``).
 
 Works on records in their JSON form (``Record.to_json()`` or a report's ``records``), so
-the same code reads this run and a stored baseline.
+the same code reads this run and a stored baseline. The statistics (numpy, scipy) are
+imported only when two runs are compared.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .partitions import PARTITIONS
 from .records import LLM_ERROR
+from .session import REPORT_FORMAT
 
 if TYPE_CHECKING:
     from .regression import Comparison
     from .settings import RegressionSettings
+
+Samples = dict[str, list[float | None]]  # example id -> its k samples (None: lost)
 
 JUDGE_SCALE = (1.0, 5.0)
 # metric -> (kind, scale): what the statistics need to know about it.
@@ -26,41 +33,59 @@ METRICS: dict[str, tuple[str, tuple[float, float]]] = {
 
 
 def samples(
-    records: Sequence[Mapping[str, Any]], metric: str
-) -> dict[str, dict[str, list[float | None]]]:
+    records: Sequence[Mapping[str, Any]],
+    metric: str,
+    judged: Collection[str] = (),
+) -> dict[str, Samples]:
     """partition -> example id -> the example's samples of ``metric``.
 
     ``pass_rate``: one 0/1 sample per example, 1 when every test of the example passed.
     A test that errored because a model call failed after retries is missing (None), not
     a failure: the infrastructure, not the model, lost it. ``judge``: every rubric score
-    of the example's verdicts (k samples; a failed judge sample is None)."""
+    of the example's verdicts (k samples; a failed judge sample is None). A test in
+    ``judged`` (node ids that produced verdicts in either run) that failed before the
+    judge saw anything scores the scale minimum when the app failed, and is missing when
+    a model call was lost."""
     if metric not in METRICS:
         raise ValueError(f"unknown gated metric {metric!r}; valid: {', '.join(METRICS)}")
-    found: dict[str, dict[str, list[float | None]]] = {}
+    found: dict[str, Samples] = {}
     passed: dict[tuple[str, str], list[bool | None]] = {}
     for record in records:
         key = (record["partition"], record["example_id"])
+        lost = record["status"] == "error" and str(record.get("failure_kind") or "").startswith(
+            LLM_ERROR
+        )
         if metric == "pass_rate":
-            if record["status"] == "skipped":
-                continue
-            lost = record["status"] == "error" and str(record.get("failure_kind") or "").startswith(
-                LLM_ERROR
-            )
-            passed.setdefault(key, []).append(None if lost else record["status"] == "passed")
-        else:
-            scores = [
-                None if s is None else float(s)
-                for verdict in record.get("judge", [])
-                if verdict.get("kind") == "rubric"
-                for s in verdict["scores"]
-            ]
-            if scores:
-                found.setdefault(key[0], {}).setdefault(key[1], []).extend(scores)
+            if record["status"] != "skipped":
+                passed.setdefault(key, []).append(None if lost else record["status"] == "passed")
+            continue
+        scores = [
+            None if s is None else float(s)
+            for verdict in record.get("judge", [])
+            if verdict.get("kind") == "rubric"
+            for s in verdict["scores"]
+        ]
+        if not scores and record.get("nodeid") in judged and record["status"] != "skipped":
+            # No verdict because the test failed first: the model's failure is a real
+            # (worst) outcome; a lost call is missing.
+            scores = [None if lost else JUDGE_SCALE[0]] if record["status"] != "passed" else []
+        if scores:
+            found.setdefault(key[0], {}).setdefault(key[1], []).extend(scores)
     for (partition, example), outcomes in passed.items():
         known = [o for o in outcomes if o is not None]
         value = None if len(known) < len(outcomes) and all(known) else float(all(known))
         found.setdefault(partition, {})[example] = [value]
     return found
+
+
+def judged_tests(*runs: Sequence[Mapping[str, Any]]) -> set[str]:
+    """Node ids of the tests that produced a rubric verdict in any of the runs."""
+    return {
+        r["nodeid"]
+        for records in runs
+        for r in records
+        if r.get("nodeid") and any(v.get("kind") == "rubric" for v in r.get("judge", []))
+    }
 
 
 def metadata(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -76,22 +101,47 @@ def metadata(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON report written by ``--llmeval-report`` or
+    ``--llmeval-save-baseline``. ValueError names the file and what is wrong with it."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"{path} is not JSON: {exc}") from None
+    if not isinstance(document, dict) or document.get("format") != REPORT_FORMAT:
+        raise ValueError(f"{path} is not a pytest-llmeval report (no format {REPORT_FORMAT!r})")
+    records = document.get("records")
+    needed = ("example_id", "partition", "status")
+    if not isinstance(records, list) or not all(
+        isinstance(r, dict) and all(k in r for k in needed) for r in records
+    ):
+        raise ValueError(f"{path}: 'records' must be a list of records with {', '.join(needed)}")
+    return records
+
+
 def compare_runs(
     baseline: Sequence[Mapping[str, Any]],
     candidate: Sequence[Mapping[str, Any]],
     settings: RegressionSettings,
 ) -> list[Comparison]:
-    """Every gated (metric, partition) that either run has, compared with Holm across the
-    family. Judge scores from runs whose judges differ are REFUSED, not compared."""
+    """Every gated (metric, partition) of the candidate run, compared with the baseline's
+    on the examples both runs evaluated, with Holm across the family. Judge scores from
+    runs whose judges differ are REFUSED, not compared. ValueError on duplicate ids or
+    a score off the scale (hard errors, not verdicts)."""
     from .regression import apply_holm, comparable, compare, refused
 
-    base = {metric: samples(baseline, metric) for metric in METRICS}
-    cand = {metric: samples(candidate, metric) for metric in METRICS}
+    judged = judged_tests(baseline, candidate)
+    base = {metric: samples(baseline, metric, judged) for metric in METRICS}
+    cand = {metric: samples(candidate, metric, judged) for metric in METRICS}
+    ran = {r["partition"] for r in candidate}
     family = [
         (metric, partition)
         for metric in METRICS
         for partition in PARTITIONS
         if settings.gated(metric, partition)
+        and partition in ran
         and (partition in base[metric] or partition in cand[metric])
     ]
     meta = {"baseline": metadata(baseline), "candidate": metadata(candidate)}
@@ -110,17 +160,121 @@ def compare_runs(
         if metric == "judge" and mismatches:
             results.append(refused(metric, partition, mismatches, **options))
             continue
+        before, after, unshared = _shared(
+            base[metric].get(partition, {}),
+            cand[metric].get(partition, {}),
+            _examples(baseline, partition),
+            _examples(candidate, partition),
+        )
         results.append(
             compare(
-                base[metric].get(partition, {}),
-                cand[metric].get(partition, {}),
+                before,
+                after,
                 metric=metric,
                 partition=partition,
                 scale=scale,
                 clusters=clusters or None,
                 strict=settings.strict,
-                extra_warnings=notes,
+                extra_warnings=[*notes, *unshared],
                 **options,
             )
         )
     return apply_holm(results)
+
+
+def _examples(records: Sequence[Mapping[str, Any]], partition: str) -> set[str]:
+    return {r["example_id"] for r in records if r["partition"] == partition}
+
+
+def _shared(
+    base: Samples, cand: Samples, base_ids: set[str], cand_ids: set[str]
+) -> tuple[Samples, Samples, list[str]]:
+    """Samples of the examples both runs evaluated, and a warning naming how many each
+    run has alone. An example one run did not select (a changed dataset, ``-k``, tags) is
+    not missing data; one it ran and lost is, and counts in missing_frac."""
+    shared = base_ids & cand_ids
+    only_base, only_cand = len(base_ids - shared), len(cand_ids - shared)
+    notes = []
+    if only_base or only_cand:
+        notes.append(
+            f"compared on the {len(shared)} examples both runs evaluated: {only_base} only "
+            f"in the baseline, {only_cand} only in this run"
+        )
+    keep = {i: v for i, v in base.items() if i in shared}
+    return keep, {i: v for i, v in cand.items() if i in shared}, notes
+
+
+# -- the regression section: the same table in the terminal summary and `llmeval compare`
+
+_COLUMNS = ("metric", "partition", "baseline", "candidate", "Δ", "CI", "p adj", "n", "MDE80")
+
+
+def table_lines(comparisons: Sequence[Comparison], *, verbose: bool = False) -> list[str]:
+    """One row per comparison, then the plain-language line of each verdict other than
+    NO_CHANGE (and, verbose, every warning)."""
+    if not comparisons:
+        return ["no gated metric to compare (llmeval_gate, and the partitions of this run)"]
+    first = comparisons[0]
+    rows = [[*_COLUMNS, "verdict"]]
+    for c in comparisons:
+        rows.append(
+            [
+                c.metric,
+                c.partition,
+                _fixed(c.mean_baseline),
+                _fixed(c.mean_candidate),
+                _fixed(c.effect, signed=True),
+                "-" if c.ci_low is None else f"[{_fixed(c.ci_low)}, {_fixed(c.ci_high)}]",
+                _p(c.p_adj),
+                str(c.n),
+                _fixed(c.mde80),
+                c.verdict,
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    left = {0, 1, 5, len(widths) - 1}
+    lines = [
+        f"alpha {first.alpha:g} over {first.m} gated comparison{'s' if first.m != 1 else ''} "
+        f"(Holm); CIs at {100 * first.ci_level:.3g}%; δ "
+        + ", ".join(f"{m} {d:g}" for m, d in {c.metric: c.delta for c in comparisons}.items())
+    ]
+    lines += [
+        "  ".join(
+            cell.ljust(w) if i in left else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
+    for c in comparisons:
+        if c.verdict != "NO_CHANGE":
+            lines.append(f"  {c.metric}[{c.partition}]: {c.line}")
+        if verbose:
+            lines += [f"    warning: {w}" for w in c.warnings]
+    return lines
+
+
+def decision(comparisons: Sequence[Comparison], *, fails: bool = True) -> tuple[bool, str]:
+    """(blocks, the line saying so). ``fails`` False: a block is reported, not enforced."""
+    blocking = [f"{c.metric}[{c.partition}] {c.verdict}" for c in comparisons if c.blocks]
+    if not blocking:
+        n = len(comparisons)
+        return False, f"regression: PROCEED, no blocking verdict ({n} comparison{'s' * (n != 1)})"
+    listed = ", ".join(blocking)
+    if not fails:
+        return False, f"regression: would BLOCK ({listed}); llmeval_regression_fails = no"
+    return True, f"regression: BLOCK, {listed}"
+
+
+def _fixed(value: float | None, *, signed: bool = False) -> str:
+    from .regression import fmt_number
+
+    if value is None:
+        return "-"
+    text = fmt_number(value, 3)
+    return f"+{text}" if signed and value > 0 and float(text) else text
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return "-"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"

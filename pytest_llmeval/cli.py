@@ -1,5 +1,5 @@
 """The ``llmeval`` command. Exit codes: 0 ok, 1 the check failed (or found nothing to
-check), 2 usage error."""
+check; for ``compare``, the candidate is blocked), 2 usage error."""
 
 from __future__ import annotations
 
@@ -7,9 +7,14 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .partitions import PARTITIONS
+from .settings import OPTIONS
+
+_DEFAULTS = {name: default for name, _, default in OPTIONS}
+_HELP = {name: text for name, text, _ in OPTIONS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,12 +32,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     calibrate.add_argument("report", metavar="REPORT.json", help="a --llmeval-report file")
     calibrate.add_argument("--json", action="store_true", help="print JSON for machines")
+    compare = commands.add_parser(
+        "compare",
+        help="compare a run's report with a baseline report (exit 0 proceed, 1 block)",
+    )
+    compare.add_argument("baseline", metavar="BASELINE.json", help="the baseline run's report")
+    compare.add_argument("candidate", metavar="CANDIDATE.json", help="the candidate's report")
+    for name in ("gate", "delta", "alpha"):
+        compare.add_argument(f"--{name}", default=_DEFAULTS[name], help=_HELP[name])
+    compare.add_argument("--strict", action="store_true", help=_HELP["strict"])
+    compare.add_argument("-v", "--verbose", action="store_true", help="show every warning")
+    compare.add_argument("--json", action="store_true", help="print JSON for machines")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
     if args.command == "calibrate":
         return _calibrate(args.report, as_json=args.json)
+    if args.command == "compare":
+        return _compare(args)
     if args.action == "validate":
         return _validate(args.paths)
     return _stats(args.path, as_json=args.json)
@@ -105,6 +123,42 @@ def _calibrate(path: str, *, as_json: bool) -> int:
         return 1
     print(json.dumps(result, indent=2) if as_json else "\n".join(summary_lines(result)))
     return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import pytest
+
+    from .baseline import compare_runs, decision, read_records, table_lines
+    from .settings import regression_settings
+
+    values = {
+        "gate": args.gate,
+        "delta": args.delta,
+        "alpha": args.alpha,
+        "strict": "yes" if args.strict else "no",
+        "regression_fails": "yes",
+    }
+    try:
+        settings = regression_settings(values.__getitem__, lambda name: None)
+        baseline = read_records(Path(args.baseline))
+        candidate = read_records(Path(args.candidate))
+        comparisons = compare_runs(baseline, candidate, settings)
+    except (pytest.UsageError, ValueError) as exc:
+        print(f"llmeval compare: {exc}", file=sys.stderr)
+        return 2
+    blocks, line = decision(comparisons)
+    if args.json:
+        document = {
+            "baseline": args.baseline,
+            "candidate": args.candidate,
+            "blocks": blocks,
+            "comparisons": [c.to_json() for c in comparisons],
+        }
+        print(json.dumps(document, indent=2, ensure_ascii=False))
+    else:
+        print(f"{args.candidate} against the baseline {args.baseline}:")
+        print("\n".join([*table_lines(comparisons, verbose=args.verbose), line]))
+    return 1 if blocks else 0
 
 
 if __name__ == "__main__":

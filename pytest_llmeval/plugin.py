@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from . import __version__, embeddings, records, settings, thresholds
+from .baseline import compare_runs, decision, read_records, table_lines
 from .client import LLMCallError, LLMClient, build_client
 from .errors import (
     DatasetError,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from .dataset import Dataset, Example  # noqa: F401 (named in StashKey strings)
     from .embeddings import Embedder
     from .judge import Judge
+    from .regression import Comparison
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 CONTROLLER_KEY = pytest.StashKey["Controller"]()
@@ -77,12 +79,13 @@ def pytest_configure(config: pytest.Config) -> None:
     for line in _MARKERS:
         config.addinivalue_line("markers", line)
     effective = settings.from_config(config)
+    # The controller reads the baseline: a bad one stops the run before anything changed.
+    controller = None if hasattr(config, "workerinput") else Controller(config, effective)
     config.stash[SETTINGS_KEY] = effective
     config.stash[DATASETS_KEY] = {}
     config.stash[PREVIOUS_THRESHOLDS_KEY] = thresholds.configure(effective.thresholds)
     embeddings.set_default(lambda: _session_embedder(config))
-    if not hasattr(config, "workerinput"):
-        controller = Controller(config, effective)
+    if controller is not None:
         config.stash[CONTROLLER_KEY] = controller
         config.pluginmanager.register(controller, "llmeval-controller")
 
@@ -410,6 +413,13 @@ class Controller:
         self._cached: (
             tuple[int, tuple[list[Record], dict[str, PartitionStats], list[GateVerdict]]] | None
         ) = None
+        self.baseline: list[dict[str, Any]] | None = None
+        if effective.regression.baseline is not None:
+            try:
+                self.baseline = read_records(effective.regression.baseline)
+            except ValueError as exc:
+                raise pytest.UsageError(f"llmeval_baseline: {exc}") from None
+        self._compared: tuple[int, list[Comparison] | str] | None = None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         data = getattr(report, REPORT_ATTR, None)
@@ -419,9 +429,9 @@ class Controller:
     @pytest.hookimpl(wrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
         result = yield
-        # Every worker is done: a violated gate fails the session, so the exit status
-        # always agrees with the summary.
-        if any(not verdict.passed for verdict in self._outcome()[2]):
+        # Every worker is done: a violated gate or a blocking regression fails the
+        # session, so the exit status always agrees with the summary.
+        if self._failed():
             session.testsfailed += 1
         return result
 
@@ -438,24 +448,89 @@ class Controller:
             )
         return self._cached[1]
 
+    def _comparisons(self) -> list[Comparison] | str | None:
+        """The gated comparisons with the baseline (None without one), or the hard error
+        (duplicate ids, a score off the scale) that prevented them."""
+        if self.baseline is None:
+            return None
+        ordered = self._outcome()[0]
+        if self._compared is None or self._compared[0] != len(ordered):
+            result: list[Comparison] | str
+            try:
+                candidate = [r.to_json() for r in ordered]
+                result = compare_runs(self.baseline, candidate, self.settings.regression)
+            except ValueError as exc:
+                result = f"regression: ERROR, cannot compare with the baseline: {exc}"
+            self._compared = (len(ordered), result)
+        return self._compared[1]
+
+    def _regression_blocks(self) -> bool:
+        result = self._comparisons()
+        if isinstance(result, str):
+            return self.settings.regression.fails
+        return result is not None and decision(result, fails=self.settings.regression.fails)[0]
+
+    def _failed(self) -> bool:
+        return any(not v.passed for v in self._outcome()[2]) or self._regression_blocks()
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.records:
             return
         ordered, stats, verdicts = self._outcome()
-        failed = any(not v.passed for v in verdicts)
+        failed = self._failed()
         terminalreporter.write_sep("=", "llmeval summary", red=failed, green=not failed, bold=True)
         for text, markup in summary_lines(
             ordered, stats, verdicts, verbosity=terminalreporter.verbosity
         ):
             terminalreporter.write_line(text, **markup)
+        result = self._comparisons()
+        if result is None:
+            return
+        terminalreporter.write_line("")
+        terminalreporter.write_line(f"regression against the baseline {self._baseline_name()}:")
+        blocks = self._regression_blocks()
+        if isinstance(result, str):
+            terminalreporter.write_line(result, red=True, bold=True)
+            return
+        for text in table_lines(result, verbose=terminalreporter.verbosity > 0):
+            terminalreporter.write_line(text)
+        line = decision(result, fails=self.settings.regression.fails)[1]
+        terminalreporter.write_line(line, red=blocks, bold=blocks, green=not blocks)
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        path = self.settings.report
-        if path is None:
+        targets = [self.settings.report, self.settings.regression.save_baseline]
+        if not any(targets):
             return
-        document = build_report(*self._outcome(), self._run_metadata(int(exitstatus)))
-        target = path if path.is_absolute() else self.config.invocation_params.dir / path
-        write_json(target, document)
+        document = build_report(
+            *self._outcome(),
+            self._run_metadata(int(exitstatus)),
+            regression=self._regression_json(),
+        )
+        for path in filter(None, targets):
+            target = path if path.is_absolute() else self.config.invocation_params.dir / path
+            write_json(target, document)
+
+    def _baseline_name(self) -> str:
+        """The baseline's path as the user would type it: relative to the current
+        directory when it is below it."""
+        path = self.settings.regression.baseline
+        assert path is not None
+        try:
+            return str(path.relative_to(self.config.invocation_params.dir))
+        except ValueError:
+            return str(path)
+
+    def _regression_json(self) -> dict[str, Any] | None:
+        result = self._comparisons()
+        if result is None:
+            return None
+        return {
+            "baseline": str(self.settings.regression.baseline),
+            "blocks": self._regression_blocks(),
+            "fails_session": self.settings.regression.fails,
+            "error": result if isinstance(result, str) else None,
+            "comparisons": [] if isinstance(result, str) else [c.to_json() for c in result],
+        }
 
     def _run_metadata(self, exitstatus: int) -> dict[str, Any]:
         finished = time.time()

@@ -959,7 +959,8 @@ def _finish(c: Comparison) -> Comparison:
     return replace(decided, line=_line(decided))
 
 
-def _num(x: float, decimals: int) -> str:
+def fmt_number(x: float, decimals: int) -> str:
+    """``x`` with a real minus sign, ∞ for infinities and no negative zero."""
     if math.isinf(x):
         return f"{_MINUS}∞" if x < 0 else "∞"
     text = f"{x:.{decimals}f}"
@@ -984,7 +985,7 @@ def _line(c: Comparison) -> str:
     decimals = max(2, -math.floor(math.log10(c.delta)))
 
     def num(x: float) -> str:
-        return _num(x, decimals)
+        return fmt_number(x, decimals)
 
     p_text = ""
     if c.p_adj is not None:

@@ -444,8 +444,11 @@ def build_report(
     stats: dict[str, PartitionStats],
     verdicts: Sequence[GateVerdict],
     run: dict[str, Any],
+    *,
+    regression: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The whole run as one JSON-safe document; also the baseline format."""
+    """The whole run as one JSON-safe document; also the baseline format. ``passed``:
+    every gate passed and no regression against the baseline blocks."""
     datasets: dict[str, str | None] = {}
     for record in records:
         if record.dataset is not None:
@@ -459,9 +462,11 @@ def build_report(
             "prompt_versions": sorted({r.prompt_version for r in records if r.prompt_version}),
             "datasets": datasets,
         },
-        "passed": all(v.passed for v in verdicts),
+        "passed": all(v.passed for v in verdicts)
+        and not (regression is not None and regression["blocks"]),
         "partitions": {p: s.to_json() for p, s in stats.items()},
         "gates": [v.to_json() for v in verdicts],
+        "regression": regression,
         "calibration": calibration(records),
         "records": [r.to_json() for r in records],
     }

@@ -49,7 +49,12 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "OpenAI-compatible embedding model, e.g. text-embedding-3-small",
         "local",
     ),
-    ("baseline", "compare this run with an earlier run's JSON report (the baseline)", ""),
+    (
+        "baseline",
+        "compare this run with an earlier run's JSON report (the baseline); a flag's path is "
+        "relative to the current directory, an ini key's to the rootdir",
+        "",
+    ),
     ("save_baseline", "write this run as a baseline (a JSON report) to this path", ""),
     (
         "gate",
@@ -134,6 +139,8 @@ class Settings:
             parts.append(f"tags: {','.join(self.tags)}")
         if self.report:
             parts.append(f"report: {self.report}")
+        if self.regression.baseline:
+            parts.append(f"baseline: {self.regression.baseline}")
         parts.append(f"cache: {self.cache_mode} ({self.cache_dir})")
         if self.app.model:
             parts.append(f"model: {self.app.model}")
@@ -148,6 +155,13 @@ def from_config(config: pytest.Config) -> Settings:
     def value(name: str) -> str:
         flag = config.getoption(f"llmeval_{name}")
         return str(flag if flag is not None else config.getini(f"llmeval_{name}")).strip()
+
+    def location(name: str) -> Path | None:
+        """A path given as a flag is relative to where pytest was invoked; one from the
+        ini file, to the rootdir (where the ini file is)."""
+        flag = config.getoption(f"llmeval_{name}")
+        base = config.invocation_params.dir if flag is not None else config.rootpath
+        return base / value(name) if value(name) else None
 
     hard = _parse_hard(value("hard_partitions"))
     minimums = dict(DEFAULT_MIN_PASS_RATE)
@@ -188,7 +202,7 @@ def from_config(config: pytest.Config) -> Settings:
         cache_dir=config.rootpath / value("cache_dir"),
         judge_samples=int(_number("judge_samples", value("judge_samples"), minimum=1)),
         embedding_model=value("embedding_model").strip() or "local",
-        regression=_regression(value),
+        regression=regression_settings(value, location),
         app=app,
         judge=judge,
     )
@@ -220,7 +234,11 @@ def _client_config(
     )
 
 
-def _regression(value: Callable[[str], str]) -> RegressionSettings:
+def regression_settings(
+    value: Callable[[str], str], location: Callable[[str], Path | None]
+) -> RegressionSettings:
+    """The regression keys from ``value(name)`` (shared by the plugin and ``llmeval
+    compare``). pytest.UsageError names the key of a bad value."""
     gate = []
     for item in value("gate").replace(",", " ").split():
         metric, _, partition = item.partition(".")
@@ -239,8 +257,8 @@ def _regression(value: Callable[[str], str]) -> RegressionSettings:
     if not 0 < alpha < 1:
         raise pytest.UsageError(f"llmeval_alpha: {alpha:g} is not between 0 and 1")
     return RegressionSettings(
-        baseline=Path(value("baseline")) if value("baseline") else None,
-        save_baseline=Path(value("save_baseline")) if value("save_baseline") else None,
+        baseline=location("baseline"),
+        save_baseline=location("save_baseline"),
         gate=tuple(gate),
         delta=delta,
         alpha=alpha,
