@@ -49,6 +49,8 @@ _EXPORTS = {
     "Claim": "grounding",
     "GroundingResult": "grounding",
     "Anchor": "judge",
+    "detect_regression": "regression",
+    "Comparison": "regression",
     "JudgeFamilyWarning": "errors",
     "DatasetError": "errors",
     "LLMEvalAssertionError": "errors",
@@ -64,6 +66,7 @@ __all__ = [
     "Check",
     "CheckOutcome",
     "Claim",
+    "Comparison",
     "Dataset",
     "DatasetError",
     "EmptySelectionWarning",
@@ -87,6 +90,7 @@ __all__ = [
     "assert_similar",
     "assert_token_f1",
     "current_record",
+    "detect_regression",
     "exact_match",
     "forbidden_terms",
     "load_dataset",
@@ -138,6 +142,7 @@ if TYPE_CHECKING:
     )
     from .partitions import PARTITIONS
     from .records import Record, current_record
+    from .regression import Comparison, detect_regression
 
 
 def __getattr__(name: str) -> Any:

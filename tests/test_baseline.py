@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_llmeval.baseline import metadata, samples
+from pytest_llmeval.baseline import (
+    compare_runs,
+    decision,
+    metadata,
+    read_records,
+    samples,
+    table_lines,
+)
 from pytest_llmeval.records import LLM_ERROR
+from pytest_llmeval.regression import holm
 
 
 def record(example: str, status: str = "passed", **extra: Any) -> dict[str, Any]:
@@ -82,3 +92,130 @@ def test_gated_metric_and_partition() -> None:
     assert settings.gated("judge", "golden") and not settings.gated("judge", "distribution")
     assert settings.gated("pass_rate", "distribution")
     assert RegressionSettings().delta == {"judge": 0.3, "pass_rate": 0.05}
+
+
+def test_a_test_that_failed_before_the_judge_saw_its_answer_scores_the_minimum() -> None:
+    judged = {"t::a", "t::b", "t::c"}
+    records = [
+        record("a", "failed", nodeid="t::a", failure_kind="assertion"),  # the app failed
+        record("b", "error", nodeid="t::b", failure_kind=f"{LLM_ERROR}timeout"),  # lost
+        record("c", nodeid="t::c", judge=[verdict(4)]),
+        record("d", "failed", nodeid="t::d"),  # a test that never calls the judge
+    ]
+    assert samples(records, "judge", judged) == {"golden": {"a": [1.0], "b": [None], "c": [4.0]}}
+
+
+def run_records(scores: dict[str, dict[str, int]], **extra: Any) -> list[dict[str, Any]]:
+    """partition -> id -> judge score, as records that passed."""
+    return [
+        record(i, partition=p, nodeid=f"t::{i}", judge=[verdict(s, **extra)])
+        for p, by_id in scores.items()
+        for i, s in by_id.items()
+    ]
+
+
+def test_compare_runs_applies_holm_across_the_gated_family() -> None:
+    from pytest_llmeval.settings import RegressionSettings
+
+    ids = [f"x{i}" for i in range(100)]  # enough for identical runs to show NO_CHANGE
+    base = {p: dict.fromkeys(ids, 4) for p in ("golden", "adversarial", "distribution")}
+    cand = {
+        "golden": dict.fromkeys(ids, 4),
+        "adversarial": {i: 3 if n < 8 else 4 for n, i in enumerate(ids)},
+        "distribution": {i: 2 if n < 50 else 4 for n, i in enumerate(ids)},
+    }
+    for name, by_id in cand.items():
+        cand[name] = {f"{name}-{i}": s for i, s in by_id.items()}
+        base[name] = {f"{name}-{i}": s for i, s in base[name].items()}
+    settings = RegressionSettings(gate=(("judge", None),))
+    results = compare_runs(run_records(base), run_records(cand), settings)
+    assert [(c.partition, c.m) for c in results] == [
+        ("golden", 3),
+        ("adversarial", 3),
+        ("distribution", 3),
+    ]
+    raw = [c.p_raw for c in results]
+    assert [c.p_adj for c in results] == holm([p or 1.0 for p in raw])
+    assert [c.verdict for c in results] == ["NO_CHANGE", "SIGNIFICANT_BUT_TRIVIAL", "REGRESSION"]
+    assert [c.ci_level for c in results] == [1 - 0.05 / 3] * 3
+
+
+def test_compare_runs_refuses_judge_scores_from_another_judge() -> None:
+    from pytest_llmeval.settings import RegressionSettings
+
+    scores = {"distribution": {f"x{i}": 4 for i in range(100)}}
+    results = compare_runs(run_records(scores), run_records(scores, sha="s2"), RegressionSettings())
+    assert [(c.metric, c.verdict, c.blocks) for c in results] == [
+        ("pass_rate", "NO_CHANGE", False),
+        ("judge", "REFUSED", True),
+    ]
+    assert results[1].mismatches == ("judge_prompt_sha256",)
+    assert decision(results) == (True, "regression: BLOCK, judge[distribution] REFUSED")
+
+
+def test_a_changed_dataset_compares_the_shared_examples_and_warns() -> None:
+    from pytest_llmeval.settings import RegressionSettings
+
+    base = run_records({"distribution": {f"x{i}": 4 for i in range(40)}})
+    cand = run_records({"distribution": {f"x{i}": 4 for i in range(10, 60)}})
+    for r in cand:
+        r["dataset_hash"] = "def"
+    (result,) = compare_runs(base, cand, RegressionSettings(gate=(("judge", None),)))
+    assert result.n == 30 and result.missing_frac == 0.0
+    assert result.warnings[:2] == (
+        "dataset 'support' changed (hash abc -> def): only the shared example ids are compared",
+        "compared on the 30 examples both runs evaluated: 10 only in the baseline, 20 only in "
+        "this run",
+    )
+
+
+def test_duplicate_scores_off_the_scale_are_errors_not_verdicts() -> None:
+    from pytest_llmeval.settings import RegressionSettings
+
+    base = run_records({"distribution": {"x": 4}})
+    cand = run_records({"distribution": {"x": 7}})
+    with pytest.raises(ValueError, match="outside"):
+        compare_runs(base, cand, RegressionSettings())
+
+
+def test_read_records_names_the_file_and_the_problem(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    with pytest.raises(ValueError, match=r"cannot read .*run\.json"):
+        read_records(path)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=r"run\.json is not JSON"):
+        read_records(path)
+    path.write_text(json.dumps({"format": "pytest-llmeval-report", "records": [{"x": 1}]}))
+    with pytest.raises(ValueError, match="'records' must be a list of records with example_id"):
+        read_records(path)
+    path.write_text(json.dumps({"format": "pytest-llmeval-report", "records": [record("a")]}))
+    assert read_records(path) == [record("a")]
+
+
+def test_the_table_shows_every_comparison_and_the_line_of_each_verdict_that_matters() -> None:
+    from pytest_llmeval.regression import compare
+
+    same = {f"x{i}": [4.0] for i in range(60)}
+    worse = {f"x{i}": [2.0 if i < 30 else 4.0] for i in range(60)}
+    options: dict[str, Any] = {"kind": "ordinal", "scale": (1, 5), "delta": 0.3, "m": 2}
+    results = [
+        compare(same, same, metric="judge", partition="golden", **options),
+        compare(same, worse, metric="judge", partition="distribution", **options),
+    ]
+    lines = table_lines(results)
+    assert lines[0] == "alpha 0.05 over 2 gated comparisons (Holm); CIs at 97.5%; δ judge 0.3"
+    assert lines[1].split() == [
+        "metric", "partition", "baseline", "candidate", "Δ", "CI", "p", "adj", "n", "MDE80",
+        "verdict",
+    ]  # fmt: skip
+    assert lines[2].split()[-1] == "NO_CHANGE" and lines[2].split()[4] == "0.000"
+    assert lines[3].split()[2:5] == ["4.000", "3.000", "\N{MINUS SIGN}1.000"]
+    assert lines[3].split()[-1] == "REGRESSION"
+    assert len(lines) == 5 and lines[4].startswith("  judge[distribution]: Candidate is worse")
+    assert decision(results, fails=False) == (
+        False,
+        "regression: would BLOCK (judge[distribution] REGRESSION); llmeval_regression_fails = no",
+    )
+    assert table_lines([]) == [
+        "no gated metric to compare (llmeval_gate, and the partitions of this run)"
+    ]

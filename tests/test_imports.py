@@ -63,7 +63,9 @@ def test_eval_run_needs_pydantic_but_not_the_model_stack(tmp_path: Path) -> None
     assert result == {"code": 0, "plugin": True, "heavy": ["pydantic"]}
 
 
-@pytest.mark.parametrize("name", ["load_dataset", "assert_token_f1", "max_length", "Record"])
+@pytest.mark.parametrize(
+    "name", ["load_dataset", "assert_token_f1", "max_length", "Record", "detect_regression"]
+)
 def test_public_names_resolve(name: str) -> None:
     import pytest_llmeval
 
