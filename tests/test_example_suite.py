@@ -15,6 +15,7 @@ import pytest
 from pytest_llmeval import load_dataset
 from pytest_llmeval.embeddings import default_embedder
 
+M = "\N{MINUS SIGN}"
 HOLIDAY = "It is the holiday season"  # the v2 prompt's addition (example_suite/app.py)
 JUDGE_PROMPTS = {
     "rubric": "on the 1-5 scale",
@@ -57,6 +58,18 @@ def test_v1_passes_with_soft_failures_listed(pytester: pytest.Pytester, suite: P
             "distribution (soft): PASS, pass rate * >= minimum 85.0%",
             "soft failures (7):",
         ]
+    )
+    # Against the committed baseline of v1: every judge score is the same (all d = 0).
+    result.stdout.fnmatch_lines(
+        [
+            "regression against the baseline */baseline-v1.json:",
+            "alpha 0.05 over 1 gated comparison (Holm); CIs at 95%; δ judge 0.3",
+            "*",
+            f"judge   distribution     4.627      4.627  0.000  [[]{M}0.279, 0.279]  1.000  51  "
+            "0.000  NO_CHANGE",
+            "regression: PROCEED, no blocking verdict (1 comparison)",
+        ],
+        consecutive=True,
     )
 
 
@@ -124,3 +137,15 @@ def test_v2_prompt_fails_the_gates_the_same_way_under_xdist(
         "FAIL",
         "FAIL",
     ]
+    # And the statistics block it against the committed baseline of v1.
+    for result in (serial, parallel):
+        result.stdout.fnmatch_lines(
+            [
+                f"judge   distribution     4.627      2.314  {M}2.314  [[]{M}2.869, {M}1.758]  "
+                "<0.001  51  0.790  REGRESSION",
+                f"  judge[distribution]: Candidate is worse by 2.31 (95% CI {M}2.87 to {M}1.76); "
+                "unlikely to be noise (p<0.001). Blocking.",
+                "regression: BLOCK, judge[distribution] REGRESSION",
+            ],
+            consecutive=True,
+        )
