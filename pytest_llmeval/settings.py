@@ -44,6 +44,11 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("prices", "USD per million tokens, e.g. 'gpt-4o-mini=0.15/0.60 gpt-4o=2.5/10'", ""),
     ("judge_samples", "judge samples per verdict, requested concurrently", "1"),
     (
+        "concurrency",
+        "examples a batched fixture computes at once (pytest_llmeval.batched)",
+        "16",
+    ),
+    (
         "embedding_model",
         "embeddings for assert_similar: 'local' (the local extra's all-MiniLM-L6-v2) or an "
         "OpenAI-compatible embedding model, e.g. text-embedding-3-small",
@@ -116,6 +121,7 @@ class Settings:
     cache_mode: str = "use"
     cache_dir: Path = Path(".llmeval-cache")
     judge_samples: int = 1
+    concurrency: int = 16
     embedding_model: str = "local"
     app: ClientConfig = field(default_factory=ClientConfig)
     judge: ClientConfig = field(default_factory=lambda: ClientConfig(role="judge"))
@@ -201,6 +207,7 @@ def from_config(config: pytest.Config) -> Settings:
         cache_mode=cache_mode,
         cache_dir=config.rootpath / value("cache_dir"),
         judge_samples=int(_number("judge_samples", value("judge_samples"), minimum=1)),
+        concurrency=int(_number("concurrency", value("concurrency"), minimum=1)),
         embedding_model=value("embedding_model").strip() or "local",
         regression=regression_settings(value, location),
         app=app,
