@@ -49,6 +49,7 @@ _EXPORTS = {
     "Claim": "grounding",
     "GroundingResult": "grounding",
     "Anchor": "judge",
+    "batched": "batching",
     "detect_regression": "regression",
     "Comparison": "regression",
     "JudgeFamilyWarning": "errors",
@@ -89,6 +90,7 @@ __all__ = [
     "assert_preferred",
     "assert_similar",
     "assert_token_f1",
+    "batched",
     "current_record",
     "detect_regression",
     "exact_match",
@@ -114,6 +116,7 @@ if TYPE_CHECKING:
         assert_similar,
         assert_token_f1,
     )
+    from .batching import batched
     from .dataset import Dataset, Example, load_dataset
     from .errors import (
         DatasetError,

@@ -23,12 +23,12 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cache import CacheMissError, ResponseCache, describe, keyed_request
+from .cache import CacheMissError, ResponseCache, cache_key, describe, keyed_request
 from .errors import LLMEvalError
 from .pricing import cost_usd
 from .records import Record, current_record
@@ -160,6 +160,7 @@ class LLMClient:
         self._openai: openai.OpenAI | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._in_flight: dict[str, Future[tuple[dict[str, Any], float]]] = {}
         self._jitter = random.Random()
 
     def complete(self, prompt: str | list[dict[str, Any]], **params: Any) -> str:
@@ -230,10 +231,38 @@ class LLMClient:
             self._note(record, params["model"], entry.response, entry.latency_s, hit=True)
             return entry.response
         self.stats.bump("cache_misses")
-        response, latency = self._send(endpoint, params, request)
-        self.cache.put(request, response, latency)
-        self._note(record, params["model"], response, latency, hit=False)
+        response, latency, shared = self._send_once(endpoint, params, request)
+        self._note(record, params["model"], response, latency, hit=shared)
         return response
+
+    def _send_once(
+        self, endpoint: str, params: dict[str, Any], request: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], float, bool]:
+        """Send the request, or, when the same request is already in flight (a batch
+        computes two tests of one example at once), wait for that one's response:
+        (response, latency, shared). With the cache off every call is its own."""
+        __tracebackhide__ = True
+        if self.cache.mode == "off":
+            return (*self._send(endpoint, params, request), False)
+        key = cache_key(request)
+        with self._lock:
+            pending = self._in_flight.get(key)
+            owner = pending is None
+            if pending is None:
+                pending = self._in_flight[key] = Future()
+        if not owner:
+            return (*pending.result(), True)
+        try:
+            response, latency = self._send(endpoint, params, request)
+            self.cache.put(request, response, latency)
+            pending.set_result((response, latency))
+            return response, latency, False
+        except BaseException as exc:
+            pending.set_exception(exc)
+            raise
+        finally:
+            with self._lock:
+                del self._in_flight[key]
 
     def _send(
         self, endpoint: str, params: dict[str, Any], request: Mapping[str, Any]

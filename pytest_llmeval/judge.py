@@ -11,12 +11,16 @@ instructions inside it are data. Every prompt is versioned by sha256.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import hashlib
 import json
 import math
 import re
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -145,6 +149,7 @@ class ClaimList(BaseModel):
 
 
 Reply = TypeVar("Reply", bound=BaseModel)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -362,6 +367,21 @@ class Judge:
             )
         return result
 
+    # Awaitable twins for async code such as a batched fixture: the same verdicts, the
+    # waiting done off the event loop so that other examples' calls proceed meanwhile.
+
+    async def ascore(self, response: str, **options: Any) -> JudgeResult:
+        """``score`` awaited; takes the same keywords."""
+        return await _off_loop(self.score, response, **options)
+
+    async def acompare(self, a: str, b: str, **options: Any) -> PairwiseResult:
+        """``compare`` awaited; takes the same keywords."""
+        return await _off_loop(self.compare, a, b, **options)
+
+    async def acheck_grounding(self, answer: str, context: str, **options: Any) -> GroundingResult:
+        """``check_grounding`` awaited; takes the same keywords."""
+        return await _off_loop(self.check_grounding, answer, context, **options)
+
     def _combine(self, verdicts: list[Verdict | None], failures: list[str]) -> JudgeResult:
         valid = [v for v in verdicts if v is not None]
         scores = [v.score for v in valid]
@@ -568,6 +588,22 @@ def _no_verdict(what: str, failures: Sequence[_Failure]) -> LLMCallError:
     kinds = {f.error.kind if isinstance(f.error, LLMCallError) else "judge" for f in failures}
     kind = kinds.pop() if len(kinds) == 1 else "judge"
     return LLMCallError(kind, f"{what}: {'; '.join(map(str, failures))}")
+
+
+_waiting: ThreadPoolExecutor | None = None
+_waiting_lock = threading.Lock()
+
+
+async def _off_loop(method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a blocking judge call in a thread that only waits on its samples (they run on
+    the client's pool, so the two pools never wait on each other), in this task's context
+    (its record)."""
+    global _waiting
+    with _waiting_lock:
+        if _waiting is None:
+            _waiting = ThreadPoolExecutor(max_workers=256, thread_name_prefix="llmeval-judge")
+    call = functools.partial(contextvars.copy_context().run, method, *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(_waiting, call)
 
 
 _PROMPTS = {
