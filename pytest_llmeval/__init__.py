@@ -50,6 +50,9 @@ _EXPORTS = {
     "GroundingResult": "grounding",
     "Anchor": "judge",
     "batched": "batching",
+    "Similarity": "embeddings",
+    "compare_texts": "embeddings",
+    "acompare_texts": "embeddings",
     "detect_regression": "regression",
     "Comparison": "regression",
     "JudgeFamilyWarning": "errors",
@@ -82,7 +85,9 @@ __all__ = [
     "MetricResult",
     "PairwiseResult",
     "Record",
+    "Similarity",
     "__version__",
+    "acompare_texts",
     "assert_constraints",
     "assert_exact_match",
     "assert_grounded",
@@ -91,6 +96,7 @@ __all__ = [
     "assert_similar",
     "assert_token_f1",
     "batched",
+    "compare_texts",
     "current_record",
     "detect_regression",
     "exact_match",
@@ -118,6 +124,7 @@ if TYPE_CHECKING:
     )
     from .batching import batched
     from .dataset import Dataset, Example, load_dataset
+    from .embeddings import Similarity, acompare_texts, compare_texts
     from .errors import (
         DatasetError,
         EmptySelectionWarning,

@@ -12,7 +12,7 @@ from .metrics import Checks, MetricResult, exact_match, run_checks, token_f1
 from .records import current_record
 
 if TYPE_CHECKING:
-    from .embeddings import Embedder
+    from .embeddings import Embedder, Similarity
     from .grounding import GroundingResult
     from .judge import Judge, JudgeResult, PairwiseResult
 
@@ -64,8 +64,8 @@ def assert_token_f1(
 
 
 def assert_similar(
-    output: str,
-    expected: str | None,
+    output: str | Similarity,
+    expected: str | None = None,
     *,
     threshold: float | None = None,
     embedder: Embedder | None = None,
@@ -73,20 +73,25 @@ def assert_similar(
     """Assert that the cosine similarity of the embeddings of ``output`` and ``expected``
     reaches the threshold (default 0.85, golden 0.88; see ``llmeval_thresholds``). The
     embedder is the session's (``llmeval_embedding_model``: ``local`` or an
-    OpenAI-compatible embedding model) unless one is given."""
+    OpenAI-compatible embedding model) unless one is given. A :class:`Similarity`
+    computed earlier (``compare_texts``, ``acompare_texts``) is accepted too."""
     __tracebackhide__ = True
-    from .embeddings import default_embedder, similarity
+    from .embeddings import Similarity, compare_texts
 
-    reference = _reference("similarity", expected)
+    if isinstance(output, Similarity):
+        computed = output
+    else:
+        computed = compare_texts(output, _reference("similarity", expected), embedder)
+    score = computed.score
     limit = thresholds.resolve("similarity", _partition(), threshold)
-    model = embedder or default_embedder()
-    score = similarity(model, output, reference)
-    result = MetricResult("similarity", score, limit, score >= limit, {"embedder": model.name})
+    result = MetricResult(
+        "similarity", score, limit, score >= limit, {"embedder": computed.embedder}
+    )
     _conclude(
         result,
-        output,
-        f"similarity {score:.3f} < threshold {limit:.3f}{_where()} ({model.name})",
-        expected=reference,
+        computed.output,
+        f"similarity {score:.3f} < threshold {limit:.3f}{_where()} ({computed.embedder})",
+        expected=computed.expected,
     )
     return result
 

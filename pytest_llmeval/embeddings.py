@@ -11,11 +11,13 @@ imported on first use, so loading the plugin never pays for them.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import math
 import os
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -169,6 +171,31 @@ def similarity(embedder: Embedder, a: str, b: str) -> float:
     """Cosine similarity of the embeddings of two texts, embedded in one call."""
     first, second = embedder.embed([a, b])
     return cosine(first, second)
+
+
+@dataclass(frozen=True)
+class Similarity:
+    """A similarity computed ahead of its assertion (say, in a batched fixture):
+    ``assert_similar(result)`` checks it against the threshold."""
+
+    score: float
+    output: str
+    expected: str
+    embedder: str
+
+
+def compare_texts(output: str, expected: str, embedder: Embedder | None = None) -> Similarity:
+    """The similarity of ``output`` to ``expected`` (the session's embedder by default)."""
+    model = embedder or default_embedder()
+    return Similarity(similarity(model, output, expected), output, expected, model.name)
+
+
+async def acompare_texts(
+    output: str, expected: str, embedder: Embedder | None = None
+) -> Similarity:
+    """``compare_texts`` awaited: the embedding runs in a thread (with this task's
+    record), off the event loop."""
+    return await asyncio.to_thread(compare_texts, output, expected, embedder)
 
 
 def build_embedder(spec: str, client_factory: Callable[[], LLMClient]) -> Embedder:

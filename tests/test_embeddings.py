@@ -304,3 +304,34 @@ def test_importing_the_module_imports_no_model_stack(tmp_path: Path) -> None:
         check=True,
     )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_a_similarity_computed_ahead_is_asserted_later() -> None:
+    import asyncio
+
+    from pytest_llmeval import (
+        LLMEvalAssertionError,
+        Similarity,
+        acompare_texts,
+        assert_similar,
+        compare_texts,
+    )
+
+    class Words:
+        name = "words"
+
+        def embed(self, texts: Sequence[str]) -> list[list[float]]:
+            return [embed_text(text) for text in texts]
+
+    near = asyncio.run(acompare_texts("refund in 30 days", "30 days for a refund", Words()))
+    assert near == compare_texts("refund in 30 days", "30 days for a refund", Words())
+    assert isinstance(near, Similarity) and near.embedder == "words"
+    assert assert_similar(near, threshold=near.score).passed
+    far = compare_texts("happy holidays", "30 days for a refund", Words())
+    with pytest.raises(LLMEvalAssertionError) as failed:
+        assert_similar(far, threshold=0.9)
+    assert str(failed.value).splitlines() == [
+        f"similarity {far.score:.3f} < threshold 0.900 (words)",
+        "  output:   'happy holidays'",
+        "  expected: '30 days for a refund'",
+    ]
