@@ -2,7 +2,8 @@
 
 It answers a customer's question from the knowledge base, through any OpenAI-compatible
 client: in the eval suite that is the plugin's ``llm`` fixture (cached, retried,
-recorded); in production it would be ``openai.OpenAI()``.
+recorded) and its async twin ``llm.aio``; in production it would be ``openai.OpenAI()``
+and ``openai.AsyncOpenAI()``.
 """
 
 from __future__ import annotations
@@ -28,12 +29,20 @@ PROMPTS = {"v1": PERSONA, "v2": f"{PERSONA}\n\n{HOLIDAY}"}
 class SupportAssistant:
     """Answers support questions with one chat completion per question."""
 
-    def __init__(self, client: Any, prompt_version: str = "v1", model: str | None = None):
+    def __init__(
+        self,
+        client: Any,
+        prompt_version: str = "v1",
+        model: str | None = None,
+        *,
+        async_client: Any = None,
+    ):
         if prompt_version not in PROMPTS:
             raise ValueError(
                 f"unknown prompt version {prompt_version!r}; use one of {sorted(PROMPTS)}"
             )
         self.client = client
+        self.async_client = async_client
         self.prompt_version = prompt_version
         self.model = model
 
@@ -41,6 +50,17 @@ class SupportAssistant:
         return f"{PROMPTS[self.prompt_version]}\n\n# Knowledge base\n\n{KNOWLEDGE_BASE}"
 
     def answer(self, question: str) -> str:
+        reply = self.client.chat.completions.create(**self._request(question))
+        return str(reply.choices[0].message.content or "")
+
+    async def aanswer(self, question: str) -> str:
+        """``answer``, awaited, through the async client."""
+        if self.async_client is None:
+            raise RuntimeError("SupportAssistant(..., async_client=...) is needed to await")
+        reply = await self.async_client.chat.completions.create(**self._request(question))
+        return str(reply.choices[0].message.content or "")
+
+    def _request(self, question: str) -> dict[str, Any]:
         params: dict[str, Any] = {
             "messages": [
                 {"role": "system", "content": self.system_prompt()},
@@ -50,5 +70,4 @@ class SupportAssistant:
         }
         if self.model:
             params["model"] = self.model
-        reply = self.client.chat.completions.create(**params)
-        return str(reply.choices[0].message.content or "")
+        return params

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 import pytest
 from app import KNOWLEDGE_BASE, PROMPTS, SupportAssistant
 
+from pytest_llmeval import batched
+
 if TYPE_CHECKING:
     from pytest_llmeval import Example, Record
     from pytest_llmeval.client import LLMClient
@@ -37,33 +39,37 @@ def prompt_version(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def assistant(llm: LLMClient, prompt_version: str) -> SupportAssistant:
     """The app under test, calling the model through the plugin's ``llm`` client."""
-    return SupportAssistant(llm, prompt_version)
+    return SupportAssistant(llm, prompt_version, async_client=llm.aio)
 
 
 @pytest.fixture(scope="session")
 def other_assistant(llm: LLMClient, prompt_version: str) -> SupportAssistant:
     """The assistant with the other prompt version, for pairwise comparisons."""
     others = sorted(set(PROMPTS) - {prompt_version})
-    return SupportAssistant(llm, others[0])
+    return SupportAssistant(llm, others[0], async_client=llm.aio)
 
 
-@pytest.fixture
-def other_answer(example: Example, other_assistant: SupportAssistant) -> str:
+# Batched fixtures: the first test that needs one computes it for every example of the
+# run at once (up to llmeval_concurrency at a time); each test then just checks.
+
+
+@batched
+async def answer(example: Example, assistant: SupportAssistant, llmeval_record: Record) -> str:
+    """The assistant's answer to ``example``. The ``llm`` client records the model,
+    tokens, cost, latency and cache use; the prompt version is recorded here."""
+    llmeval_record.prompt_version = assistant.prompt_version
+    reply = await assistant.aanswer(example.input["question"])
+    llmeval_record.output = reply
+    return reply
+
+
+@batched
+async def other_answer(example: Example, other_assistant: SupportAssistant) -> str:
     """The other prompt version's answer to ``example``."""
-    return other_assistant.answer(example.input["question"])
+    return await other_assistant.aanswer(example.input["question"])
 
 
 @pytest.fixture(scope="session")
 def knowledge_base() -> str:
     """The text of the knowledge base that answers are grounded in."""
     return KNOWLEDGE_BASE
-
-
-@pytest.fixture
-def answer(example: Example, assistant: SupportAssistant, llmeval_record: Record) -> str:
-    """The assistant's answer to ``example``. The ``llm`` client records the model,
-    tokens, cost, latency and cache use; the prompt version is recorded here."""
-    llmeval_record.prompt_version = assistant.prompt_version
-    reply = assistant.answer(example.input["question"])
-    llmeval_record.output = reply
-    return reply

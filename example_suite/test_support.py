@@ -2,7 +2,10 @@
 
 ``@pytest.mark.llmeval(dataset=...)`` runs a test once per example of the dataset (a path
 relative to this file) and passes it as the ``example`` argument. The ``answer`` fixture
-(see conftest.py) gives the assistant's answer to that example.
+(see conftest.py) gives the assistant's answer to that example. It is a batched fixture,
+as are ``rating``, ``preference`` and ``closeness`` below: the first test that needs one
+computes it for all the examples at once, and the tests only check the results.
+(test_calibration_set.py shows the plain style, where a test makes its own calls.)
 
 Each example carries its partition as a marker, and its tags as keywords:
 
@@ -26,12 +29,17 @@ from pytest_llmeval import (
     Check,
     Example,
     Judge,
+    JudgeResult,
+    PairwiseResult,
+    Similarity,
+    acompare_texts,
     assert_constraints,
     assert_grounded,
     assert_judge,
     assert_preferred,
     assert_similar,
     assert_token_f1,
+    batched,
     forbidden_terms,
     max_length,
     required_phrases,
@@ -124,14 +132,27 @@ async def test_answer_is_grounded_in_knowledge_base(
     assert_grounded(answer, context)
 
 
+@batched
+async def rating(example: Example, answer: str, judge: Judge) -> JudgeResult:
+    """The judge's rubric verdict on the answer."""
+    return await judge.ascore(answer, task=TASK, criteria=CRITERIA, input=example.input)
+
+
 @pytest.mark.llmeval(dataset="datasets")
-def test_judge_rates_the_answer(example: Example, answer: str, judge: Judge) -> None:
+def test_judge_rates_the_answer(rating: JudgeResult) -> None:
     """The judge's 1-5 rubric score reaches 3, or 4 on golden examples."""
-    assert_judge(judge, answer, task=TASK, criteria=CRITERIA, input=example.input)
+    assert_judge(rating)
+
+
+@batched
+async def closeness(example: Example, answer: str) -> Similarity:
+    """The embedding similarity of the answer to the reference."""
+    assert example.expected_output is not None, f"{example.id} has no reference answer"
+    return await acompare_texts(answer, example.expected_output)
 
 
 @pytest.mark.llmeval(dataset="datasets", partition="golden")
-def test_golden_answer_means_the_reference(example: Example, answer: str) -> None:
+def test_golden_answer_means_the_reference(closeness: Similarity) -> None:
     """Golden answers say what the reference says, by embedding similarity (the local
     all-MiniLM-L6-v2 model, offline).
 
@@ -141,16 +162,25 @@ def test_golden_answer_means_the_reference(example: Example, answer: str) -> Non
     up, evasive or wrong ones 0.65 and below. It also shows what similarity cannot do: a
     subtly wrong price scores 0.88, which is why the grounding check exists.
     """
-    assert_similar(answer, example.expected_output, threshold=0.70)
+    assert_similar(closeness, threshold=0.70)
+
+
+@batched
+async def preference(
+    example: Example, answer: str, other_answer: str, judge: Judge
+) -> PairwiseResult:
+    """The pairwise judge's verdict, asked in both orders: this answer against the other
+    prompt version's."""
+    return await judge.acompare(
+        answer, other_answer, task=TASK, criteria=CRITERIA, input=example.input
+    )
 
 
 @pytest.mark.llmeval(dataset="datasets", partition=["golden", "regression"])
-def test_not_worse_than_the_other_prompt_version(
-    example: Example, answer: str, other_answer: str, judge: Judge
-) -> None:
-    """The pairwise judge, asked in both orders, does not prefer the other prompt
-    version's answer (``--prompt-version v2`` puts v2 against v1, and v1 against v2)."""
-    assert_preferred(judge, answer, other_answer, task=TASK, criteria=CRITERIA, input=example.input)
+def test_not_worse_than_the_other_prompt_version(preference: PairwiseResult) -> None:
+    """The pairwise judge does not prefer the other prompt version's answer
+    (``--prompt-version v2`` puts v2 against v1, and v1 against v2)."""
+    assert_preferred(preference)
 
 
 # --- adversarial examples: tags pick the examples each test is about -------------------
