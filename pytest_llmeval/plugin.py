@@ -34,10 +34,12 @@ from .files import write_json
 from .partitions import PARTITIONS
 from .records import LLM_ERROR, Record
 from .session import (
+    BudgetVerdict,
     GateVerdict,
     PartitionStats,
     aggregate,
     build_report,
+    check_time_budgets,
     evaluate_gates,
     summary_lines,
 )
@@ -302,10 +304,14 @@ def pytest_runtest_makereport(
 
 
 def _update(record: Record, report: pytest.TestReport, call: pytest.CallInfo[None]) -> None:
-    """Set the record's status and failure from one phase's report."""
+    """Set the record's timing, status and failure from one phase's report."""
     exc = call.excinfo.value if call.excinfo is not None else None
     if report.when == "call":
         record.duration_s = report.duration
+    elif report.when == "setup":
+        record.started_at = report.start
+    else:
+        record.finished_at = report.stop
     if report.passed:
         return
     if report.skipped:
@@ -316,11 +322,11 @@ def _update(record: Record, report: pytest.TestReport, call: pytest.CallInfo[Non
             longrepr = report.longrepr
             record.failure_reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
         return
-    if report.when != "call":
+    if isinstance(exc, LLMCallError):  # also in setup: a batched fixture's lost call
+        record.fail("error", f"{LLM_ERROR}{exc.kind}", str(exc))
+    elif report.when != "call":
         kind = f"{report.when} error: {type(exc).__name__}" if exc else f"{report.when} error"
         record.fail("error", kind, _exconly(call))
-    elif isinstance(exc, LLMCallError):
-        record.fail("error", f"{LLM_ERROR}{exc.kind}", str(exc))
     elif isinstance(exc, LLMEvalAssertionError):
         record.fail("failed", exc.kind, str(exc))
     elif isinstance(exc, AssertionError):
@@ -470,8 +476,16 @@ class Controller:
             return self.settings.regression.fails
         return result is not None and decision(result, fails=self.settings.regression.fails)[0]
 
+    def _budgets(self) -> list[BudgetVerdict]:
+        stats, budgets = self._outcome()[1], self.settings.time_budget
+        return check_time_budgets(stats, budgets, strict=self.settings.time_budget_strict)
+
     def _failed(self) -> bool:
-        return any(not v.passed for v in self._outcome()[2]) or self._regression_blocks()
+        return (
+            any(not v.passed for v in self._outcome()[2])
+            or self._regression_blocks()
+            or any(b.fails for b in self._budgets())
+        )
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.records:
@@ -480,7 +494,7 @@ class Controller:
         failed = self._failed()
         terminalreporter.write_sep("=", "llmeval summary", red=failed, green=not failed, bold=True)
         for text, markup in summary_lines(
-            ordered, stats, verdicts, verbosity=terminalreporter.verbosity
+            ordered, stats, verdicts, budgets=self._budgets(), verbosity=terminalreporter.verbosity
         ):
             terminalreporter.write_line(text, **markup)
         result = self._comparisons()
@@ -505,6 +519,7 @@ class Controller:
             *self._outcome(),
             self._run_metadata(int(exitstatus)),
             regression=self._regression_json(),
+            budgets=self._budgets(),
         )
         for path in filter(None, targets):
             target = path if path.is_absolute() else self.config.invocation_params.dir / path

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -32,6 +33,8 @@ class Record:
     judge: list[dict[str, Any]] = field(default_factory=list)
     latency_s: float | None = None
     duration_s: float | None = None
+    started_at: float | None = None  # epoch seconds: setup's start, for partition wall time
+    finished_at: float | None = None  # epoch seconds: teardown's end
     tokens: dict[str, int] = field(default_factory=dict)
     cost_usd: float | None = None
     llm_calls: int = 0
@@ -79,22 +82,38 @@ class Record:
             completion_tokens=completion_tokens,
             cost_usd=cost_usd or 0.0,
         )
-        per_model = self.usage.setdefault(
-            model,
-            {
-                "calls": 0,
-                "cache_hits": 0,
-                "prompt_tokens": 0,
-                "completion_tokens": 0,
-                "cost_usd": None,
-            },
-        )
+        per_model = self.usage.setdefault(model, _no_usage())
         per_model["calls"] += 1
         per_model["cache_hits"] += int(cached)
         per_model["prompt_tokens"] += prompt_tokens
         per_model["completion_tokens"] += completion_tokens
         if cost_usd is not None:
             per_model["cost_usd"] = (per_model["cost_usd"] or 0.0) + cost_usd
+
+    def absorb(self, other: Record) -> None:
+        """Add what ``other`` collected (a batched fixture computed it for this test's
+        example ahead of the test): calls, usage, verdicts, metrics, values set on it."""
+        for model, usage in other.usage.items():
+            mine = self.usage.setdefault(model, _no_usage())
+            for key in ("calls", "cache_hits", "prompt_tokens", "completion_tokens"):
+                mine[key] += usage[key]
+            if usage["cost_usd"] is not None:
+                mine["cost_usd"] = (mine["cost_usd"] or 0.0) + usage["cost_usd"]
+        self.llm_calls += other.llm_calls
+        self.cache_hits += other.cache_hits
+        self.add_usage(
+            prompt_tokens=other.tokens.get("prompt", 0),
+            completion_tokens=other.tokens.get("completion", 0),
+            cost_usd=other.cost_usd or 0.0,
+        )
+        if other.latency_s is not None:
+            self.latency_s = (self.latency_s or 0.0) + other.latency_s
+        for name in ("model", "prompt_version", "output"):
+            if getattr(other, name) is not None:
+                setattr(self, name, getattr(other, name))
+        self.metrics += other.metrics
+        self.judge += other.judge
+        self.extra.update(other.extra)
 
     def fail(self, status: Status, kind: str, reason: str) -> None:
         """Mark the record as not passed; the first failure is the one kept."""
@@ -126,6 +145,17 @@ class Record:
 _FIELDS = frozenset(f.name for f in fields(Record))
 
 
+def _no_usage() -> dict[str, Any]:
+    """One model's usage before its first call."""
+    return {
+        "calls": 0,
+        "cache_hits": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cost_usd": None,
+    }
+
+
 def _json_safe(key: str, value: Any) -> Any:
     """Reject values that cannot travel between xdist workers or into the JSON report,
     at the user's line rather than at the end of the session."""
@@ -146,11 +176,22 @@ def _json_safe(key: str, value: Any) -> Any:
 # (xdist runs a process per worker), and a plain global, unlike a ContextVar, is also
 # seen by helpers that a test calls from its own threads.
 _current: Record | None = None
+# A batched fixture computes many examples at once, one asyncio task each: a task's own
+# record (a ContextVar, so copied into each task) wins over the test's.
+_task_record: ContextVar[Record | None] = ContextVar("llmeval_task_record", default=None)
 
 
 def current_record() -> Record | None:
-    """The record of the eval test now running, or None outside one."""
-    return _current
+    """The record of the eval test now running (or of the example a batched fixture is
+    computing in this task), or None outside one."""
+    task = _task_record.get()
+    return _current if task is None else task
+
+
+def bind_task(record: Record) -> None:
+    """Make ``record`` current in this asyncio task (and the threads it hands work to with
+    the task's context)."""
+    _task_record.set(record)
 
 
 def bind(record: Record | None) -> Record | None:

@@ -1,5 +1,6 @@
 """Aggregation of records, the gates (the 100%-golden rule, hard and soft partitions),
-the terminal summary's lines and the JSON report. Plain Python: no pytest import."""
+the time budgets, the terminal summary's lines and the JSON report. Plain Python: no
+pytest import."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ REPORT_VERSION = 1
 
 @dataclass
 class PartitionStats:
-    """Counts, pass rate, metric means and latency percentiles of one partition."""
+    """Counts, pass rate, metric means, latency percentiles and wall time of one
+    partition."""
 
     partition: str
     cases: int = 0
@@ -31,10 +33,17 @@ class PartitionStats:
     metric_scores: dict[str, list[float]] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
     example_ids: set[str] = field(default_factory=set)
+    started_at: float | None = None  # the earliest start of its tests (epoch seconds)
+    finished_at: float | None = None  # the latest end
 
     def add(self, record: Record) -> None:
         self.cases += 1
         self.example_ids.add(record.example_id)
+        start, end = record.started_at, record.finished_at
+        if start is not None:
+            self.started_at = start if self.started_at is None else min(self.started_at, start)
+        if end is not None:
+            self.finished_at = end if self.finished_at is None else max(self.finished_at, end)
         if record.status == "passed":
             self.passed += 1
         elif record.status == "failed":
@@ -56,6 +65,14 @@ class PartitionStats:
         """Passed over all selected cases: a skipped or errored example is not a pass."""
         return self.passed / self.cases if self.cases else 0.0
 
+    @property
+    def wall_s(self) -> float | None:
+        """From the start of the first test's setup to the end of the last test's
+        teardown, over every xdist worker (one machine, one clock)."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
     def metric_mean(self, name: str) -> float | None:
         scores = self.metric_scores.get(name)
         return sum(scores) / len(scores) if scores else None
@@ -75,6 +92,7 @@ class PartitionStats:
             "metric_means": {name: self.metric_mean(name) for name in self.metric_scores},
             "latency_p50_s": self.latency_percentile(50),
             "latency_p95_s": self.latency_percentile(95),
+            "wall_s": self.wall_s,
         }
 
 
@@ -221,6 +239,44 @@ def _id_list(items: Sequence[tuple[str, str]], limit: int = 10) -> str:
     return ", ".join(shown) + more
 
 
+@dataclass(frozen=True)
+class BudgetVerdict:
+    """One partition's wall time against its time budget."""
+
+    partition: str
+    wall_s: float
+    budget_s: float
+    strict: bool  # an overrun fails the session
+
+    @property
+    def over(self) -> bool:
+        return self.wall_s > self.budget_s
+
+    @property
+    def fails(self) -> bool:
+        return self.over and self.strict
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "partition": self.partition,
+            "wall_s": self.wall_s,
+            "budget_s": self.budget_s,
+            "over": self.over,
+            "strict": self.strict,
+        }
+
+
+def check_time_budgets(
+    stats: dict[str, PartitionStats], budgets: dict[str, float], *, strict: bool = False
+) -> list[BudgetVerdict]:
+    """A verdict for each partition of the run that has a budget and a known wall time."""
+    return [
+        BudgetVerdict(partition, wall, budgets[partition], strict)
+        for partition, part in stats.items()
+        if partition in budgets and (wall := part.wall_s) is not None
+    ]
+
+
 # --- terminal summary --------------------------------------------------------------
 
 Line = tuple[str, dict[str, bool]]  # text and terminal markup (red=True, bold=True ...)
@@ -231,17 +287,19 @@ def summary_lines(
     stats: dict[str, PartitionStats],
     verdicts: Sequence[GateVerdict],
     *,
+    budgets: Sequence[BudgetVerdict] = (),
     verbosity: int = 0,
 ) -> list[Line]:
-    """The llmeval summary: the partition table, the verdicts, usage, the slowest
-    examples, failures grouped by reason (these three hidden with -q), and the soft
-    failures, which pytest's own report does not show."""
+    """The llmeval summary: the partition table, the verdicts and time budgets, usage,
+    the slowest examples, failures grouped by reason (these three hidden with -q), and
+    the soft failures, which pytest's own report does not show."""
     names = labels(records)  # how each test is named in the lists below, computed once
     lines: list[Line] = [(text, {}) for text in _table(stats)]
     lines.append(("", {}))
     for verdict in verdicts:
         markup = {"green": True} if verdict.passed else {"red": True, "bold": True}
         lines.append((verdict.message, markup))
+    lines += budget_lines(budgets)
     errors = _errors_by_class(records)
     if errors:
         lines.append((errors, {"red": True}))
@@ -258,6 +316,25 @@ def summary_lines(
 
         lines += [("", {}), *((text, {}) for text in calibration_lines(calibrated))]
     return lines
+
+
+def budget_lines(verdicts: Sequence[BudgetVerdict]) -> list[Line]:
+    """A line per partition over its budget (yellow, or red when it fails the session),
+    else one line saying every budget was met."""
+    over = [v for v in verdicts if v.over]
+    if not over:
+        if not verdicts:
+            return []
+        met = ", ".join(f"{v.partition} {_seconds(v.wall_s)} of {v.budget_s:g}s" for v in verdicts)
+        return [(f"time budgets: all partitions within budget ({met})", {"green": True})]
+    return [
+        (
+            f"time budget: {v.partition} took {_seconds(v.wall_s)}, over its budget of "
+            f"{v.budget_s:g}s" + (" (strict: the session fails)" if v.fails else ""),
+            {"red": True, "bold": True} if v.fails else {"yellow": True},
+        )
+        for v in over
+    ]
 
 
 def calibration(records: Sequence[Record]) -> dict[str, Any] | None:
@@ -290,6 +367,7 @@ def _table(stats: dict[str, PartitionStats]) -> list[str]:
         *metrics,
         "p50 latency",
         "p95 latency",
+        "wall",
     ]
     rows = [header]
     for part in stats.values():
@@ -305,6 +383,7 @@ def _table(stats: dict[str, PartitionStats]) -> list[str]:
                 *(_num(part.metric_mean(m)) for m in metrics),
                 _seconds(part.latency_percentile(50)),
                 _seconds(part.latency_percentile(95)),
+                _seconds(part.wall_s),
             ]
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -446,9 +525,11 @@ def build_report(
     run: dict[str, Any],
     *,
     regression: dict[str, Any] | None = None,
+    budgets: Sequence[BudgetVerdict] = (),
 ) -> dict[str, Any]:
     """The whole run as one JSON-safe document; also the baseline format. ``passed``:
-    every gate passed and no regression against the baseline blocks."""
+    every gate passed, no regression against the baseline blocks and no strict time
+    budget was overrun."""
     datasets: dict[str, str | None] = {}
     for record in records:
         if record.dataset is not None:
@@ -463,9 +544,11 @@ def build_report(
             "datasets": datasets,
         },
         "passed": all(v.passed for v in verdicts)
-        and not (regression is not None and regression["blocks"]),
+        and not (regression is not None and regression["blocks"])
+        and not any(b.fails for b in budgets),
         "partitions": {p: s.to_json() for p, s in stats.items()},
         "gates": [v.to_json() for v in verdicts],
+        "time_budgets": [b.to_json() for b in budgets],
         "regression": regression,
         "calibration": calibration(records),
         "records": [r.to_json() for r in records],

@@ -37,6 +37,12 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "",
     ),
     ("thresholds", "metric thresholds, e.g. 'token_f1:0.8 token_f1.golden:0.9'", ""),
+    (
+        "time_budget",
+        "wall-time budget in seconds per partition, e.g. 'golden:300 distribution:1200'",
+        "",
+    ),
+    ("time_budget_strict", "yes: a partition over its time budget fails the session", "no"),
     ("cache", f"response cache mode: {', '.join(CACHE_MODES)} (default: use)", "use"),
     ("cache_dir", "response cache folder, relative to the rootdir", ".llmeval-cache"),
     ("max_retries", "retries of a failed model call (429, 5xx, timeouts, drops)", "4"),
@@ -117,6 +123,8 @@ class Settings:
     hard_partitions: frozenset[str] = frozenset(DEFAULT_HARD)
     min_pass_rate: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIN_PASS_RATE))
     thresholds: dict[str, float] = field(default_factory=dict)
+    time_budget: dict[str, float] = field(default_factory=dict)  # seconds per partition
+    time_budget_strict: bool = False
     datasets_dir: Path | None = None
     cache_mode: str = "use"
     cache_dir: Path = Path(".llmeval-cache")
@@ -203,6 +211,8 @@ def from_config(config: pytest.Config) -> Settings:
         hard_partitions=hard,
         min_pass_rate=minimums,
         thresholds=_parse_pairs("thresholds", value("thresholds"), _threshold, None),
+        time_budget=_parse_pairs("time_budget", value("time_budget"), _positive, PARTITIONS),
+        time_budget_strict=_yes("time_budget_strict", value("time_budget_strict")),
         datasets_dir=(config.rootpath / datasets_dir) if datasets_dir else None,
         cache_mode=cache_mode,
         cache_dir=config.rootpath / value("cache_dir"),
@@ -348,6 +358,16 @@ def _threshold(name: str, raw: str) -> float:
         return float(raw)
     except ValueError:
         raise pytest.UsageError(f"{name}: {raw!r} is not a number") from None
+
+
+def _positive(name: str, raw: str) -> float:
+    try:
+        number = float(raw)
+    except ValueError:
+        number = float("nan")
+    if not 0 < number < float("inf"):
+        raise pytest.UsageError(f"{name}: {raw!r} is not a positive number of seconds")
+    return number
 
 
 def add_options(parser: pytest.Parser) -> None:

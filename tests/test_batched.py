@@ -247,3 +247,34 @@ def test_batched_needs_an_async_function_of_example() -> None:
 
         @batched
         async def no_example(llm: Any) -> None: ...
+
+
+PLAIN = """
+import pytest
+
+@pytest.fixture
+def answer(example, llm, llmeval_record):
+    if example.id == "{broken}":
+        raise RuntimeError("the app crashed on " + example.id)
+    reply = llm.complete(example.input["q"])
+    llmeval_record.output = reply
+    return reply
+"""
+
+
+def test_batched_and_plain_style_give_the_same_summary_serially_and_under_xdist(
+    suite: Make, pytester: pytest.Pytester
+) -> None:
+    def outcome(conftest: str, *args: str) -> tuple[int, list[str]]:
+        suite(30, broken="q-003", conftest=conftest)
+        result = pytester.runpytest("-o", "llmeval_min_pass_rate=distribution:0.99", *args)
+        lines = result.outlines
+        start = next(i for i, line in enumerate(lines) if "llmeval summary" in line)
+        # the table's counts and the verdicts; timings differ
+        shown = [" ".join(line.split()[:8]) for line in lines[start + 1 : start + 5]]
+        return result.ret, shown
+
+    plain = outcome(PLAIN)
+    assert plain[0] == pytest.ExitCode.TESTS_FAILED
+    assert plain[1][1] == "distribution 60 58 0 2 0 96.7% 1.000"
+    assert outcome(CONFTEST) == outcome(CONFTEST, "-n", "2") == outcome(PLAIN, "-n", "2") == plain

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -494,14 +495,17 @@ def test_header_shows_effective_settings(pytester: pytest.Pytester) -> None:
 
 
 def summary_without_timing(output: list[str]) -> list[str]:
-    """The llmeval summary up to the verdicts, latency columns dropped."""
+    """The llmeval summary up to the verdicts, timing columns (latency, wall) dropped."""
     start = next(i for i, line in enumerate(output) if "llmeval summary" in line)
     lines = []
     for line in output[start + 1 :]:
         if line.startswith(("slowest", "failures by", "=")):
             break
-        if line.strip():
-            lines.append(line.rsplit("  ", 2)[0] if "%" in line or "latency" in line else line)
+        cells = re.split(r" {2,}", line.strip())
+        if len(cells) > 3:  # a row of the table
+            lines.append("  ".join(cells[:-3]))
+        elif line.strip():
+            lines.append(line)
     return lines
 
 
@@ -548,7 +552,7 @@ def test_serial_and_xdist_give_the_same_summary_and_exit_status(
     assert summary_without_timing(serial.outlines) == summary_without_timing(parallel.outlines)
     assert any("golden rule" in line for line in summary_without_timing(serial.outlines))
     one, two = report_of(pytester, "serial.json"), report_of(pytester, "parallel.json")
-    strip = ("duration_s", "latency_s")
+    strip = ("duration_s", "latency_s", "started_at", "finished_at")
     assert [{k: v for k, v in r.items() if k not in strip} for r in one["records"]] == [
         {k: v for k, v in r.items() if k not in strip} for r in two["records"]
     ]
