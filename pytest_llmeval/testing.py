@@ -66,7 +66,7 @@ class FakeOpenAIServer:
         self.peak_in_flight = 0
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd = _Server(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -130,6 +130,12 @@ class FakeOpenAIServer:
     def _leave(self) -> None:
         with self._lock:
             self.in_flight -= 1
+
+
+class _Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: a batch opening 64 connections at once
+    # would see resets and 1 s SYN retries.
+    request_queue_size = 256
 
 
 def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
