@@ -157,14 +157,13 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 return
             path = self.path.rstrip("/").removeprefix("/v1")
             server._enter(path, body, dict(self.headers))
+            self.counted = True
             if server._slots is not None:
                 server._slots.acquire()
             try:
                 self._serve(path, body)
             finally:
-                if server._slots is not None:
-                    server._slots.release()
-                server._leave()
+                self._leave()
 
         def _serve(self, path: str, body: dict[str, Any]) -> None:
             if path not in ("/chat/completions", "/embeddings"):
@@ -202,9 +201,19 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
         def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
             self._raw(status, json.dumps(payload).encode(), "application/json", headers)
 
+        def _leave(self) -> None:
+            """No longer in flight (before the reply goes out: a client that gets it can
+            send its next request at once, and must not find this one still counted)."""
+            if getattr(self, "counted", False):
+                self.counted = False
+                if server._slots is not None:
+                    server._slots.release()
+                server._leave()
+
         def _raw(
             self, status: int, data: bytes, ctype: str, headers: dict[str, str] | None = None
         ) -> None:
+            self._leave()
             try:
                 self.send_response(status)
                 self.send_header("content-type", ctype)
