@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .partitions import PARTITIONS
 from .records import LLM_ERROR
-from .session import REPORT_FORMAT
+from .session import REPORT_FORMAT, aligned
 
 if TYPE_CHECKING:
     from .regression import Comparison
@@ -231,20 +231,12 @@ def table_lines(comparisons: Sequence[Comparison], *, verbose: bool = False) -> 
                 c.verdict,
             ]
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    left = {0, 1, 5, len(widths) - 1}
     lines = [
         f"alpha {first.alpha:g} over {first.m} gated comparison{'s' if first.m != 1 else ''} "
         f"(Holm); CIs at {100 * first.ci_level:.3g}%; δ "
         + ", ".join(f"{m} {d:g}" for m, d in {c.metric: c.delta for c in comparisons}.items())
     ]
-    lines += [
-        "  ".join(
-            cell.ljust(w) if i in left else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        ).rstrip()
-        for row in rows
-    ]
+    lines += aligned(rows, left={0, 1, 5, len(rows[0]) - 1})  # names, CI and verdict
     for c in comparisons:
         if c.verdict != "NO_CHANGE":
             lines.append(f"  {c.metric}[{c.partition}]: {c.line}")

@@ -17,6 +17,7 @@ flight holds across sync and async callers alike.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import json
 import random
@@ -26,7 +27,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .cache import CacheMissError, ResponseCache, cache_key, describe, keyed_request
 from .errors import LLMEvalError
@@ -136,6 +137,8 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
             return None  # an HTTP date: fall back to our own backoff
     return None
 
+
+T = TypeVar("T")
 
 # One bound per endpoint and limit, shared by every client of the process.
 _SLOTS: dict[tuple[str, int], threading.BoundedSemaphore] = {}
@@ -393,6 +396,24 @@ class _Chat:
 class _Embeddings:
     def __init__(self, create: Callable[..., Any]) -> None:
         self.create = create
+
+
+# Threads that only wait on blocking calls made for async code (a batched fixture): their
+# own pool, so that a judge call waiting on its samples (which run on a client's pool)
+# never holds a thread those samples need.
+_waiting: ThreadPoolExecutor | None = None
+_waiting_lock = threading.Lock()
+
+
+async def off_loop(method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Await a blocking call, run in a waiting thread in this task's context (its
+    record), so that other tasks' calls proceed meanwhile."""
+    global _waiting
+    with _waiting_lock:
+        if _waiting is None:
+            _waiting = ThreadPoolExecutor(max_workers=256, thread_name_prefix="llmeval-wait")
+    call = functools.partial(contextvars.copy_context().run, method, *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(_waiting, call)
 
 
 def build_client(config: ClientConfig, cache_dir: Path, cache_mode: str) -> LLMClient:

@@ -11,7 +11,6 @@ imported on first use, so loading the plugin never pays for them.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import math
 import os
@@ -195,7 +194,9 @@ async def acompare_texts(
 ) -> Similarity:
     """``compare_texts`` awaited: the embedding runs in a thread (with this task's
     record), off the event loop."""
-    return await asyncio.to_thread(compare_texts, output, expected, embedder)
+    from .client import off_loop
+
+    return await off_loop(compare_texts, output, expected, embedder)
 
 
 def build_embedder(spec: str, client_factory: Callable[[], LLMClient]) -> Embedder:

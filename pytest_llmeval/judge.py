@@ -11,22 +11,18 @@ instructions inside it are data. Every prompt is versioned by sha256.
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-import functools
 import hashlib
 import json
 import math
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
-from .client import LLMCallError, LLMClient
+from .client import LLMCallError, LLMClient, off_loop
 from .grounding import Claim, GroundingResult, merge, precheck
 from .records import Record, current_record
 
@@ -149,7 +145,6 @@ class ClaimList(BaseModel):
 
 
 Reply = TypeVar("Reply", bound=BaseModel)
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -372,15 +367,15 @@ class Judge:
 
     async def ascore(self, response: str, **options: Any) -> JudgeResult:
         """``score`` awaited; takes the same keywords."""
-        return await _off_loop(self.score, response, **options)
+        return await off_loop(self.score, response, **options)
 
     async def acompare(self, a: str, b: str, **options: Any) -> PairwiseResult:
         """``compare`` awaited; takes the same keywords."""
-        return await _off_loop(self.compare, a, b, **options)
+        return await off_loop(self.compare, a, b, **options)
 
     async def acheck_grounding(self, answer: str, context: str, **options: Any) -> GroundingResult:
         """``check_grounding`` awaited; takes the same keywords."""
-        return await _off_loop(self.check_grounding, answer, context, **options)
+        return await off_loop(self.check_grounding, answer, context, **options)
 
     def _combine(self, verdicts: list[Verdict | None], failures: list[str]) -> JudgeResult:
         valid = [v for v in verdicts if v is not None]
@@ -588,22 +583,6 @@ def _no_verdict(what: str, failures: Sequence[_Failure]) -> LLMCallError:
     kinds = {f.error.kind if isinstance(f.error, LLMCallError) else "judge" for f in failures}
     kind = kinds.pop() if len(kinds) == 1 else "judge"
     return LLMCallError(kind, f"{what}: {'; '.join(map(str, failures))}")
-
-
-_waiting: ThreadPoolExecutor | None = None
-_waiting_lock = threading.Lock()
-
-
-async def _off_loop(method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a blocking judge call in a thread that only waits on its samples (they run on
-    the client's pool, so the two pools never wait on each other), in this task's context
-    (its record)."""
-    global _waiting
-    with _waiting_lock:
-        if _waiting is None:
-            _waiting = ThreadPoolExecutor(max_workers=256, thread_name_prefix="llmeval-judge")
-    call = functools.partial(contextvars.copy_context().run, method, *args, **kwargs)
-    return await asyncio.get_running_loop().run_in_executor(_waiting, call)
 
 
 _PROMPTS = {

@@ -386,10 +386,16 @@ def _table(stats: dict[str, PartitionStats]) -> list[str]:
                 _seconds(part.wall_s),
             ]
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return aligned(rows, left={0})
+
+
+def aligned(rows: Sequence[Sequence[str]], *, left: set[int]) -> list[str]:
+    """Rows as columns two spaces apart: the ``left`` columns left-aligned, the others
+    (numbers) right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
         "  ".join(
-            cell.ljust(w) if i == 0 else cell.rjust(w)
+            cell.ljust(w) if i in left else cell.rjust(w)
             for i, (cell, w) in enumerate(zip(row, widths, strict=True))
         ).rstrip()
         for row in rows
