@@ -309,22 +309,23 @@ class Judge:
             response=delimit("response", response),
         )
 
-    def prompt_sha256(self, kind: str = "rubric") -> str:
+    def prompt_sha256(self, kind: str = "rubric", few_shot: Sequence[Anchor] = ()) -> str:
         """The version of everything that shapes a verdict but the texts judged:
-        ``kind`` is ``rubric``, ``pairwise`` or ``grounding``."""
+        ``kind`` is ``rubric``, ``pairwise`` or ``grounding``; ``few_shot``, the scored
+        examples a rubric call was given."""
         system, template, shape = _PROMPTS[kind]
-        blob = json.dumps(
-            {
-                "system": system,
-                "template": template,
-                "reask": REASK.format(error="", shape=shape),
-                "anchors": self.anchors if kind == "rubric" else None,
-                "model": self.model,
-                "temperature": self.temperature,
-                "parser": PARSER_VERSION,
-            },
-            sort_keys=True,
-        )
+        version = {
+            "system": system,
+            "template": template,
+            "reask": REASK.format(error="", shape=shape),
+            "anchors": self.anchors if kind == "rubric" else None,
+            "model": self.model,
+            "temperature": self.temperature,
+            "parser": PARSER_VERSION,
+        }
+        if few_shot:  # only when given, so that versions without them stay as they were
+            version["few_shot"] = _few_shot(few_shot)
+        blob = json.dumps(version, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def score(
@@ -350,7 +351,7 @@ class Judge:
         verdicts, failures = self._gather(
             record, [(f"sample {i}", messages, i) for i in range(count)], Verdict, VERDICT_SHAPE
         )
-        result = self._combine(verdicts, [str(f) for f in failures])
+        result = self._combine(verdicts, [str(f) for f in failures], few_shot)
         if record is not None:
             record.judge.append(result.to_json())
         needed = max(1, math.ceil(self.quorum * count))
@@ -377,7 +378,9 @@ class Judge:
         """``check_grounding`` awaited; takes the same keywords."""
         return await off_loop(self.check_grounding, answer, context, **options)
 
-    def _combine(self, verdicts: list[Verdict | None], failures: list[str]) -> JudgeResult:
+    def _combine(
+        self, verdicts: list[Verdict | None], failures: list[str], few_shot: Sequence[Anchor]
+    ) -> JudgeResult:
         valid = [v for v in verdicts if v is not None]
         scores = [v.score for v in valid]
         mean = sum(scores) / len(scores) if scores else float("nan")
@@ -395,7 +398,7 @@ class Judge:
             strengths=typical.strengths if typical else [],
             weaknesses=typical.weaknesses if typical else [],
             model=self.model,
-            prompt_sha256=self.prompt_sha256(),
+            prompt_sha256=self.prompt_sha256(few_shot=few_shot),
             failures=failures,
         )
 

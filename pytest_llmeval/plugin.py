@@ -402,7 +402,13 @@ def judge(pytestconfig: pytest.Config, judge_client: LLMClient) -> Judge:
             ),
             stacklevel=2,
         )
-    return Judge(judge_client, n_samples=settings_.judge_samples)
+    temperature = settings_.judge.temperature
+    if temperature is not None and temperature > 0.3:
+        raise pytest.UsageError(
+            f"--llmeval-judge-temperature={temperature:g}: a judge's temperature must be "
+            "at most 0.3, so that its verdicts repeat"
+        )
+    return Judge(judge_client, n_samples=settings_.judge_samples, temperature=temperature)
 
 
 # --- the controller: aggregate, gate, summarise, report -------------------------------

@@ -145,8 +145,13 @@ def test_prompt_version_changes_with_what_shapes_the_verdict(make_judge: Any) ->
 
 
 def test_few_shot_anchors_are_in_the_prompt(make_judge: Any, fake_openai: FakeOpenAIServer) -> None:
-    score(make_judge(verdict(4)), few_shot=[Anchor("It costs $29.", 5, "exact")])
+    judge = make_judge(verdict(4))
+    shots = [Anchor("It costs $29.", 5, "exact")]
+    result = score(judge, few_shot=shots)
     assert "score: 5 (exact)" in fake_openai.bodies[0]["messages"][1]["content"]
+    # Scored examples shape the verdict, so they are part of its version.
+    assert result.prompt_sha256 == judge.prompt_sha256(few_shot=shots) != judge.prompt_sha256()
+    assert score(judge).prompt_sha256 == judge.prompt_sha256()
 
 
 def test_temperature_is_capped(make_judge: Any) -> None:

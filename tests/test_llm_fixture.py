@@ -255,3 +255,23 @@ def test_answer(example, llm, judge):
     assert record["judge"][0]["scores"] == [4, 4, 4] and record["judge"][0]["model"] == "gpt-4o"
     assert record["metrics"][0]["name"] == "judge" and record["metrics"][0]["threshold"] == 3.0
     assert record["model"] == "gpt-4o-mini"
+
+
+def test_judge_fixture_takes_the_judge_temperature(
+    pytester: pytest.Pytester, fake_openai: FakeOpenAIServer, suite: Any
+) -> None:
+    fake_openai.reply = lambda request: json.dumps({"reasoning": "ok", "score": 4})
+    body = """
+import pytest
+from pytest_llmeval import assert_judge
+
+@pytest.mark.llmeval(dataset="data.jsonl")
+def test_answer(example, judge):
+    assert_judge(judge, "an answer", task="answer", criteria=["is helpful"])
+"""
+    suite(1, body)
+    pytester.runpytest("--llmeval-judge-model=judge-1", "--llmeval-judge-temperature=0.25")
+    assert [b["temperature"] for b in fake_openai.bodies] == [0.25]
+    result = pytester.runpytest("--llmeval-judge-model=judge-1", "--llmeval-judge-temperature=0.7")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*a judge's temperature must be at most 0.3*"])
