@@ -298,7 +298,10 @@ class Monitor:
                 for i, alert in enumerate(alerts):
                     alerts[i] = _with_id(alert, Store.insert_alert(db, alert.row()))
         self._acknowledged += len(ids)
-        return [Sample(id=i, status="pending", results={}, **row) for i, row in zip(ids, intake)]
+        return [
+            Sample(id=i, status="pending", results={}, **row)
+            for i, row in zip(ids, intake, strict=True)
+        ]
 
     def _flush(self, queue: asyncio.Queue[Sample]) -> list[Alert]:
         taken = self._take_intake()
@@ -339,7 +342,7 @@ class Monitor:
                 *(self._evaluate(fn, sample) for fn in self.evaluators.values())
             )
             results, alerts = {}, []
-            for name, evaluation in zip(self.evaluators, evaluations):
+            for name, evaluation in zip(self.evaluators, evaluations, strict=True):
                 results[name] = evaluation.to_json()
                 if evaluation.alert is not None:
                     spec = evaluation.alert
