@@ -43,6 +43,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     compare.add_argument("--strict", action="store_true", help=_HELP["strict"])
     compare.add_argument("-v", "--verbose", action="store_true", help="show every warning")
     compare.add_argument("--json", action="store_true", help="print JSON for machines")
+    promote = commands.add_parser(
+        "promote",
+        help="turn production failures of a monitor database into regression examples",
+    )
+    promote.add_argument("db", metavar="MONITOR_DB", help="the monitor's SQLite file")
+    promote.add_argument(
+        "--to", required=True, metavar="DATASET", help="dataset folder, .jsonl or .json file"
+    )
+    promote.add_argument(
+        "--alert",
+        action="append",
+        metavar="TYPE",
+        help="only failures with an alert of this type (hallucination, constraint, "
+        "quality, ...); repeatable; default: any",
+    )
+    promote.add_argument("--since", metavar="TIME", help="served at or after (ISO or epoch)")
+    promote.add_argument("--until", metavar="TIME", help="served before (ISO or epoch)")
+    promote.add_argument(
+        "--request-id", action="append", metavar="ID", help="only this request; repeatable"
+    )
+    promote.add_argument(
+        "--note", help="the root cause, for every promoted example (asked when omitted)"
+    )
+    promote.add_argument(
+        "--expected", help="the reference answer (asked when omitted and interactive)"
+    )
+    promote.add_argument(
+        "--partition", default="regression", choices=PARTITIONS, help="default: regression"
+    )
+    promote.add_argument("--dry-run", action="store_true", help="show, write nothing")
+    dashboard = commands.add_parser(
+        "dashboard", help="draw a monitor database (and CI reports) as one HTML page"
+    )
+    dashboard.add_argument("db", metavar="MONITOR_DB", help="the monitor's SQLite file")
+    dashboard.add_argument(
+        "--runs", nargs="+", default=[], metavar="REPORT", help="JSON reports of CI runs"
+    )
+    dashboard.add_argument("--out", required=True, metavar="FILE.html", help="the page")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
@@ -51,6 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _calibrate(args.report, as_json=args.json)
     if args.command == "compare":
         return _compare(args)
+    if args.command == "promote":
+        return _promote(args)
+    if args.command == "dashboard":
+        return _dashboard(args)
     if args.action == "validate":
         return _validate(args.paths)
     return _stats(args.path, as_json=args.json)
@@ -159,6 +201,76 @@ def _compare(args: argparse.Namespace) -> int:
         print(f"{args.candidate} against the baseline {args.baseline}:")
         print("\n".join([*table_lines(comparisons, verbose=args.verbose), line]))
     return 1 if blocks else 0
+
+
+def _time(value: str | None) -> float | None:
+    """An ISO date-time (local time unless it says otherwise) or epoch seconds."""
+    if value is None:
+        return None
+    from datetime import datetime
+
+    try:
+        return float(value)
+    except ValueError:
+        return datetime.fromisoformat(value).timestamp()
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from .errors import DatasetError
+    from .monitor.promote import promote
+
+    interactive = sys.stdin.isatty()
+    if args.note is None and not interactive and not args.dry_run:
+        print("llmeval promote: pass --note (the root cause) when not interactive", file=sys.stderr)
+        return 2
+
+    def ask(what: str) -> Any:
+        def question(sample: Any, alerts: list[dict[str, Any]]) -> str:
+            kinds = ", ".join(sorted({a["type"] for a in alerts}))
+            print(f"\n{sample.request_id} ({kinds}): {sample.text}\n  output: {sample.output}")
+            return input(f"  {what}: ").strip()
+
+        return question
+
+    try:
+        result = promote(
+            args.db,
+            args.to,
+            note=args.note if args.note is not None else ask("root cause"),
+            expected=args.expected
+            if args.expected is not None or not interactive
+            else ask("expected answer (blank for none)"),
+            alert_types=args.alert,
+            since=_time(args.since),
+            until=_time(args.until),
+            request_ids=args.request_id,
+            partition=args.partition,
+            dry_run=args.dry_run,
+        )
+    except (OSError, ValueError, DatasetError) as exc:
+        print(f"llmeval promote: {exc}", file=sys.stderr)
+        return 2
+    verb = "would promote" if args.dry_run else "promoted"
+    print(f"{verb} {len(result.added)} example(s) to {result.target}")
+    for example in result.added:
+        print(f"  {example.id}: {', '.join(example.tags[1:])}")
+    if result.duplicates:
+        print(f"skipped {len(result.duplicates)} duplicate(s) by input:")
+        for request_id, same in result.duplicates:
+            print(f"  {request_id}: same input as {same}")
+    return 0 if result.added else 1
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from .monitor.dashboard import write_dashboard
+
+    try:
+        out = write_dashboard(args.db, args.out, args.runs)
+    except (OSError, ValueError) as exc:
+        print(f"llmeval dashboard: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
 
 
 if __name__ == "__main__":

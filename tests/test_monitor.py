@@ -1,0 +1,444 @@
+"""The monitor: sampler, worker, storage, alerts, windows and drift."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_llmeval import max_length
+from pytest_llmeval.monitor import (
+    Alert,
+    AlertSpec,
+    Evaluation,
+    Monitor,
+    Sample,
+    Sampler,
+    Store,
+    baseline_scores,
+    constraints_evaluator,
+    grounding_evaluator,
+)
+from pytest_llmeval.monitor.windows import aggregate, drift, quantile
+
+HOUR = 3600.0
+DAY0 = 1_800_000_000.0 - 1_800_000_000.0 % 86_400  # a midnight, UTC
+
+
+def utc_hour(ts: float) -> int:
+    return int(ts // HOUR) % 24
+
+
+# --- the sampler -----------------------------------------------------------------------
+
+
+def test_every_hour_keeps_its_rate_within_one_sample() -> None:
+    sampler = Sampler(0.05, seed=7, slow=False, stratum=utc_hour)
+    rng = random.Random(1)
+    # Busy afternoons, quiet nights: 40 to 4,000 requests an hour.
+    for hour in range(24):
+        for _ in range(40 if hour < 6 else 4000 if 12 <= hour < 18 else 600):
+            sampler.decide("q", ts=DAY0 + hour * HOUR + rng.random() * HOUR)
+    strata = sampler.strata()
+    assert len(strata) == 24
+    for stats in strata.values():
+        assert abs(stats["sampled"] - 0.05 * stats["seen"]) < 1
+    assert sampler.counts["base"] == sum(s["sampled"] for s in strata.values())
+
+
+def test_a_seed_repeats_the_choices_and_another_seed_does_not() -> None:
+    def choices(seed: int) -> list[bool]:
+        sampler = Sampler(0.1, seed=seed, stratum=utc_hour)
+        return [sampler.decide("q", ts=DAY0 + i) is not None for i in range(2000)]
+
+    assert choices(3) == choices(3)
+    assert choices(3) != choices(4)
+
+
+def test_patterns_errors_and_slow_requests_are_always_sampled() -> None:
+    sampler = Sampler(
+        0.0, always=[r"\brefund", lambda text: text.startswith("VIP")], seed=1, slow_after=100
+    )
+    assert sampler.decide("Can I get a REFUND?", ts=DAY0) == "pattern"
+    assert sampler.decide("VIP: hello", ts=DAY0) == "pattern"
+    assert sampler.decide("hello", ts=DAY0, error=True) == "error"
+    assert sampler.decide("hello", ts=DAY0) is None
+    # No p95 before 100 latencies; then anything slower than it.
+    for i in range(99):
+        assert sampler.decide("hello", ts=DAY0, latency_s=10.0 + i) is None
+    assert sampler.p95 is None
+    assert sampler.decide("hello", ts=DAY0, latency_s=0.5) is None
+    assert sampler.p95 == pytest.approx(104.0)
+    assert sampler.decide("hello", ts=DAY0, latency_s=105.0) == "slow"
+    assert sampler.decide("hello", ts=DAY0, latency_s=50.0) is None
+    assert Sampler(0.0, slow=False, errors=False).decide("x", ts=DAY0, error=True) is None
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        Sampler(1.5)
+
+
+def test_the_sampler_is_exact_under_many_threads() -> None:
+    sampler = Sampler(0.25, seed=1, slow=False, stratum=lambda ts: 0)
+    barrier = threading.Barrier(8)
+
+    def hammer() -> None:
+        barrier.wait()
+        for _ in range(5000):
+            sampler.decide("q", ts=DAY0)
+
+    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sampler.strata()[0]["seen"] == 40_000
+    assert abs(sampler.strata()[0]["sampled"] - 10_000) < 1
+
+
+# --- the worker ------------------------------------------------------------------------
+
+
+class Clock:
+    """A clock the test moves."""
+
+    def __init__(self, now: float = DAY0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def everything(**options: Any) -> Sampler:
+    return Sampler(1.0, slow=False, **options)
+
+
+def monitor(tmp_path: Path, evaluators: Any, **options: Any) -> Monitor:
+    options.setdefault("sampler", everything())
+    options.setdefault("flush_interval", 0.01)
+    return Monitor(tmp_path / "monitor.db", evaluators, **options)
+
+
+def test_every_accepted_sample_is_evaluated_and_stored_after_stop(tmp_path: Path) -> None:
+    async def slow_score(sample: Sample) -> float:
+        await asyncio.sleep(0.01)
+        return 4.0
+
+    mon = monitor(tmp_path, {"score": slow_score}, concurrency=4).start()
+    outcomes = [mon.push(f"r{i}", {"question": f"q{i}"}, "answer") for i in range(300)]
+    stats = mon.stop()
+    assert outcomes == ["accepted"] * 300
+    assert (stats.accepted, stats.acknowledged, stats.evaluated, stats.in_flight) == (
+        300,
+        300,
+        300,
+        0,
+    )
+    store = Store(tmp_path / "monitor.db")
+    samples = store.samples()
+    assert [s.request_id for s in samples] == [f"r{i}" for i in range(300)]
+    assert {s.status for s in samples} == {"evaluated"}
+    assert samples[0].results["score"] == {"kind": "custom", "score": 4.0, "passed": None}
+    assert samples[0].input == {"question": "q0"} and samples[0].reason == "base"
+
+
+def test_a_full_queue_drops_without_waiting_and_counts_exactly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    release = threading.Event()
+
+    def blocked(sample: Sample) -> bool:
+        release.wait()
+        return True
+
+    mon = monitor(tmp_path, {"blocked": blocked}, queue_size=50, concurrency=2).start()
+    barrier = threading.Barrier(4)
+    outcomes: list[str] = []
+
+    def pusher(n: int) -> None:
+        barrier.wait()
+        mine = [mon.push(f"t{n}-{i}", "q", "a") for i in range(500)]
+        outcomes.extend(mine)
+
+    threads = [threading.Thread(target=pusher, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()  # returns although no evaluation has finished: push never waits
+    assert outcomes.count("accepted") == 50 and outcomes.count("dropped") == 1950
+    release.set()
+    stats = mon.stop()
+    assert (stats.pushed, stats.accepted, stats.dropped, stats.evaluated) == (2000, 50, 1950, 50)
+    counts = Store(tmp_path / "monitor.db").counts()
+    assert (counts["stored"], counts["evaluated"]) == (50, 50)
+    assert (counts["pushed"], counts["accepted"], counts["dropped"]) == (2000, 50, 1950)
+    assert "monitor queue full (50 in flight): dropped 1 sample(s)" in caplog.text
+    assert mon.push("late", "q", "a") == "dropped"
+
+
+def test_one_failing_evaluator_never_loses_the_others(tmp_path: Path) -> None:
+    def broken(sample: Sample) -> float:
+        raise RuntimeError("metric crashed")
+
+    async def async_broken(sample: Sample) -> float:
+        raise TimeoutError("judge timed out")
+
+    async def fine(sample: Sample) -> Evaluation:
+        return Evaluation("judge", score=5.0, passed=True)
+
+    def wrong_type(sample: Sample) -> Any:
+        return "five"
+
+    mon = monitor(
+        tmp_path,
+        {"broken": broken, "async_broken": async_broken, "fine": fine, "wrong": wrong_type},
+    ).start()
+    mon.push("r1", "q", "a")
+    mon.stop()
+    results = Store(tmp_path / "monitor.db").samples()[0].results
+    assert results["broken"]["error"] == "RuntimeError: metric crashed"
+    assert results["async_broken"]["error"] == "TimeoutError: judge timed out"
+    assert results["fine"]["score"] == 5.0
+    assert "returned str" in results["wrong"]["error"]
+    window = Store(tmp_path / "monitor.db").windows()[0]
+    assert window["eval_errors"] == 3 and window["judge_mean"] == 5.0
+
+
+def test_alerts_are_stored_and_every_callback_gets_them(tmp_path: Path) -> None:
+    received: list[tuple[str, Alert]] = []
+
+    def failing_callback(alert: Alert) -> None:
+        raise RuntimeError("pager is down")
+
+    async def async_callback(alert: Alert) -> None:
+        received.append(("async", alert))
+
+    kb = "The Team plan costs $29 per agent per month."
+    mon = monitor(
+        tmp_path,
+        {
+            "grounding": grounding_evaluator(kb),
+            "constraints": constraints_evaluator(
+                [max_length(40)], critical=["max_length"], severity="low"
+            ),
+        },
+        on_alert=[failing_callback, lambda a: received.append(("sync", a)), async_callback],
+    ).start()
+    mon.push("ok", {"question": "price?"}, "Team is $29.")
+    mon.push("bad", {"question": "price?"}, "Team is $27 per agent, which is a great deal.")
+    mon.push("own", {"question": "I pay $27, right?"}, "Yes, $27.")  # the customer's own number
+    stats = mon.stop()
+    assert stats.alerts == 2
+    alerts = Store(tmp_path / "monitor.db").alerts()
+    assert [(a["type"], a["severity"], a["request_id"]) for a in alerts] == [
+        ("hallucination", "high", "bad"),
+        ("constraint", "high", "bad"),
+    ]
+    assert alerts[0]["message"] == "1 unsupported claim(s): $27"
+    assert alerts[0]["details"] == {"evaluator": "grounding", "unsupported": ["$27"]}
+    assert sorted(kind for kind, _ in received) == ["async", "async", "sync", "sync"]
+    assert {a.id for _, a in received} == {1, 2}
+
+
+def test_windows_aggregate_what_was_evaluated(tmp_path: Path) -> None:
+    clock = Clock()
+    scores = iter([5, 4, 3, 2, 1, 5, 5, 5])
+
+    def judge(sample: Sample) -> Evaluation:
+        return Evaluation("judge", score=float(next(scores)))
+
+    def grounded(sample: Sample) -> Evaluation:
+        return Evaluation("grounding", passed=sample.output != "wrong")
+
+    mon = monitor(tmp_path, {"judge": judge, "grounded": grounded}, window=60, clock=clock).start()
+    for i, output in enumerate(["ok", "wrong", "ok", "wrong", "ok"]):
+        mon.push(f"a{i}", "q", output, timestamp=DAY0 + i)
+    for i in range(3):
+        mon.push(f"b{i}", "q", "ok", timestamp=DAY0 + 60 + i)
+    clock.now = DAY0 + 61  # the first window is over: it closes once evaluated
+    deadline = time.monotonic() + 5
+    store = Store(tmp_path / "monitor.db")
+    while not store.windows() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    first = store.windows()
+    assert len(first) == 1 and first[0]["partial"] is False
+    mon.stop()
+    windows = store.windows()
+    assert [w["samples"] for w in windows] == [5, 3]
+    assert windows[0]["judge_mean"] == 3.0
+    assert windows[0]["judge_p10"] == pytest.approx(1.4)
+    assert windows[0]["hallucination_rate"] == 0.4 and windows[0]["hallucination_n"] == 5
+    assert windows[0]["constraint_pass_rate"] is None
+    assert windows[1]["partial"] is True  # closed at stop, before its end
+    assert windows[0]["pushed"] == 5 and windows[1]["accepted"] == 3
+
+
+def test_aggregate_and_quantile_are_plain_functions() -> None:
+    assert quantile([], 0.1) is None
+    assert quantile([1, 2, 3, 4, 5], 0.1) == pytest.approx(1.4)
+    results = [
+        {"c": {"kind": "constraints", "passed": True}, "j": {"kind": "judge", "score": 2.0}},
+        {"c": {"kind": "constraints", "passed": False}, "j": {"kind": "judge", "error": "x"}},
+    ]
+    found = aggregate(results)
+    assert found["constraint_pass_rate"] == 0.5 and found["judge_n"] == 1
+    assert found["eval_errors"] == 1 and found["hallucination_rate"] is None
+
+
+# --- drift -----------------------------------------------------------------------------
+
+# The judge's scores of the support assistant's v1 answers (example suite baseline).
+LEVELS = [3, 4, 5]
+WEIGHTS = [0.1, 0.2, 0.7]
+
+
+def noise(rng: random.Random, n: int, weights: list[float] = WEIGHTS) -> list[float]:
+    return [float(s) for s in rng.choices(LEVELS, weights, k=n)]
+
+
+def test_noise_at_the_baseline_level_raises_no_drift_alert_over_many_windows() -> None:
+    rng = random.Random(2026)
+    baseline = noise(rng, 60)
+    previous: list[float] = []
+    verdicts = []
+    for _ in range(300):
+        window = noise(rng, 40)
+        found = drift(baseline, window, previous, delta=0.3, alpha=0.001)
+        assert found is not None
+        verdicts.append(found["verdict"])
+        assert not found["alert"], found["line"]
+        previous = window
+    assert "REGRESSION" not in verdicts
+
+
+def test_an_injected_drop_raises_a_drift_alert_within_two_windows() -> None:
+    for seed in range(50):
+        rng = random.Random(seed)
+        baseline = noise(rng, 60)
+        before = noise(rng, 40)
+        # 0.9 points lower on average (4.6 to 3.7): more 3s and 4s, fewer 5s.
+        first, second = (noise(rng, 40, [0.5, 0.3, 0.2]) for _ in range(2))
+        one = drift(baseline, first, before, delta=0.3, alpha=0.001)
+        two = drift(baseline, second, first, delta=0.3, alpha=0.001)
+        assert one is not None and two is not None
+        assert one["alert"] or two["alert"], (seed, one["line"], two["line"])
+
+
+def test_the_worker_raises_a_drift_alert_when_judge_scores_drop(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    baseline = noise(rng, 60)
+    drifted: list[Alert] = []
+    clock = Clock()
+    mon = monitor(
+        tmp_path,
+        {"judge": lambda s: Evaluation("judge", score=s.metadata["score"])},
+        window=HOUR,
+        baseline=baseline,
+        clock=clock,
+        on_alert=[drifted.append],
+    ).start()
+    for hour in range(6):
+        weights = WEIGHTS if hour < 4 else [0.6, 0.3, 0.1]  # the drop: from 4 a.m.
+        for i, score in enumerate(noise(rng, 40, weights)):
+            ts = DAY0 + hour * HOUR + i * 60
+            mon.push(f"{hour}-{i}", "q", "a", timestamp=ts, metadata={"score": score})
+    clock.now = DAY0 + 6 * HOUR
+    mon.stop()
+    windows = Store(tmp_path / "monitor.db").windows()
+    assert [w["drift"]["alert"] for w in windows] == [False] * 4 + [True, True]
+    assert [a.type for a in drifted] == ["drift", "drift"]
+    assert drifted[0].severity == "critical" and drifted[0].window_start == DAY0 + 4 * HOUR
+    assert "REGRESSION" in windows[4]["drift"]["verdict"]
+
+
+def test_baseline_scores_come_from_a_ci_report(tmp_path: Path) -> None:
+    report = Path(__file__).parent.parent / "example_suite" / "baseline-v1.json"
+    scores = baseline_scores(report, ["distribution"])
+    assert len(scores) == 51 and sum(scores) / len(scores) == pytest.approx(4.627, abs=1e-3)
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"bad\.json"):
+        baseline_scores(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="no judge scores"):
+        baseline_scores(report, ["nowhere"])
+
+
+# --- restarts --------------------------------------------------------------------------
+
+
+def test_a_restart_evaluates_what_was_acknowledged_and_not_evaluated(tmp_path: Path) -> None:
+    mon = monitor(tmp_path, {"x": lambda s: 1.0})
+    for i in range(10):
+        mon.push(f"r{i}", "q", "a")
+    mon.stop()  # never started: stored, pending
+    store = Store(tmp_path / "monitor.db")
+    assert len(store.pending()) == 10
+    stats = monitor(tmp_path, {"x": lambda s: 2.0}).start().stop()
+    assert (stats.recovered, stats.evaluated) == (10, 10)
+    assert store.pending() == [] and store.counts()["evaluated"] == 10
+
+
+def test_evaluator_and_option_errors_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least one evaluator"):
+        Monitor(tmp_path / "m.db", {})
+    with pytest.raises(ValueError, match="positive"):
+        Monitor(tmp_path / "m.db", {"x": lambda s: 1.0}, queue_size=0)
+    spec = AlertSpec("custom", "low", "custom alert")
+    mon = monitor(tmp_path, {"x": lambda s: Evaluation(alert=spec)}).start()
+    mon.push("r", "q", "a")
+    assert mon.stop().alerts == 1
+    with pytest.raises(RuntimeError, match="already been started"):
+        mon.start()
+
+
+CHILD = """
+import asyncio, sys, time
+from pytest_llmeval.monitor import Monitor, Sampler
+
+async def slow(sample):
+    await asyncio.sleep(0.02)
+    return 3.0
+
+mon = Monitor(sys.argv[1], {"score": slow}, sampler=Sampler(1.0, slow=False),
+              concurrency=2, flush_interval=0.01).start()
+for i in range(5000):
+    mon.push(f"r{i}", {"question": f"q{i}"}, "answer")
+    if i % 50 == 0:
+        print(mon.stats().acknowledged, flush=True)
+        time.sleep(0.005)
+time.sleep(60)
+"""
+
+
+def test_killing_the_worker_process_loses_no_acknowledged_sample(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    db = tmp_path / "monitor.db"
+    (tmp_path / "child.py").write_text(CHILD)
+    command = [sys.executable, str(tmp_path / "child.py"), str(db)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as child:
+        assert child.stdout is not None
+        acknowledged = 0
+        for line in child.stdout:
+            acknowledged = int(line)
+            if acknowledged >= 1000:
+                break
+        child.send_signal(signal.SIGKILL)  # mid-run: pushing, evaluating, writing
+
+    store = Store(db)
+    stored, pending = store.counts()["stored"], len(store.pending())
+    evaluated_before = store.counts()["evaluated"]
+    assert stored >= acknowledged >= 1000
+    assert pending > 0 and evaluated_before > 0  # killed with work in hand
+    stats = monitor(tmp_path, {"score": lambda s: 5.0}).start().stop()
+    assert stats.recovered == pending and stats.evaluated == pending
+    samples = store.samples()
+    assert len(samples) == stored and {s.status for s in samples} == {"evaluated"}
+    # What was evaluated before the kill kept its result; the rest got the new one.
+    scores = [s.results["score"]["score"] for s in samples]
+    assert scores.count(3.0) == evaluated_before and scores.count(5.0) == pending
+    assert [s.request_id for s in samples] == [f"r{i}" for i in range(stored)]
