@@ -442,3 +442,17 @@ def test_killing_the_worker_process_loses_no_acknowledged_sample(tmp_path: Path)
     scores = [s.results["score"]["score"] for s in samples]
     assert scores.count(3.0) == evaluated_before and scores.count(5.0) == pending
     assert [s.request_id for s in samples] == [f"r{i}" for i in range(stored)]
+
+
+def test_a_request_that_errored_is_sampled_but_not_judged(tmp_path: Path) -> None:
+    mon = monitor(
+        tmp_path,
+        {"grounding": grounding_evaluator("kb"), "length": constraints_evaluator([max_length(5)])},
+        sampler=Sampler(0.0, slow=False),
+    ).start()
+    assert mon.push("ok", "q", "fine answer, too long") == "skipped"
+    assert mon.push("err", "q", None, error="upstream timeout") == "accepted"
+    assert mon.stop().alerts == 0
+    sample = Store(tmp_path / "monitor.db").samples()[0]
+    assert (sample.reason, sample.error) == ("error", "upstream timeout")
+    assert sample.results["length"]["details"] == {"skipped": "the request has no output"}

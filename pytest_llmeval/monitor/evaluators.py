@@ -100,6 +100,13 @@ def as_evaluation(value: Any, kind: str) -> Evaluation:
     )
 
 
+# A request that errored has no output to judge: the built-ins record that, no verdict.
+NO_OUTPUT = {
+    kind: Evaluation(kind, details={"skipped": "the request has no output"})
+    for kind in ("judge", "grounding", "constraints")
+}
+
+
 def kind_of(evaluator: Evaluator) -> str:
     """The kind an evaluator's results have (built-ins say; others are ``custom``)."""
     return str(getattr(evaluator, "kind", "custom"))
@@ -126,9 +133,9 @@ def judge_evaluator(
 
     @_kind("judge")
     async def evaluate(sample: Sample) -> Evaluation:
-        result = await judge.ascore(
-            sample.output or "", task=task, criteria=criteria, input=sample.input
-        )
+        if sample.output is None:
+            return NO_OUTPUT["judge"]
+        result = await judge.ascore(sample.output, task=task, criteria=criteria, input=sample.input)
         details = {
             "scores": result.scores,
             "reasoning": result.reasoning,
@@ -164,16 +171,17 @@ def grounding_evaluator(
 
     @_kind("grounding")
     async def evaluate(sample: Sample) -> Evaluation:
+        if sample.output is None:
+            return NO_OUTPUT["grounding"]
         source = sample.context if sample.context is not None else context
         if source is None:
             raise ValueError("no context to ground the output in: pass one or push context=")
         # Values the customer gave may be repeated back.
         known = f"{source}\n\n{sample.text}"
-        output = sample.output or ""
         result: GroundingResult = (
-            await judge.acheck_grounding(output, known, question=sample.input, names=names)
+            await judge.acheck_grounding(sample.output, known, question=sample.input, names=names)
             if judge is not None
-            else precheck_result(output, known, names)
+            else precheck_result(sample.output, known, names)
         )
         unsupported = [c.text for c in result.unsupported]
         details = {
@@ -206,7 +214,9 @@ def constraints_evaluator(
 
     @_kind("constraints")
     def evaluate(sample: Sample) -> Evaluation:
-        outcomes = [check.run(sample.output or "") for check in named]
+        if sample.output is None:
+            return NO_OUTPUT["constraints"]
+        outcomes = [check.run(sample.output) for check in named]
         failed = [o for o in outcomes if not o.passed]
         alert = None
         if failed:
