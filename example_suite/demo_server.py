@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,9 @@ def scripted_replies() -> dict[tuple[str, str], str]:
     return replies
 
 
-def make_reply() -> Any:
-    replies = scripted_replies()
+def make_reply(extra: Mapping[tuple[str, str], str] | None = None) -> Any:
+    """The server's reply function; ``extra`` adds (prompt version, question) answers."""
+    replies = {**scripted_replies(), **(extra or {})}
 
     def reply(request: dict[str, Any]) -> str:
         verdict = demo_judge.reply(request)
