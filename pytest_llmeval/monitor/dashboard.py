@@ -28,6 +28,7 @@ from ..baseline import JUDGE_SCALE
 from ..files import write_text_atomic
 from ..partitions import PARTITIONS
 from ..session import REPORT_FORMAT
+from .evaluators import SEVERITIES
 from .store import Store
 
 if TYPE_CHECKING:
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 RECENT_ALERTS = 20
-SEVERITIES = ("low", "medium", "high", "critical")
 _SEVERITY_COLORS = {"low": "#8fb3d9", "medium": "#f2c14e", "high": "#f08a3c", "critical": "#c62828"}
 _OTHER_COLOR = "#9e9e9e"
 _DRIFT_COLOR = "#c62828"
