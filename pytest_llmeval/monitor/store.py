@@ -177,10 +177,6 @@ class Store:
         rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
         return str(rows[0]["value"]) if rows else None
 
-    def set_meta(self, key: str, value: str) -> None:
-        with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
-
     # --- writes (inside a transaction) --------------------------------------------------
 
     @staticmethod
@@ -266,14 +262,10 @@ class Store:
         rows = self._query("SELECT * FROM samples WHERE status = 'pending' ORDER BY id")
         return [Sample.from_row(r) for r in rows]
 
-    def samples(
-        self, *, window_start: float | None = None, ids: Iterable[int] | None = None
-    ) -> list[Sample]:
-        sql, params = "SELECT * FROM samples", list[Any]()
-        if window_start is not None:
-            sql, params = sql + " WHERE window_start = ?", [window_start]
-        elif ids is not None:
-            params = list(ids)
+    def samples(self, ids: Iterable[int] | None = None) -> list[Sample]:
+        """Stored samples in acceptance order: all, or those with the given ids."""
+        sql, params = "SELECT * FROM samples", list(ids or ())
+        if ids is not None:
             sql += f" WHERE id IN ({','.join('?' * len(params))})"
         return [Sample.from_row(r) for r in self._query(sql + " ORDER BY id", params)]
 
