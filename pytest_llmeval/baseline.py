@@ -101,9 +101,9 @@ def metadata(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """The records of a JSON report written by ``--llmeval-report`` or
-    ``--llmeval-save-baseline``. ValueError names the file and what is wrong with it."""
+def read_report(path: Path) -> dict[str, Any]:
+    """A JSON report written by ``--llmeval-report`` or ``--llmeval-save-baseline``.
+    ValueError names the file and what is wrong with it."""
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -118,6 +118,12 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         isinstance(r, dict) and all(k in r for k in needed) for r in records
     ):
         raise ValueError(f"{path}: 'records' must be a list of records with {', '.join(needed)}")
+    return document
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a report (see ``read_report``)."""
+    records: list[dict[str, Any]] = read_report(path)["records"]
     return records
 
 

@@ -12,7 +12,6 @@ import base64
 import html
 import importlib.util
 import io
-import json
 import math
 import sqlite3
 import statistics
@@ -24,10 +23,9 @@ from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..baseline import JUDGE_SCALE
+from ..baseline import JUDGE_SCALE, read_report
 from ..files import write_text_atomic
 from ..partitions import PARTITIONS
-from ..session import REPORT_FORMAT
 from .evaluators import SEVERITIES
 from .store import Store
 
@@ -104,25 +102,15 @@ def write_dashboard(db: str | Path, out: str | Path, runs: Sequence[str | Path] 
 
 
 def _read_run(path: Path) -> _Run:
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such report") from None
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise ValueError(f"{path} is not JSON: {exc}") from None
-    if not (
-        isinstance(document, dict)
-        and document.get("format") == REPORT_FORMAT
-        and isinstance(partitions := document.get("partitions"), dict)
-        and all(isinstance(stats, dict) for stats in partitions.values())
-        and isinstance(records := document.get("records"), list)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such report")
+    document = read_report(path)
+    records = document["records"]
+    partitions = document.get("partitions")
+    if not isinstance(partitions, dict) or not all(
+        isinstance(v, dict) for v in partitions.values()
     ):
-        raise ValueError(
-            f"{path} is not a pytest-llmeval report (format {REPORT_FORMAT!r},"
-            " with partitions and records)"
-        )
+        raise ValueError(f"{path} is not a pytest-llmeval report (no partitions)")
     # The judge mean of a run: of its rubric verdicts' means (each the mean of k scores).
     means = [
         float(verdict["mean"])

@@ -9,7 +9,7 @@ metrics and raise the three kinds of alert: ``hallucination`` (the grounding che
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from .store import Sample
@@ -47,16 +47,8 @@ class Alert:
     id: int | None = None
 
     def row(self) -> dict[str, Any]:
-        return {
-            "type": self.type,
-            "severity": self.severity,
-            "message": self.message,
-            "ts": self.ts,
-            "window_start": self.window_start,
-            "request_id": self.request_id,
-            "sample_id": self.sample_id,
-            "details": dict(self.details),
-        }
+        """The alert's columns in the store (its id is the store's to give)."""
+        return {k: v for k, v in asdict(self).items() if k != "id"}
 
 
 @dataclass(frozen=True)
