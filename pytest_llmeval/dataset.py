@@ -3,13 +3,16 @@
 Forms: a JSON document ``{"name", "task_type", "examples": [...]}``, JSON Lines (one
 example per line), or a directory with one file per partition (``golden.jsonl`` ...),
 where the file name gives the partition. Every load error names the file, the line or
-the example, and what is wrong; nothing is silently dropped (unknown fields are errors).
+the example, and what is wrong; nothing is silently dropped (unknown fields, and files
+in a dataset folder that are not datasets, are errors). Only standard JSON is read:
+``NaN`` and ``Infinity``, which Python's json accepts, are errors.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import DatasetError
-from .files import write_json, write_text_atomic
+from .files import dumps, write_json, write_text_atomic
 from .partitions import PARTITIONS, Partition
 
 DATASET_SUFFIXES = (".jsonl", ".json")
@@ -44,7 +47,12 @@ class Location:
 class Example(BaseModel):
     """One eval example. Unknown fields are rejected so that a typo never drops data."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # An example built in Python holds no NaN either: not in its float fields, and one in
+    # ``input`` or ``metadata`` is kept (not silently turned into null) until writing it,
+    # as standard JSON, names it.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, ser_json_inf_nan="constants"
+    )
 
     id: str = Field(min_length=1)
     partition: Partition
@@ -125,7 +133,9 @@ class Dataset:
     def content_hash(self) -> str:
         """sha256 of the examples' canonical JSON, independent of file form and order."""
         canonical = sorted((ex.to_json() for ex in self.examples), key=lambda d: d["id"])
-        blob = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        blob = json.dumps(
+            canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def params(self) -> list[Any]:
@@ -171,16 +181,7 @@ def load_dataset(path: str | os.PathLike[str], *, name: str | None = None) -> Da
     task_type: str | None = None
     located: list[Located] = []
     if root.is_dir():
-        files = sorted(p for p in root.iterdir() if p.suffix in DATASET_SUFFIXES)
-        if not files:
-            raise DatasetError(shown, "directory holds no .json or .jsonl dataset files")
-        for file in files:
-            if file.stem not in PARTITIONS:
-                raise DatasetError(
-                    str(file),
-                    f"file name {file.stem!r} is not a partition; "
-                    f"name files after one of: {', '.join(PARTITIONS)}",
-                )
+        for file in _folder_files(root, shown):
             located += _load_file(file, str(file), file.stem)[1]
         default_name = root.name
     elif root.suffix in DATASET_SUFFIXES:
@@ -194,6 +195,26 @@ def load_dataset(path: str | os.PathLike[str], *, name: str | None = None) -> Da
     for example in dataset.examples:
         object.__setattr__(example, "_source", info)  # the model is frozen
     return dataset
+
+
+def _folder_files(root: Path, shown: str) -> list[Path]:
+    """The dataset files of a folder dataset. Anything else in it (notes, a README, a
+    misnamed partition, a subfolder) is an error rather than data silently left out;
+    hidden entries (``.gitkeep``, ``.DS_Store``, editors' and atomic writes' temporary
+    files) are ignored."""
+    valid = [p + s for p in PARTITIONS for s in DATASET_SUFFIXES]
+    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    strays = [p.name + ("/" if p.is_dir() else "") for p in entries if p.name not in valid]
+    if strays:
+        raise DatasetError(
+            shown,
+            f"not dataset files: {', '.join(strays)}; a dataset folder holds one file per "
+            f"partition, named {', '.join(p + '.jsonl' for p in PARTITIONS)} (or .json): "
+            "rename or move the others (hidden files such as .gitkeep are ignored)",
+        )
+    if not entries:
+        raise DatasetError(shown, "directory holds no .json or .jsonl dataset files")
+    return entries
 
 
 def _load_file(file: Path, shown: str, partition: str | None) -> tuple[str | None, list[Located]]:
@@ -219,11 +240,13 @@ def _parse_jsonl(text: str, shown: str, partition: str | None) -> Iterator[Locat
         if not line.strip():
             continue
         try:
-            raw = json.loads(line)
+            raw, nonfinite = _loads(line)
         except json.JSONDecodeError as exc:
             raise DatasetError(
                 shown, f"invalid JSON: {exc.msg} (column {exc.colno})", line=lineno
             ) from exc
+        if nonfinite:
+            _reject_nonfinite(raw, shown, line=lineno, fallback_id=None)
         example = _validate(raw, shown, partition, line=lineno, fallback_id=None)
         yield example, Location(shown, line=lineno)
 
@@ -232,11 +255,18 @@ def _parse_document(
     text: str, shown: str, partition: str | None
 ) -> tuple[str | None, list[Located]]:
     try:
-        doc = json.loads(text)
+        doc, nonfinite = _loads(text)
     except json.JSONDecodeError as exc:
         raise DatasetError(
             shown, f"invalid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno
         ) from exc
+    if nonfinite:
+        examples = doc.get("examples") if isinstance(doc, dict) else None
+        for index, raw in enumerate(examples if isinstance(examples, list) else ()):
+            _reject_nonfinite(raw, shown, line=None, fallback_id=f"#{index}")
+        found = _first_nonfinite(doc)  # outside the examples ("name": NaN)
+        assert found is not None
+        raise DatasetError(shown, found[1].problem(), field=found[0] or None)
     if not isinstance(doc, dict) or not isinstance(doc.get("examples"), list):
         raise DatasetError(shown, 'expected a JSON object {"name", "task_type", "examples": [...]}')
     unknown = sorted(set(doc) - _DOCUMENT_KEYS)
@@ -256,6 +286,69 @@ def _parse_document(
         example = _validate(raw, shown, partition, line=None, fallback_id=f"#{index}")
         located.append((example, Location(shown, index=index)))
     return task_type, located
+
+
+class _NonFinite:
+    """Stands in for a NaN or an infinity while parsing, so that the error can name the
+    field that held it."""
+
+    __slots__ = ("token",)
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def problem(self) -> str:
+        if self.token in ("NaN", "Infinity", "-Infinity"):
+            what = f"{self.token} is not standard JSON (numbers must be finite)"
+        else:
+            what = f"{self.token} is out of range (it would be infinity)"
+        return f"{what}; write null for a missing value"
+
+
+def _loads(text: str) -> tuple[Any, bool]:
+    """``json.loads`` with NaN, Infinity, -Infinity and overflowing numbers (``1e999``)
+    parsed as :class:`_NonFinite`, and whether there was any."""
+    found: list[_NonFinite] = []
+
+    def constant(token: str) -> _NonFinite:
+        found.append(_NonFinite(token))
+        return found[-1]
+
+    def number(token: str) -> float | _NonFinite:
+        value = float(token)
+        return value if math.isfinite(value) else constant(token)
+
+    return json.loads(text, parse_constant=constant, parse_float=number), bool(found)
+
+
+def _first_nonfinite(value: Any, path: str = "") -> tuple[str, _NonFinite] | None:
+    """The field (``input.scores.2``, as pydantic names one) and marker of the first NaN
+    or infinity in a parsed value."""
+    if isinstance(value, _NonFinite):
+        return path, value
+    if isinstance(value, dict | list):
+        for key, item in value.items() if isinstance(value, dict) else enumerate(value):
+            found = _first_nonfinite(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    return None
+
+
+def _reject_nonfinite(raw: Any, shown: str, *, line: int | None, fallback_id: str | None) -> None:
+    """Raise a DatasetError naming the example and field of the first NaN or infinity in
+    ``raw`` (one example as parsed), if any."""
+    found = _first_nonfinite(raw)
+    if found is None:
+        return
+    field, marker = found
+    raw_id = raw.get("id") if isinstance(raw, dict) else None
+    raise DatasetError(
+        shown,
+        marker.problem(),
+        line=line,
+        example_id=raw_id if isinstance(raw_id, str) and raw_id else fallback_id,
+        field=field or None,
+    )
 
 
 def _validate(
@@ -324,5 +417,10 @@ def _check_unique(located: list[Located]) -> None:
 
 
 def _write_jsonl(path: Path, examples: Sequence[Example]) -> None:
-    lines = (json.dumps(ex.to_json(), ensure_ascii=False) for ex in examples)
-    write_text_atomic(path, "".join(line + "\n" for line in lines))
+    lines = []
+    for example in examples:
+        try:
+            lines.append(dumps(example.to_json()) + "\n")
+        except ValueError as exc:  # a NaN in an example built in Python
+            raise ValueError(f"{path}, example {example.id!r}: {exc}") from None
+    write_text_atomic(path, "".join(lines))

@@ -226,7 +226,92 @@ def test_directory_problems(tmp_path: Path) -> None:
     assert err.field == "partition" and "in a file named for 'golden'" in str(err)
     write_jsonl(tmp_path / "golden.jsonl", [{"id": "a", "input": {}}])
     write_jsonl(tmp_path / "misc.jsonl", [{"id": "b", "input": {}}])
-    assert "file name 'misc' is not a partition" in str(error_of(tmp_path))
+    assert "not dataset files: misc.jsonl;" in str(error_of(tmp_path))
+
+
+def test_files_in_a_dataset_folder_that_are_not_datasets_are_named(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "golden.jsonl", [{"id": "a", "input": {}}])
+    (tmp_path / "distribution.json").write_text(
+        json.dumps({"name": "d", "examples": [{"id": "b", "input": {}}]})
+    )
+    for name in ("notes.txt", "distribution.yaml", "README.md", "golden.jsonl~"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "old").mkdir()
+    err = error_of(tmp_path)
+    assert err.path == str(tmp_path) and err.line is None
+    assert str(err) == (
+        f"{tmp_path}: not dataset files: README.md, distribution.yaml, golden.jsonl~, "
+        "notes.txt, old/; a dataset folder holds one file per partition, named golden.jsonl, "
+        "regression.jsonl, adversarial.jsonl, distribution.jsonl (or .json): rename or move "
+        "the others (hidden files such as .gitkeep are ignored)"
+    )
+
+
+def test_hidden_files_in_a_dataset_folder_are_ignored(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "golden.jsonl", [{"id": "a", "input": {}}])
+    (tmp_path / ".gitkeep").write_text("")
+    (tmp_path / ".golden.jsonl.123.tmp").write_text("half a line")  # an atomic write's
+    (tmp_path / ".cache").mkdir()
+    assert [e.id for e in load_dataset(tmp_path)] == ["a"]
+    (tmp_path / "golden.jsonl").unlink()
+    assert "holds no .json or .jsonl" in str(error_of(tmp_path))
+
+
+# --- NaN and infinities: Python's json reads them, no other parser does -----------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "token"),
+    [
+        ('"input": {}, "human_score": NaN', "human_score", "NaN"),
+        ('"input": {"x": [1, Infinity]}', "input.x.1", "Infinity"),
+        ('"input": {}, "metadata": {"t": -Infinity}', "metadata.t", "-Infinity"),
+        ('"input": {}, "human_labels": {"s": 1e999}', "human_labels.s", "1e999"),
+    ],
+)
+def test_nonfinite_number_in_a_jsonl_line_names_line_example_and_field(
+    tmp_path: Path, fields: str, field: str, token: str
+) -> None:
+    path = tmp_path / "d.jsonl"
+    line = '{"id": "a", "partition": "golden", ' + fields + "}"
+    path.write_text(json.dumps(example("first")) + "\n" + line + "\n")
+    err = error_of(path)
+    assert (err.line, err.example_id, err.field) == (2, "a", field)
+    assert str(err).startswith(f"{path}:2, example 'a', field '{field}': {token} ")
+    assert "write null for a missing value" in str(err)
+
+
+def test_nonfinite_number_in_a_document_names_example_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "d.json"
+    rows = [example("a"), example("b", human_score=4)]
+    path.write_text(json.dumps({"name": "d", "examples": rows}).replace("4", "NaN"))
+    err = error_of(path)
+    assert (err.example_id, err.field) == ("b", "human_score")
+    assert str(err) == (
+        f"{path}, example 'b', field 'human_score': NaN is not standard JSON (numbers must be "
+        "finite); write null for a missing value"
+    )
+    path.write_text(json.dumps({"name": "d", "examples": [{"partition": "golden", "input": {}}]}))
+    path.write_text(path.read_text().replace("{}", '{"v": NaN}'))
+    assert (error_of(path).example_id, error_of(path).field) == ("#0", "input.v")
+    path.write_text('{"name": NaN, "examples": [{"id": "a", "partition": "golden", "input": {}}]}')
+    assert (error_of(path).example_id, error_of(path).field) == (None, "name")
+
+
+def test_nonfinite_number_in_a_folder_dataset(tmp_path: Path) -> None:
+    (tmp_path / "golden.jsonl").write_text('{"id": "a", "input": {}, "human_score": NaN}\n')
+    err = error_of(tmp_path)
+    assert (err.path, err.line, err.field) == (str(tmp_path / "golden.jsonl"), 1, "human_score")
+
+
+def test_an_example_built_in_python_holds_no_nan_either(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="finite number"):
+        Example(id="a", partition="golden", input={}, human_score=float("nan"))
+    nan_inside = Dataset("d", (Example(id="a", partition="golden", input={"x": float("nan")}),))
+    for target in ("d.jsonl", "d.json", "folder"):
+        with pytest.raises(ValueError, match=r"input\.x is nan, which standard JSON cannot"):
+            nan_inside.save(tmp_path / target)
+    assert not list(tmp_path.rglob("*.json*")), "nothing written"
 
 
 def test_dataset_lookup_by_id(tmp_path: Path) -> None:
