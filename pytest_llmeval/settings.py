@@ -6,6 +6,7 @@ Every flag defaults to None and falls back to its ini key. Bad values raise
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -293,13 +294,23 @@ def _yes(name: str, raw: str) -> bool:
     raise pytest.UsageError(f"llmeval_{name}: {raw!r} is not yes or no")
 
 
+# Keys read as counts (their callers take int()): 2.5 is an error, not silently 2.
+_WHOLE_NUMBERS = frozenset(
+    ("max_retries", "judge_samples", "concurrency", "max_concurrency", "judge_max_concurrency")
+)
+
+
 def _number(name: str, raw: str, *, minimum: float) -> float:
+    """A finite number >= ``minimum`` (a whole one for a key in ``_WHOLE_NUMBERS``): nan
+    and inf would pass a comparison or fail every one, never what was meant."""
+    whole = name in _WHOLE_NUMBERS
     try:
-        number = float(raw)
-    except ValueError:
-        number = float("nan")
-    if not number >= minimum:
-        raise pytest.UsageError(f"llmeval_{name}: {raw!r} is not a number >= {minimum:g}")
+        number = float(int(raw)) if whole else float(raw)
+    except (ValueError, OverflowError):
+        number = math.nan
+    if not (math.isfinite(number) and number >= minimum):
+        kind = "whole number" if whole else "finite number"
+        raise pytest.UsageError(f"llmeval_{name}: {raw!r} is not a {kind} >= {minimum:g}")
     return number
 
 
@@ -355,9 +366,12 @@ def _rate(name: str, raw: str) -> float:
 
 def _threshold(name: str, raw: str) -> float:
     try:
-        return float(raw)
+        number = float(raw)
     except ValueError:
         raise pytest.UsageError(f"{name}: {raw!r} is not a number") from None
+    if not math.isfinite(number):
+        raise pytest.UsageError(f"{name}: {raw!r} is not a number (it must be finite)")
+    return number
 
 
 def _positive(name: str, raw: str) -> float:
