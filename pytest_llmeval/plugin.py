@@ -31,8 +31,9 @@ from .errors import (
     LLMEvalAssertionError,
 )
 from .files import write_json
+from .outcomes import raised_by_app
 from .partitions import PARTITIONS
-from .records import LLM_ERROR, Record
+from .records import LLM_ERROR, NOT_RUN, WORKER_CRASHED, Record
 from .session import (
     BudgetVerdict,
     GateVerdict,
@@ -41,12 +42,14 @@ from .session import (
     build_report,
     check_time_budgets,
     evaluate_gates,
+    gate_name,
+    incomplete_line,
     summary_lines,
 )
 from .settings import Settings
 
 if TYPE_CHECKING:
-    from .dataset import Dataset, Example  # noqa: F401 (named in StashKey strings)
+    from .dataset import Dataset, Example
     from .embeddings import Embedder
     from .judge import Judge
     from .regression import Comparison
@@ -61,7 +64,9 @@ PREVIOUS_RECORD_KEY = pytest.StashKey[Record | None]()
 EMBEDDING_CLIENTS_KEY = pytest.StashKey[list[LLMClient]]()  # restored after the test (pytester)
 REPORT_ATTR = "llmeval_record"  # the record's JSON form, on each eval test's teardown report
 SOFT_ATTR = "llmeval_soft"  # set on the call report of a failure in a soft partition
-ERROR_ATTR = "llmeval_error"  # the class of a model call that failed for good
+ERROR_ATTR = "llmeval_error"  # the class of an error: a lost model call, a broken test
+SELECTION_ATTR = "llmeval_selection"  # a worker's selected eval tests, on its first report
+SELECTION_SENT_KEY = pytest.StashKey[bool]()
 
 _MARKERS = (
     "llmeval(dataset, partition=None, tags=None): run the test once per example of the "
@@ -111,7 +116,9 @@ def _session_embedder(config: pytest.Config) -> Embedder:
     effective = config.stash[SETTINGS_KEY]
 
     def client() -> LLMClient:
-        app = dataclasses.replace(effective.app, role="embeddings")
+        # Its own endpoint: a chat server and an embedding server are often two processes.
+        base_url = effective.embedding_base_url or effective.app.base_url
+        app = dataclasses.replace(effective.app, role="embeddings", base_url=base_url)
         built = build_client(app, effective.cache_dir, effective.cache_mode)
         config.stash.setdefault(EMBEDDING_CLIENTS_KEY, []).append(built)
         return built
@@ -257,19 +264,33 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     example = item.stash.get(EXAMPLE_KEY, None)
     if example is None:
         return
-    name, digest = example.dataset_info
-    record = Record(
-        example_id=example.id,
-        partition=example.partition,
-        nodeid=item.nodeid,
-        dataset=name,
-        dataset_hash=digest,
-        tags=list(example.tags),
-    )
+    record = _new_record(item.nodeid, example)
     if example.human_score is not None or example.human_labels:
         record.human = {"score": example.human_score, "labels": example.human_labels}
     item.stash[RECORD_KEY] = record
     item.stash[PREVIOUS_RECORD_KEY] = records.bind(record)
+
+
+def _new_record(nodeid: str, example: Example) -> Record:
+    name, digest = example.dataset_info
+    return Record(
+        example_id=example.id,
+        partition=example.partition,
+        nodeid=nodeid,
+        dataset=name,
+        dataset_hash=digest,
+        tags=list(example.tags),
+    )
+
+
+def _selection(items: list[pytest.Item]) -> list[dict[str, Any]]:
+    """A record of each selected eval test before it runs: what the controller reports
+    for a test that never reports back (a crashed worker, an interrupted run)."""
+    return [
+        _new_record(item.nodeid, example).to_json()
+        for item in items
+        if (example := item.stash.get(EXAMPLE_KEY, None)) is not None
+    ]
 
 
 @pytest.hookimpl(wrapper=True)
@@ -280,14 +301,21 @@ def pytest_runtest_makereport(
     record = item.stash.get(RECORD_KEY, None)
     if record is None:
         return report
-    _update(record, report, call)
-    if report.when == "call" and record.status == "error":
+    if report.when == "setup" and not item.config.stash.get(SELECTION_SENT_KEY, False):
+        # Under xdist the controller collects nothing: each worker's first eval test
+        # tells it which eval tests were selected, so none can go missing.
+        item.config.stash[SELECTION_SENT_KEY] = True
+        if hasattr(item.config, "workerinput"):
+            setattr(report, SELECTION_ATTR, _selection(item.session.items))
+    _update(record, report, call, _test_files(item.config))
+    if report.when in ("setup", "call") and record.status == "error":
         # A model call that failed for good: an error of the run, not of the model's
         # quality, shown as pytest shows errors and never softened.
         setattr(report, ERROR_ATTR, record.failure_kind)
     elif (
-        report.when == "call"
+        report.when in ("setup", "call")
         and report.failed
+        and record.status == "failed"
         and not item.config.stash[SETTINGS_KEY].is_hard(record.partition)
     ):
         # A soft partition's failure is shown and recorded but does not fail the
@@ -303,8 +331,17 @@ def pytest_runtest_makereport(
     return report
 
 
-def _update(record: Record, report: pytest.TestReport, call: pytest.CallInfo[None]) -> None:
-    """Set the record's timing, status and failure from one phase's report."""
+def _update(
+    record: Record,
+    report: pytest.TestReport,
+    call: pytest.CallInfo[None],
+    test_files: tuple[str, ...],
+) -> None:
+    """Set the record's timing, status and failure from one phase's report, by the rule
+    the README's "Failures and errors" states: an assertion is a quality failure, an
+    exception raised in the app's code is the app failing, a model call lost after its
+    retries is an error of the infrastructure, and anything else (raised in the test's
+    own code, a fixture, or by the plugin refusing its arguments) is a broken test."""
     exc = call.excinfo.value if call.excinfo is not None else None
     if report.when == "call":
         record.duration_s = report.duration
@@ -324,6 +361,8 @@ def _update(record: Record, report: pytest.TestReport, call: pytest.CallInfo[Non
         return
     if isinstance(exc, LLMCallError):  # also in setup: a batched fixture's lost call
         record.fail("error", f"{LLM_ERROR}{exc.kind}", str(exc))
+    elif exc is not None and report.when != "teardown" and raised_by_app(exc, test_files):
+        record.fail("failed", f"app error: {type(exc).__name__}", _exconly(call))
     elif report.when != "call":
         kind = f"{report.when} error: {type(exc).__name__}" if exc else f"{report.when} error"
         record.fail("error", kind, _exconly(call))
@@ -332,7 +371,13 @@ def _update(record: Record, report: pytest.TestReport, call: pytest.CallInfo[Non
     elif isinstance(exc, AssertionError):
         record.fail("failed", "assertion", _exconly(call))
     else:
-        record.fail("failed", type(exc).__name__ if exc else "failed", _exconly(call))
+        kind = f"test error: {type(exc).__name__}" if exc else "test error"
+        record.fail("error", kind, _exconly(call))
+
+
+def _test_files(config: pytest.Config) -> tuple[str, ...]:
+    """The file name patterns of the test's own code: test modules and conftests."""
+    return (*config.getini("python_files"), "conftest.py")
 
 
 def _exconly(call: pytest.CallInfo[None]) -> str:
@@ -402,13 +447,14 @@ def judge(pytestconfig: pytest.Config, judge_client: LLMClient) -> Judge:
             ),
             stacklevel=2,
         )
-    temperature = settings_.judge.temperature
-    if temperature is not None and temperature > 0.3:
-        raise pytest.UsageError(
-            f"--llmeval-judge-temperature={temperature:g}: a judge's temperature must be "
-            "at most 0.3, so that its verdicts repeat"
-        )
-    return Judge(judge_client, n_samples=settings_.judge_samples, temperature=temperature)
+    # The temperature was checked at start-up (settings.from_config).
+    return Judge(
+        judge_client,
+        n_samples=settings_.judge_samples,
+        temperature=settings_.judge.temperature,
+        max_tokens=settings_.judge_max_tokens,
+        max_position_bias=settings_.max_position_bias,
+    )
 
 
 # --- the controller: aggregate, gate, summarise, report -------------------------------
@@ -432,14 +478,35 @@ class Controller:
             except ValueError as exc:
                 raise pytest.UsageError(f"llmeval_baseline: {exc}") from None
         self._compared: tuple[int, list[Comparison] | str] | None = None
+        self.selected: dict[str, dict[str, Any]] = {}  # node id -> its record before it ran
+        self.crashed: dict[str, str] = {}  # node id -> what xdist said of its worker
+        self.failed_nodeids: set[str] = set()  # every test with a failed report
+        self.session: pytest.Session | None = None
+        self.interrupted = False
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.selected.update((r["nodeid"], r) for r in _selection(session.items))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        selection = getattr(report, SELECTION_ATTR, None)
+        if selection is not None:
+            self.selected.update((r["nodeid"], r) for r in selection)
+        if report.failed:
+            self.failed_nodeids.add(report.nodeid)
         data = getattr(report, REPORT_ATTR, None)
         if data is not None and report.when == "teardown":
             self.records.append(Record.from_json(data))
+        elif report.when not in ("setup", "call", "teardown") and report.failed:
+            # xdist's report of a worker that died while running this test: no teardown,
+            # so no record will come from it.
+            self.crashed[report.nodeid] = str(report.longrepr)
+
+    def pytest_keyboard_interrupt(self) -> None:
+        self.interrupted = True
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
+        self.session = session
         result = yield
         # Every worker is done: a violated gate or a blocking regression fails the
         # session, so the exit status always agrees with the summary.
@@ -449,16 +516,51 @@ class Controller:
 
     def _outcome(self) -> tuple[list[Record], dict[str, PartitionStats], list[GateVerdict]]:
         """Records in a stable order (the same serially and under xdist), their stats and
-        the gates' verdicts; computed once per set of records."""
-        if self._cached is None or self._cached[0] != len(self.records):
+        the gates' verdicts; computed once per set of records. Every selected eval test
+        has a record: one that never reported back gets one saying why."""
+        key = hash((len(self.records), len(self.selected), len(self.crashed), self._stopped()))
+        if self._cached is None or self._cached[0] != key:
             order = {p: i for i, p in enumerate(PARTITIONS)}
-            ordered = sorted(self.records, key=lambda r: (order.get(r.partition, 99), r.nodeid))
+            everything = self.records + self._unreported()
+            ordered = sorted(everything, key=lambda r: (order.get(r.partition, 99), r.nodeid))
             stats = aggregate(ordered)
-            self._cached = (
-                len(self.records),
-                (ordered, stats, evaluate_gates(ordered, stats, self.settings)),
-            )
+            self._cached = (key, (ordered, stats, evaluate_gates(ordered, stats, self.settings)))
         return self._cached[1]
+
+    def _unreported(self) -> list[Record]:
+        """A record for each selected eval test without one: an error when its worker
+        crashed while running it, else a test the run never got to (not run)."""
+        reported = {r.nodeid for r in self.records}
+        missing = []
+        for nodeid, data in self.selected.items():
+            if nodeid in reported:
+                continue
+            record = Record.from_json(data)
+            if nodeid in self.crashed:
+                record.fail("error", WORKER_CRASHED, self.crashed[nodeid])
+            else:
+                record.status = "skipped"
+                record.failure_kind = NOT_RUN
+                record.failure_reason = f"not run: {self._stopped() or 'it never reported back'}"
+            missing.append(record)
+        return missing
+
+    def _stopped(self) -> str | None:
+        """Why the run ended before every test ran, or None."""
+        if self.interrupted:
+            return "the run was interrupted"
+        session = self.session
+        if session is not None and (session.shouldfail or session.shouldstop):
+            return f"the run stopped early ({session.shouldfail or session.shouldstop})"
+        return None
+
+    def _not_run(self) -> list[Record]:
+        return [r for r in self._outcome()[0] if r.failure_kind == NOT_RUN]
+
+    def _other_failures(self) -> int:
+        """Failed tests that are not eval tests: they fail the run too."""
+        evals = {r.nodeid for r in self.records} | set(self.selected)
+        return len(self.failed_nodeids - evals)
 
     def _comparisons(self) -> list[Comparison] | str | None:
         """The gated comparisons with the baseline (None without one), or the hard error
@@ -487,45 +589,74 @@ class Controller:
         return check_time_budgets(stats, budgets, strict=self.settings.time_budget_strict)
 
     def _failed(self) -> bool:
-        return (
-            any(not v.passed for v in self._outcome()[2])
-            or self._regression_blocks()
-            or any(b.fails for b in self._budgets())
-        )
+        return bool(self._reasons())
+
+    def _reasons(self) -> list[str]:
+        """Everything that fails the run, each named as the summary's last line says it."""
+        ordered, _, verdicts = self._outcome()
+        reasons = [gate_name(v) for v in verdicts if not v.passed]
+        errors = sum(r.status == "error" for r in ordered)
+        if errors:
+            reasons.append(f"{errors} error{'s' if errors != 1 else ''}")
+        not_run = len(self._not_run())
+        if not_run:
+            reasons.append(f"run incomplete ({not_run} not run)")
+        if self._regression_blocks():
+            reasons.append("regression BLOCK")
+        reasons += [f"time budget of {b.partition}" for b in self._budgets() if b.fails]
+        others = self._other_failures()
+        if others:
+            reasons.append(f"{others} other test{'s' if others != 1 else ''} failed")
+        return reasons
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.records:
+        if not self.records and not self.selected:
             return
         ordered, stats, verdicts = self._outcome()
-        failed = self._failed()
+        reasons = self._reasons()
+        failed = bool(reasons)
+        write = terminalreporter.write_line
         terminalreporter.write_sep("=", "llmeval summary", red=failed, green=not failed, bold=True)
         for text, markup in summary_lines(
             ordered, stats, verdicts, budgets=self._budgets(), verbosity=terminalreporter.verbosity
         ):
-            terminalreporter.write_line(text, **markup)
+            write(text, **markup)
         result = self._comparisons()
-        if result is None:
-            return
-        terminalreporter.write_line("")
-        terminalreporter.write_line(f"regression against the baseline {self._baseline_name()}:")
-        blocks = self._regression_blocks()
-        if isinstance(result, str):
-            terminalreporter.write_line(result, red=True, bold=True)
-            return
-        for text in table_lines(result, verbose=terminalreporter.verbosity > 0):
-            terminalreporter.write_line(text)
-        line = decision(result, fails=self.settings.regression.fails)[1]
-        terminalreporter.write_line(line, red=blocks, bold=blocks, green=not blocks)
+        if result is not None:
+            write("")
+            write(f"regression against the baseline {self._baseline_name()}:")
+            if isinstance(result, str):
+                write(result, red=True, bold=True)
+            else:
+                blocks = self._regression_blocks()
+                for text in table_lines(result, verbose=terminalreporter.verbosity > 0):
+                    write(text)
+                line = decision(result, fails=self.settings.regression.fails)[1]
+                write(line, red=blocks, bold=blocks, green=not blocks)
+        not_run = self._not_run()
+        write("")
+        if not_run:
+            write(incomplete_line(not_run, len(ordered)), red=True, bold=True)
+        # The last line names everything that fails the run, so that it always agrees
+        # with the exit status.
+        if failed:
+            write(f"llmeval: FAIL ({'; '.join(reasons)})", red=True, bold=True)
+        else:
+            write("llmeval: PASS", green=True, bold=True)
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         targets = [self.settings.report, self.settings.regression.save_baseline]
         if not any(targets):
             return
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            self.interrupted = True
+        self.session = session
         document = build_report(
             *self._outcome(),
             self._run_metadata(int(exitstatus)),
             regression=self._regression_json(),
             budgets=self._budgets(),
+            failures=self._reasons(),
         )
         for path in filter(None, targets):
             target = path if path.is_absolute() else self.config.invocation_params.dir / path

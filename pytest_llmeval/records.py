@@ -13,6 +13,8 @@ from typing import Any, Literal
 Status = Literal["passed", "failed", "error", "skipped"]
 STATUSES: tuple[Status, ...] = ("passed", "failed", "error", "skipped")
 LLM_ERROR = "llm_error:"  # failure kind prefix of a model call that failed after retries
+WORKER_CRASHED = "worker crashed"  # failure kind of a test whose xdist worker died in it
+NOT_RUN = "not run"  # failure kind of a selected test the run ended before
 
 
 @dataclass
@@ -39,6 +41,7 @@ class Record:
     cost_usd: float | None = None
     llm_calls: int = 0
     cache_hits: int = 0
+    requests: int = 0  # HTTP requests sent for the calls: retries and failed ones included
     usage: dict[str, dict[str, Any]] = field(default_factory=dict)  # per model
     status: Status = "passed"
     failure_kind: str | None = None
@@ -90,17 +93,25 @@ class Record:
         if cost_usd is not None:
             per_model["cost_usd"] = (per_model["cost_usd"] or 0.0) + cost_usd
 
+    def note_request(self, model: str) -> None:
+        """Count one HTTP request sent to ``model`` (each retry is one; the client layer
+        calls this), so that the run's count matches the server's."""
+        self.requests += 1
+        per_model = self.usage.setdefault(model, _no_usage())
+        per_model["requests"] = per_model.get("requests", 0) + 1
+
     def absorb(self, other: Record) -> None:
         """Add what ``other`` collected (a batched fixture computed it for this test's
         example ahead of the test): calls, usage, verdicts, metrics, values set on it."""
         for model, usage in other.usage.items():
             mine = self.usage.setdefault(model, _no_usage())
-            for key in ("calls", "cache_hits", "prompt_tokens", "completion_tokens"):
-                mine[key] += usage[key]
+            for key in ("calls", "cache_hits", "requests", "prompt_tokens", "completion_tokens"):
+                mine[key] = mine.get(key, 0) + usage.get(key, 0)
             if usage["cost_usd"] is not None:
                 mine["cost_usd"] = (mine["cost_usd"] or 0.0) + usage["cost_usd"]
         self.llm_calls += other.llm_calls
         self.cache_hits += other.cache_hits
+        self.requests += other.requests
         self.add_usage(
             prompt_tokens=other.tokens.get("prompt", 0),
             completion_tokens=other.tokens.get("completion", 0),
@@ -150,6 +161,7 @@ def _no_usage() -> dict[str, Any]:
     return {
         "calls": 0,
         "cache_hits": 0,
+        "requests": 0,
         "prompt_tokens": 0,
         "completion_tokens": 0,
         "cost_usd": None,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from .partitions import PARTITIONS
-from .records import LLM_ERROR, Record
+from .records import LLM_ERROR, NOT_RUN, Record
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -233,8 +233,25 @@ def _gate_message(
     )
 
 
+def gate_name(verdict: GateVerdict) -> str:
+    """How the summary's last line names a gate that failed."""
+    return "golden rule" if verdict.kind == "golden" else f"{verdict.partition} ({verdict.kind})"
+
+
+def incomplete_line(not_run: Sequence[Record], selected: int) -> str:
+    """The one line saying that the run ended before every selected test ran."""
+    reason = (not_run[0].failure_reason or "").removeprefix("not run: ")
+    ids = _id_list([(r.example_id, "not run") for r in not_run], limit=5)
+    return (
+        f"run incomplete: {reason}; {len(not_run)} of {selected} selected eval tests never "
+        f"ran: {ids}"
+    )
+
+
 def _id_list(items: Sequence[tuple[str, str]], limit: int = 10) -> str:
     shown = [f"{i} ({s})" if s != "failed" else i for i, s in items[:limit]]
+    if items and all(s == "not run" for _, s in items):
+        shown = [i for i, _ in items[:limit]]
     more = f" and {len(items) - limit} more" if len(items) > limit else ""
     return ", ".join(shown) + more
 
@@ -300,9 +317,7 @@ def summary_lines(
         markup = {"green": True} if verdict.passed else {"red": True, "bold": True}
         lines.append((verdict.message, markup))
     lines += budget_lines(budgets)
-    errors = _errors_by_class(records)
-    if errors:
-        lines.append((errors, {"red": True}))
+    lines += [(text, {"red": True, "bold": True}) for text in _error_lines(records, names)]
     if verbosity >= 0:
         usage = _usage_lines(records) + _judge_lines(records)
         if usage:
@@ -412,18 +427,31 @@ def _seconds(value: float | None) -> str:
     return f"{value * 1000:.0f}ms" if value < 1 else f"{value:.2f}s"
 
 
-def _errors_by_class(records: Sequence[Record]) -> str:
-    """Model calls that failed after their retries, by class: errors of the run, counted
-    apart from quality failures."""
-    counts: dict[str, int] = {}
+def _error_lines(records: Sequence[Record], names: dict[str, str]) -> list[str]:
+    """Errors, which are not quality failures and fail the run whatever the partition:
+    model calls lost after their retries, by class; broken tests and crashed workers,
+    by kind and test."""
+    calls: dict[str, int] = {}
+    others: dict[str, list[str]] = {}
     for record in records:
-        kind = record.failure_kind or ""
-        if record.status == "error" and kind.startswith(LLM_ERROR):
-            counts[kind[len(LLM_ERROR) :]] = counts.get(kind[len(LLM_ERROR) :], 0) + 1
-    if not counts:
-        return ""
-    listed = ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-    return f"model call errors (after retries, not quality failures): {listed}"
+        if record.status != "error":
+            continue
+        kind = record.failure_kind or "error"
+        if kind.startswith(LLM_ERROR):
+            calls[kind[len(LLM_ERROR) :]] = calls.get(kind[len(LLM_ERROR) :], 0) + 1
+        else:
+            others.setdefault(kind, []).append(names[record.nodeid])
+    lines = []
+    if calls:
+        listed = ", ".join(f"{k} {n}" for k, n in sorted(calls.items(), key=lambda kv: -kv[1]))
+        lines.append(f"model call errors (after retries, not quality failures): {listed}")
+    if others:
+        listed = "; ".join(
+            f"{kind} {len(ids)} ({', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''})"
+            for kind, ids in sorted(others.items(), key=lambda kv: -len(kv[1]))
+        )
+        lines.append(f"errors (not quality failures): {listed}")
+    return lines
 
 
 def _usage_lines(records: Sequence[Record]) -> list[str]:
@@ -435,20 +463,31 @@ def _usage_lines(records: Sequence[Record]) -> list[str]:
         line = f"tokens: {prompt + completion:,} ({prompt:,} prompt, {completion:,} completion)"
         lines.append(line + (f", cost ${sum(costs):.4f}" if costs else ""))
     calls = sum(r.llm_calls for r in records)
-    if calls:
+    sent = sum(r.requests for r in records)
+    if calls or sent:
         hits = sum(r.cache_hits for r in records)
-        lines.append(f"model calls: {calls:,} ({hits:,} cache hits, free; {calls - hits:,} misses)")
+        # The requests, failed ones and retries included, are what the server counted.
+        lines.append(
+            f"model calls: {calls:,} ({hits:,} cache hits, free; {calls - hits:,} misses), "
+            f"{sent:,} requests sent (retries and failures included)"
+        )
     by_model: dict[str, dict[str, Any]] = {}
     for record in records:
         for model, usage in record.usage.items():
-            total = by_model.setdefault(model, {"calls": 0, "tokens": 0, "cost": None})
+            total = by_model.setdefault(
+                model, {"calls": 0, "requests": 0, "tokens": 0, "cost": None}
+            )
             total["calls"] += usage["calls"]
+            total["requests"] += usage.get("requests", 0)
             total["tokens"] += usage["prompt_tokens"] + usage["completion_tokens"]
             if usage["cost_usd"] is not None:
                 total["cost"] = (total["cost"] or 0.0) + usage["cost_usd"]
     for model, total in sorted(by_model.items()):
         cost = "no price" if total["cost"] is None else f"${total['cost']:.4f}"
-        lines.append(f"  {model}: {total['calls']:,} calls, {total['tokens']:,} tokens, {cost}")
+        lines.append(
+            f"  {model}: {total['calls']:,} calls, {total['requests']:,} requests, "
+            f"{total['tokens']:,} tokens, {cost}"
+        )
     return lines
 
 
@@ -470,6 +509,35 @@ def _judge_lines(records: Sequence[Record]) -> list[str]:
             f"baseline {won['b']}, tie {won['tie']}; position bias {biased} of "
             f"{len(pairwise)} ({biased / len(pairwise):.0%}), counted as ties"
         )
+        # The maximum travels in the verdicts (the judge fixture has the setting).
+        maximum = max((v.get("max_position_bias") or 0.0 for v in pairwise), default=0.0)
+        if maximum and biased / len(pairwise) > maximum:
+            lines.append(
+                f"WARNING: the pairwise judge is position-biased in {biased} of "
+                f"{len(pairwise)} comparisons ({biased / len(pairwise):.0%}), above "
+                f"llmeval_max_position_bias={maximum:g}: its preferences are unreliable"
+            )
+    # Which response format each judge endpoint took (verdicts before format memory had
+    # none recorded). The formats step down in one order, so what came before the one
+    # used was rejected.
+    order = ("json_schema", "json_object", "text")
+    used: dict[tuple[str, str], dict[str, int]] = {}
+    for v in verdicts:
+        if v.get("response_format") in order:
+            counts = used.setdefault((v.get("endpoint") or "?", v.get("model") or "?"), {})
+            counts[v["response_format"]] = counts.get(v["response_format"], 0) + 1
+    endpoints = []
+    for (url, model), counts in sorted(used.items()):
+        formats = sorted(counts, key=order.index)
+        if len(formats) == 1:
+            rejected = order[: order.index(formats[0])]
+            note = f" ({' and '.join(rejected)} rejected)" if rejected else ""
+            endpoints.append(f"{url} model {model}: {formats[0]}{note}")
+        else:  # e.g. verdicts replayed from a cache recorded against another server
+            mixed = ", ".join(f"{f} for {counts[f]} verdicts" for f in formats)
+            endpoints.append(f"{url} model {model}: {mixed}")
+    if endpoints:
+        lines.append(f"judge formats: {'; '.join(endpoints)}")
     return lines
 
 
@@ -532,10 +600,19 @@ def build_report(
     *,
     regression: dict[str, Any] | None = None,
     budgets: Sequence[BudgetVerdict] = (),
+    failures: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The whole run as one JSON-safe document; also the baseline format. ``passed``:
-    every gate passed, no regression against the baseline blocks and no strict time
-    budget was overrun."""
+    nothing failed the run (``failures``, the summary's reasons; by default every gate
+    passed, no error, no regression blocks, no strict time budget was overrun), and
+    ``complete``: every selected test ran (``not_run`` lists the others)."""
+    not_run = [r for r in records if r.failure_kind == NOT_RUN]
+    if failures is None:
+        failures = [gate_name(v) for v in verdicts if not v.passed]
+        failures += ["errors"] if any(r.status == "error" for r in records) else []
+        failures += ["run incomplete"] if not_run else []
+        failures += ["regression BLOCK"] if regression is not None and regression["blocks"] else []
+        failures += [f"time budget of {b.partition}" for b in budgets if b.fails]
     datasets: dict[str, str | None] = {}
     for record in records:
         if record.dataset is not None:
@@ -549,9 +626,13 @@ def build_report(
             "prompt_versions": sorted({r.prompt_version for r in records if r.prompt_version}),
             "datasets": datasets,
         },
-        "passed": all(v.passed for v in verdicts)
-        and not (regression is not None and regression["blocks"])
-        and not any(b.fails for b in budgets),
+        "passed": not failures,
+        "complete": not not_run,
+        "failures": list(failures),
+        "not_run": [
+            {"example_id": r.example_id, "partition": r.partition, "nodeid": r.nodeid}
+            for r in not_run
+        ],
         "partitions": {p: s.to_json() for p, s in stats.items()},
         "gates": [v.to_json() for v in verdicts],
         "time_budgets": [b.to_json() for b in budgets],
