@@ -16,12 +16,13 @@ import json
 import os
 import time
 import uuid
+import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import LLMEvalError
+from .errors import CacheCorruptWarning, LLMEvalError
 
 CACHE_MODES = ("use", "replay", "refresh", "off")
 ENTRY_FORMAT = 1
@@ -34,6 +35,101 @@ TRANSPORT_OPTIONS = frozenset(
 
 class CacheMissError(LLMEvalError):
     """A replay-mode lookup found no recorded response."""
+
+
+class CacheCorruptError(CacheMissError):
+    """A replay-mode lookup found an entry that is not a valid recorded response."""
+
+
+class InvalidResponse(ValueError):
+    """A body that is not a valid response of its endpoint (a 200 that carries an error, a
+    field missing, per-token embeddings). ``retryable``: whether asking again may help."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+def parse_body(endpoint: str, body: bytes | str) -> tuple[dict[str, Any], Any]:
+    """(the JSON object, the validated response) of a response body; raises
+    :class:`InvalidResponse`."""
+    try:
+        data = json.loads(body, parse_constant=_not_json)
+    except ValueError as exc:
+        raise InvalidResponse(f"the body is not JSON ({exc}): {_preview(body)}") from None
+    return data, parse_response(endpoint, data)
+
+
+def parse_response(endpoint: str, data: Any) -> Any:
+    """The response object (``ChatCompletion``, ``CreateEmbeddingResponse``) of a JSON
+    body, validated; raises :class:`InvalidResponse` saying what the server sent and
+    what to do."""
+    from pydantic import ValidationError
+
+    model = _response_model(endpoint)
+    if model is None:  # an endpoint this layer does not know: nothing to check it against
+        return data
+    name = model.__name__
+    if not isinstance(data, dict):
+        raise InvalidResponse(f"the body is a JSON {type(data).__name__}, not a {name}")
+    error = data.get("error")
+    if error and not (data.get("choices") or data.get("data")):
+        message = error.get("message", error) if isinstance(error, dict) else error
+        raise InvalidResponse(
+            f"the server answered 200 with an error instead of a {name}: {message}"
+        )
+    if endpoint == "embeddings":
+        _check_pooled(data)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = exc.errors()
+        first = problems[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the body"
+        raise InvalidResponse(
+            f"the body is not a valid {name} ({len(problems)} problem"
+            f"{'s' if len(problems) != 1 else ''}, first: {where}: {first['msg']}): "
+            f"{_preview(json.dumps(data))}; check that the base URL is an OpenAI-compatible "
+            "/v1 endpoint"
+        ) from None
+
+
+def _response_model(endpoint: str) -> Any:
+    if endpoint == "chat.completions":
+        from openai.types.chat import ChatCompletion
+
+        return ChatCompletion
+    if endpoint == "embeddings":
+        from openai.types import CreateEmbeddingResponse
+
+        return CreateEmbeddingResponse
+    return None
+
+
+def _check_pooled(data: dict[str, Any]) -> None:
+    """llama.cpp's server, for a model without pooling, returns one vector per token of
+    each input: a list of lists where one vector belongs. Asking again gives the same."""
+    items = data.get("data")
+    for item in items if isinstance(items, list) else []:
+        vectors = item.get("embedding") if isinstance(item, dict) else None
+        if isinstance(vectors, list) and vectors and isinstance(vectors[0], list):
+            raise InvalidResponse(
+                f"the server returned one vector per token ({len(vectors)} vectors of "
+                f"{len(vectors[0])} for input {item.get('index', 0)}), not one per input: "
+                "start llama.cpp's server with pooling (--pooling mean) or use an embedding "
+                "model",
+                retryable=False,
+            )
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def _preview(body: bytes | str, width: int = 200) -> str:
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    text = " ".join(text.split())
+    return repr(text if len(text) <= width else text[: width - 3] + "...")
 
 
 def keyed_request(endpoint: str, params: Mapping[str, Any], sample: int = 0) -> dict[str, Any]:
@@ -57,6 +153,11 @@ class Entry:
     request: dict[str, Any]
     response: dict[str, Any]
     latency_s: float
+    parsed: Any = field(default=None, compare=False, repr=False)  # the validated response
+
+
+class _Corrupt(Exception):
+    """An entry file that is there but is not a valid recorded response."""
 
 
 class ResponseCache:
@@ -80,12 +181,29 @@ class ResponseCache:
         return self.directory / key[:2] / f"{key}.json"
 
     def get(self, request: Mapping[str, Any]) -> Entry | None:
-        """The recorded response, or None (a miss). In replay mode a miss raises
-        :class:`CacheMissError` naming the request and the nearest recorded entries."""
+        """The recorded response, validated, or None (a miss). In replay mode a miss
+        raises :class:`CacheMissError` naming the request and the nearest recorded
+        entries. An entry that is not a valid response is a miss with a
+        :class:`CacheCorruptWarning` (the response is fetched again and rewritten); in
+        replay mode, a :class:`CacheCorruptError` naming the file."""
         if not self.reads:
             return None
         key = cache_key(request)
-        entry = self._load(self.path(key))
+        path = self.path(key)
+        try:
+            entry = self._load(path, key, str(request.get("endpoint")))
+        except _Corrupt as exc:
+            if self.mode == "replay":
+                raise CacheCorruptError(
+                    f"corrupt entry {path} (cache mode 'replay', which never calls the "
+                    f"API) for {describe(request)}: {exc}. Delete the file and record it "
+                    "again with --llmeval-cache=use (or refresh) against a server."
+                ) from None
+            warnings.warn(
+                CacheCorruptWarning(f"llmeval cache: corrupt entry, refetched: {path}: {exc}"),
+                stacklevel=2,
+            )
+            return None
         if entry is None and self.mode == "replay":
             raise CacheMissError(self._miss_message(key, request))
         return entry
@@ -95,6 +213,8 @@ class ResponseCache:
     ) -> None:
         if not self.writes:
             return
+        # Nothing invalid is ever stored: a bad reply would be replayed on every run.
+        parse_response(str(request.get("endpoint")), response)
         key = cache_key(request)
         document = {
             "format": ENTRY_FORMAT,
@@ -108,7 +228,8 @@ class ResponseCache:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{key}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
         try:
-            tmp.write_text(json.dumps(document, ensure_ascii=False, indent=1), encoding="utf-8")
+            text = json.dumps(document, ensure_ascii=False, indent=1, allow_nan=False)
+            tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
@@ -117,22 +238,51 @@ class ResponseCache:
         """Every readable entry (temporary files of interrupted writes are skipped)."""
         if not self.directory.is_dir():
             return []
-        found = (self._load(p) for p in sorted(self.directory.glob("*/*.json")))
-        return [e for e in found if e is not None]
+        found = []
+        for path in sorted(self.directory.glob("*/*.json")):
+            try:
+                entry = self._load(path)
+            except _Corrupt:
+                continue
+            if entry is not None:
+                found.append(entry)
+        return found
 
-    def _load(self, path: Path) -> Entry | None:
+    def _load(
+        self, path: Path, key: str | None = None, endpoint: str | None = None
+    ) -> Entry | None:
+        """The entry in ``path`` (None: no such file). With ``key``, it must be that key's
+        entry, and with ``endpoint``, its response a valid response of it; else _Corrupt."""
         try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-            return Entry(
-                document["key"],
-                document["request"],
-                document["response"],
-                float(document.get("latency_s", 0.0)),
-            )
+            text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError):
-            return None  # unreadable entries are misses; a refresh rewrites them
+        except OSError as exc:
+            raise _Corrupt(f"unreadable: {exc}") from None
+        try:
+            document = json.loads(text, parse_constant=_not_json)
+        except ValueError as exc:
+            raise _Corrupt(f"not JSON ({exc})") from None
+        try:
+            entry = Entry(
+                str(document["key"]),
+                dict(document["request"]),
+                dict(document["response"]),
+                float(document.get("latency_s", 0.0)),
+            )
+        except KeyError as exc:
+            raise _Corrupt(f"no {exc.args[0]!r} field") from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise _Corrupt(f"not an entry ({exc})") from None
+        if key is not None and entry.key != key:
+            raise _Corrupt(f"it holds the entry of key {entry.key[:12]}, not {key[:12]}")
+        if endpoint is None:
+            return entry
+        try:
+            parsed = parse_response(endpoint, entry.response)
+        except InvalidResponse as exc:
+            raise _Corrupt(f"the recorded response is invalid: {exc}") from None
+        return Entry(entry.key, entry.request, entry.response, entry.latency_s, parsed)
 
     def _miss_message(self, key: str, request: Mapping[str, Any]) -> str:
         lines = [

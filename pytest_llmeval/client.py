@@ -5,13 +5,14 @@ It looks like the OpenAI client (``client.chat.completions.create(...)``,
 ``client.embeddings.create(...)``, and ``await client.aio.chat.completions.create(...)``)
 and adds the response cache, retries with backoff and jitter that honour ``Retry-After``,
 a bound on requests in flight per endpoint, and usage, cost and latency written into the
-running test's record. After the last retry a failure raises :class:`LLMCallError`
-classified as rate_limit, timeout, server_error, auth or bad_request: the test is then an
-error, not a quality failure.
+running test's record. Every response is validated before it is returned or cached. After
+the last retry a failure raises :class:`LLMCallError` classified as one of
+``ERROR_CLASSES``: the test is then an error, not a quality failure.
 
 Async calls run the same code on a thread pool: nothing is bound to an event loop, so
 the client works under any loop pytest-asyncio creates, and the bound on requests in
-flight holds across sync and async callers alike.
+flight holds across sync and async callers alike. The pools' threads are daemons, so an
+interrupted run never waits at exit for the requests they have in flight.
 """
 
 from __future__ import annotations
@@ -19,17 +20,28 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import json
+import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+import weakref
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from .cache import CacheMissError, ResponseCache, cache_key, describe, keyed_request
+from .cache import (
+    CacheCorruptError,
+    CacheMissError,
+    Entry,
+    InvalidResponse,
+    ResponseCache,
+    cache_key,
+    describe,
+    keyed_request,
+    parse_body,
+)
 from .errors import LLMEvalError
 from .pricing import cost_usd
 from .records import Record, current_record
@@ -39,7 +51,9 @@ if TYPE_CHECKING:
     from openai.types import CreateEmbeddingResponse
     from openai.types.chat import ChatCompletion
 
-# "judge": too few judge samples gave a valid verdict (see judge.py).
+# "judge": too few judge samples gave a valid verdict (see judge.py). "connection": no
+# connection could be made (refused: nothing listening). "bad_response": a 200 whose body
+# is not a valid response. "cache_corrupt": a replay-mode cache entry that is not one.
 ERROR_CLASSES = (
     "rate_limit",
     "timeout",
@@ -48,9 +62,15 @@ ERROR_CLASSES = (
     "bad_request",
     "cache_miss",
     "judge",
+    "connection",
+    "bad_response",
+    "cache_corrupt",
 )
 CHAT = "chat.completions"
 EMBEDDINGS = "embeddings"
+# The most retries of a refused connection in a call (below llmeval_max_retries): most
+# likely a server that is down or restarting. Timeouts have their own setting.
+CONNECTION_RETRIES = 2
 
 
 class LLMCallError(LLMEvalError):
@@ -77,6 +97,9 @@ class ClientConfig:
     max_concurrency: int = 16
     timeout: float = 60.0
     max_retries: int = 4
+    # A request that timed out may still run on the server (llama.cpp keeps generating
+    # after the client hangs up), and the next attempt queues behind it.
+    timeout_retries: int = 1
     retry_base_delay: float = 0.5
     retry_max_delay: float = 30.0
     prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)
@@ -106,12 +129,13 @@ def classify(exc: BaseException) -> tuple[str, bool, float | None] | None:
     when it is not an API failure at all (a bug, which should surface as itself)."""
     import openai
 
+    if isinstance(exc, InvalidResponse):  # a 200 whose body is not a valid response
+        return "bad_response", exc.retryable, None
     if isinstance(exc, openai.APITimeoutError):
         return "timeout", True, None
-    if isinstance(exc, openai.APIConnectionError):  # dropped connection, refused
-        return "server_error", True, None
-    if isinstance(exc, json.JSONDecodeError):  # a malformed response body
-        return "server_error", True, None
+    if isinstance(exc, openai.APIConnectionError):
+        # No connection at all (refused, unknown host) is not the server failing a request.
+        return ("connection" if _not_connected(exc) else "server_error"), True, None
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         if status == 429:
@@ -124,6 +148,19 @@ def classify(exc: BaseException) -> tuple[str, bool, float | None] | None:
     if isinstance(exc, openai.OpenAIError):  # e.g. no API key configured
         return "auth", False, None
     return None
+
+
+def _not_connected(exc: BaseException) -> bool:
+    """Whether the cause is a connection never made (httpx's ConnectError: refused,
+    unreachable, unknown host), as opposed to one dropped mid-request."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError) or type(seen).__name__ == "ConnectError":
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -139,6 +176,7 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 # One bound per endpoint and limit, shared by every client of the process.
 _SLOTS: dict[tuple[str, int], threading.BoundedSemaphore] = {}
@@ -148,6 +186,81 @@ _SLOTS_LOCK = threading.Lock()
 def _slots(base_url: str, limit: int) -> threading.BoundedSemaphore:
     with _SLOTS_LOCK:
         return _SLOTS.setdefault((base_url, limit), threading.BoundedSemaphore(limit))
+
+
+class _DaemonPool(ThreadPoolExecutor):
+    """A thread pool whose threads are daemons. concurrent.futures' pools join their
+    threads at interpreter exit, so after a Ctrl-C the process waited for every request in
+    flight (up to the timeout, and then for its retries); these threads are abandoned.
+    Its own submit and shutdown (it is a ThreadPoolExecutor only to its callers)."""
+
+    def __init__(self, max_workers: int, name: str) -> None:
+        super().__init__(max_workers, name)
+        self._name = name
+        self._work: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._idle = threading.Semaphore(0)
+        self._workers: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._shut = False
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        future: Future[T] = Future()
+        with self._lock:
+            if self._shut:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._work.put((future, functools.partial(fn, *args, **kwargs)))
+            if not self._idle.acquire(blocking=False) and len(self._workers) < self._max_workers:
+                thread = threading.Thread(
+                    target=self._worker, name=f"{self._name}_{len(self._workers)}", daemon=True
+                )
+                self._workers.append(thread)
+                thread.start()
+        return future
+
+    def _worker(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is None:
+                self._work.put(None)  # wake the next worker: the pool is shut
+                return
+            future, call = item
+            del item
+            if future.set_running_or_notify_cancel():
+                try:
+                    result = call()
+                except BaseException as exc:
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
+            del future, call
+            self._idle.release()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._shut = True
+            if cancel_futures:
+                while True:
+                    try:
+                        item = self._work.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is not None:
+                        item[0].cancel()
+            self._work.put(None)
+        if wait:
+            for thread in self._workers:
+                thread.join()
+
+
+# Every live client, so that a Ctrl-C seen by one stops the retries of all.
+_CLIENTS: weakref.WeakSet[LLMClient] = weakref.WeakSet()
+
+
+def _interrupt_all() -> None:
+    for client in list(_CLIENTS):
+        client._interrupted.set()
 
 
 class LLMClient:
@@ -161,10 +274,12 @@ class LLMClient:
         self.embeddings = _Embeddings(self._embeddings_create)
         self.aio = AsyncLLMClient(self)
         self._openai: openai.OpenAI | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: _DaemonPool | None = None
         self._lock = threading.Lock()
-        self._in_flight: dict[str, Future[tuple[dict[str, Any], float]]] = {}
+        self._in_flight: dict[str, Future[tuple[Any, dict[str, Any], float]]] = {}
         self._jitter = random.Random()
+        self._interrupted = threading.Event()  # set by a Ctrl-C: send nothing more
+        _CLIENTS.add(self)
 
     def complete(self, prompt: str | list[dict[str, Any]], **params: Any) -> str:
         """The reply's text for a prompt string or a list of messages."""
@@ -180,6 +295,7 @@ class LLMClient:
         return reply.choices[0].message.content or ""
 
     def close(self) -> None:
+        self._interrupted.set()  # a retry still waiting in another thread gives up
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._openai is not None:
@@ -200,53 +316,68 @@ class LLMClient:
         self, record: Record | None, *, llmeval_sample: int = 0, **params: Any
     ) -> ChatCompletion:
         __tracebackhide__ = True
-        from openai.types.chat import ChatCompletion
-
         if "temperature" not in params and self.config.temperature is not None:
             params["temperature"] = self.config.temperature
-        return ChatCompletion.model_validate(self._call(CHAT, params, llmeval_sample, record))
+        reply: ChatCompletion = self._call(CHAT, params, llmeval_sample, record)
+        return reply
 
     def _embeddings(self, record: Record | None, **params: Any) -> CreateEmbeddingResponse:
         __tracebackhide__ = True
-        from openai.types import CreateEmbeddingResponse
-
-        data = self._call(EMBEDDINGS, params, 0, record)
-        return CreateEmbeddingResponse.model_validate(data)
+        reply: CreateEmbeddingResponse = self._call(EMBEDDINGS, params, 0, record)
+        return reply
 
     def _call(
         self, endpoint: str, params: dict[str, Any], sample: int, record: Record | None
-    ) -> dict[str, Any]:
+    ) -> Any:
+        """The validated response (from the cache, or sent), written into ``record``."""
         __tracebackhide__ = True
         params.setdefault("model", self.config.model)
-        if not params["model"]:
+        model = params["model"]
+        if not model:
             raise ValueError(
                 f"no model for the {self.config.role} client: pass model= or set "
                 f"--llmeval-{'judge-' if self.config.role == 'judge' else ''}model"
             )
         request = keyed_request(endpoint, params, sample)
         try:
-            entry = self.cache.get(request)
-        except CacheMissError as exc:
-            self.stats.error("cache_miss")
-            raise LLMCallError("cache_miss", str(exc)) from None
-        if entry is not None:
-            self.stats.bump("cache_hits")
-            self._note(record, params["model"], entry.response, entry.latency_s, hit=True)
-            return entry.response
-        self.stats.bump("cache_misses")
-        response, latency, shared = self._send_once(endpoint, params, request)
-        self._note(record, params["model"], response, latency, hit=shared)
-        return response
+            entry = self._lookup(request)
+            if entry is not None:
+                self.stats.bump("cache_hits")
+                self._note(record, model, entry.response, entry.latency_s, hit=True)
+                return entry.parsed
+            parsed, response, latency, shared = self._send_once(endpoint, params, request, record)
+        except LLMCallError:
+            if record is not None:  # a call made, and lost: counted, costing nothing
+                record.note_call(
+                    model, prompt_tokens=0, completion_tokens=0, cost_usd=None, cached=False
+                )
+            raise
+        self.stats.bump("cache_hits" if shared else "cache_misses")
+        self._note(record, model, response, latency, hit=shared)
+        return parsed
+
+    def _lookup(self, request: Mapping[str, Any]) -> Entry | None:
+        __tracebackhide__ = True
+        try:
+            return self.cache.get(request)
+        except CacheMissError as exc:  # replay mode, which never calls the API
+            kind = "cache_corrupt" if isinstance(exc, CacheCorruptError) else "cache_miss"
+            self.stats.error(kind)
+            raise LLMCallError(kind, str(exc)) from None
 
     def _send_once(
-        self, endpoint: str, params: dict[str, Any], request: Mapping[str, Any]
-    ) -> tuple[dict[str, Any], float, bool]:
+        self,
+        endpoint: str,
+        params: dict[str, Any],
+        request: Mapping[str, Any],
+        record: Record | None,
+    ) -> tuple[Any, dict[str, Any], float, bool]:
         """Send the request, or, when the same request is already in flight (a batch
         computes two tests of one example at once), wait for that one's response:
-        (response, latency, shared). With the cache off every call is its own."""
+        (parsed, response, latency, shared). With the cache off every call is its own."""
         __tracebackhide__ = True
         if self.cache.mode == "off":
-            return (*self._send(endpoint, params, request), False)
+            return (*self._send(endpoint, params, request, record), False)
         key = cache_key(request)
         with self._lock:
             pending = self._in_flight.get(key)
@@ -254,12 +385,19 @@ class LLMClient:
             if pending is None:
                 pending = self._in_flight[key] = Future()
         if not owner:
-            return (*pending.result(), True)
+            parsed, response, latency = pending.result()
+            return _copied(parsed), response, latency, True
         try:
-            response, latency = self._send(endpoint, params, request)
+            # A twin may have sent it and written the cache between this call's first
+            # look and its claim of the slot: look again, or it would be paid for twice.
+            entry = self._lookup(request)
+            if entry is not None:
+                pending.set_result((entry.parsed, entry.response, entry.latency_s))
+                return entry.parsed, entry.response, entry.latency_s, True
+            parsed, response, latency = self._send(endpoint, params, request, record)
             self.cache.put(request, response, latency)
-            pending.set_result((response, latency))
-            return response, latency, False
+            pending.set_result((parsed, response, latency))
+            return parsed, response, latency, False
         except BaseException as exc:
             pending.set_exception(exc)
             raise
@@ -268,41 +406,72 @@ class LLMClient:
                 del self._in_flight[key]
 
     def _send(
-        self, endpoint: str, params: dict[str, Any], request: Mapping[str, Any]
-    ) -> tuple[dict[str, Any], float]:
+        self,
+        endpoint: str,
+        params: dict[str, Any],
+        request: Mapping[str, Any],
+        record: Record | None,
+    ) -> tuple[Any, dict[str, Any], float]:
+        """(parsed, response, latency) of the request, retried; every HTTP request sent
+        is counted in ``record``."""
         __tracebackhide__ = True
         client = self._client()
-        create: Callable[..., Any] = (
-            client.chat.completions.create if endpoint == CHAT else client.embeddings.create
-        )
+        resource = client.chat.completions if endpoint == CHAT else client.embeddings
+        # The raw body: the openai client builds its objects without validating them, so
+        # a 200 carrying an error would pass for a response, and be cached.
+        create: Callable[..., Any] = resource.with_raw_response.create
+        sent = dict(params)
+        if endpoint == EMBEDDINGS:  # the API's default; the client would ask for base64
+            sent.setdefault("encoding_format", "float")
         slots = _slots(str(client.base_url), self.config.max_concurrency)
         attempt = 0
+        failures: dict[str, int] = {}
         while True:
             attempt += 1
+            if self._interrupted.is_set():
+                raise KeyboardInterrupt  # the run was interrupted: send nothing more
             self.stats.bump("requests")
+            if record is not None:
+                record.note_request(params["model"])
             try:
                 with slots:  # the latency is the request's own, not the wait for a slot
                     start = time.perf_counter()
-                    result = create(**params)
+                    raw = create(**sent)
+                    body = raw.http_response.content
                     latency = time.perf_counter() - start
-                return result.model_dump(mode="json", exclude_unset=True), latency
+                response, parsed = parse_body(endpoint, body)
+                return parsed, response, latency
+            except KeyboardInterrupt:
+                _interrupt_all()
+                raise
             except Exception as exc:
                 verdict = classify(exc)
                 if verdict is None:
                     raise
                 kind, retryable, retry_after = verdict
-                if not retryable or attempt > self.config.max_retries:
+                failures[kind] = failures.get(kind, 0) + 1
+                if (
+                    not retryable
+                    or attempt > self.config.max_retries
+                    or failures[kind] > self._retry_limit(kind)
+                ):
                     self.stats.error(kind)
                     # The message says what failed; the openai and httpx frames behind it
                     # would only bury the user's line, so the chain is kept as .original.
+                    name = "" if isinstance(exc, InvalidResponse) else f"{type(exc).__name__}: "
                     error = LLMCallError(
-                        kind,
-                        f"{type(exc).__name__}: {exc} ({describe(request)})",
-                        attempts=attempt,
+                        kind, f"{name}{exc} ({describe(request)})", attempts=attempt
                     )
                     error.original = exc
                     raise error from None
-                time.sleep(self._delay(attempt, retry_after))
+                if self._interrupted.wait(self._delay(attempt, retry_after)):
+                    raise KeyboardInterrupt from None
+
+    def _retry_limit(self, kind: str) -> int:
+        """The most retries of one class of failure in a call."""
+        if kind == "timeout":
+            return self.config.timeout_retries
+        return CONNECTION_RETRIES if kind == "connection" else self.config.max_retries
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         """Retry-After when the server gave one, else exponential backoff, full jitter."""
@@ -355,11 +524,16 @@ class LLMClient:
     def _pool(self) -> ThreadPoolExecutor:
         with self._lock:
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    max_workers=max(32, 2 * self.config.max_concurrency),
-                    thread_name_prefix=f"llmeval-{self.config.role}",
+                self._executor = _DaemonPool(
+                    max(32, 2 * self.config.max_concurrency), f"llmeval-{self.config.role}"
                 )
             return self._executor
+
+
+def _copied(parsed: Any) -> Any:
+    """A twin's own copy of a shared response object, which its caller may change."""
+    copy = getattr(parsed, "model_copy", None)
+    return copy(deep=True) if copy is not None else parsed
 
 
 class AsyncLLMClient:
@@ -372,15 +546,29 @@ class AsyncLLMClient:
 
     async def complete(self, prompt: str | list[dict[str, Any]], **params: Any) -> str:
         """The reply's text for a prompt string or a list of messages."""
+        __tracebackhide__ = True
         return str(await self._run(self._sync._complete)(prompt, **params))
 
     def _run(self, method: Callable[..., Any]) -> Callable[..., Any]:
         async def call(*args: Any, **params: Any) -> Any:
+            __tracebackhide__ = True
             # The record is taken here, in the caller's task, and handed to the thread.
             task = functools.partial(method, current_record(), *args, **params)
-            return await asyncio.get_running_loop().run_in_executor(self._sync._pool(), task)
+            loop = asyncio.get_running_loop()
+            return await _from_thread(loop.run_in_executor(self._sync._pool(), task))
 
         return call
+
+
+async def _from_thread(work: Awaitable[T]) -> T:
+    """The result of work done in a thread. The plugin's own errors are raised as if from
+    here (a hidden frame): the thread's frames are the client's and asyncio's, and would
+    bury the caller's line, as the sync path's hidden frames do not."""
+    __tracebackhide__ = True
+    try:
+        return await work
+    except LLMEvalError as exc:
+        raise exc.with_traceback(None) from exc.__cause__
 
 
 class _Completions:
@@ -401,19 +589,20 @@ class _Embeddings:
 # Threads that only wait on blocking calls made for async code (a batched fixture): their
 # own pool, so that a judge call waiting on its samples (which run on a client's pool)
 # never holds a thread those samples need.
-_waiting: ThreadPoolExecutor | None = None
+_waiting: _DaemonPool | None = None
 _waiting_lock = threading.Lock()
 
 
 async def off_loop(method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Await a blocking call, run in a waiting thread in this task's context (its
     record), so that other tasks' calls proceed meanwhile."""
+    __tracebackhide__ = True
     global _waiting
     with _waiting_lock:
         if _waiting is None:
-            _waiting = ThreadPoolExecutor(max_workers=256, thread_name_prefix="llmeval-wait")
+            _waiting = _DaemonPool(256, "llmeval-wait")
     call = functools.partial(contextvars.copy_context().run, method, *args, **kwargs)
-    return await asyncio.get_running_loop().run_in_executor(_waiting, call)
+    return await _from_thread(asyncio.get_running_loop().run_in_executor(_waiting, call))
 
 
 def build_client(config: ClientConfig, cache_dir: Path, cache_mode: str) -> LLMClient:

@@ -60,3 +60,8 @@ class JudgeFamilyWarning(LLMEvalWarning):
 
 class EmptySelectionWarning(LLMEvalWarning):
     """An ``llmeval`` marker's partition or tag filter selects no example."""
+
+
+class CacheCorruptWarning(LLMEvalWarning):
+    """A response cache entry is not a valid response: it was treated as a miss, fetched
+    again and rewritten."""

@@ -47,6 +47,12 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("cache", f"response cache mode: {', '.join(CACHE_MODES)} (default: use)", "use"),
     ("cache_dir", "response cache folder, relative to the rootdir", ".llmeval-cache"),
     ("max_retries", "retries of a failed model call (429, 5xx, timeouts, drops)", "4"),
+    (
+        "timeout_retries",
+        "retries of a model call whose request timed out (at most max_retries): a local "
+        "server keeps working on a request the client gave up on, and a retry queues behind it",
+        "1",
+    ),
     ("retry_base_delay", "first backoff delay in seconds, doubled per retry, jittered", "0.5"),
     ("prices", "USD per million tokens, e.g. 'gpt-4o-mini=0.15/0.60 gpt-4o=2.5/10'", ""),
     ("judge_samples", "judge samples per verdict, requested concurrently", "1"),
@@ -60,6 +66,11 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "embeddings for assert_similar: 'local' (the local extra's all-MiniLM-L6-v2) or an "
         "OpenAI-compatible embedding model, e.g. text-embedding-3-small",
         "local",
+    ),
+    (
+        "embedding_base_url",
+        "OpenAI-compatible base URL of the embedding model (default: the app's)",
+        "",
     ),
     (
         "baseline",
@@ -132,6 +143,7 @@ class Settings:
     judge_samples: int = 1
     concurrency: int = 16
     embedding_model: str = "local"
+    embedding_base_url: str | None = None  # None: the app's
     app: ClientConfig = field(default_factory=ClientConfig)
     judge: ClientConfig = field(default_factory=lambda: ClientConfig(role="judge"))
     regression: RegressionSettings = field(default_factory=lambda: RegressionSettings())
@@ -199,6 +211,7 @@ def from_config(config: pytest.Config) -> Settings:
         raise pytest.UsageError(f"llmeval_prices: {exc}") from None
     retries = dict(
         max_retries=int(_number("max_retries", value("max_retries"), minimum=0)),
+        timeout_retries=int(_number("timeout_retries", value("timeout_retries"), minimum=0)),
         retry_base_delay=_number("retry_base_delay", value("retry_base_delay"), minimum=0),
         prices=prices,
     )
@@ -220,6 +233,7 @@ def from_config(config: pytest.Config) -> Settings:
         judge_samples=int(_number("judge_samples", value("judge_samples"), minimum=1)),
         concurrency=int(_number("concurrency", value("concurrency"), minimum=1)),
         embedding_model=value("embedding_model").strip() or "local",
+        embedding_base_url=value("embedding_base_url") or None,
         regression=regression_settings(value, location),
         app=app,
         judge=judge,

@@ -9,6 +9,10 @@ Standard library only. Start it in a fixture::
 Faults are drawn per request from seeded rates, so a run is reproducible:
 ``server.faults = {"429": 0.05, "500": 0.05, "timeout": 0.05, "malformed": 0.05}``;
 ``server.fault_sequence = ["429", "500"]`` makes the next requests fail in that order.
+Besides HTTP errors: "timeout" stalls ``hang`` seconds, "malformed" answers 200 with a
+truncated body, "error200" with ``{"error": {...}}``, "invalid" with a response missing
+its ``choices`` (or ``data``), "drop" closes the connection. ``per_token_embeddings``
+answers embeddings as llama.cpp's server does for a model without pooling.
 """
 
 from __future__ import annotations
@@ -24,7 +28,18 @@ from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-FAULTS = ("429", "500", "503", "timeout", "malformed", "drop", "401", "400")
+FAULTS = (
+    "429",
+    "500",
+    "503",
+    "timeout",
+    "malformed",
+    "error200",
+    "invalid",
+    "drop",
+    "401",
+    "400",
+)
 EMBEDDING_DIMENSIONS = 64
 
 Reply = Callable[[dict[str, Any]], str]
@@ -57,6 +72,8 @@ class FakeOpenAIServer:
         self.reject_formats: set[str] = set()  # response_format types answered with a 400
         self.retry_after = retry_after  # seconds announced on a 429
         self.hang = hang  # how long a "timeout" fault stalls before answering
+        self.per_token_embeddings = False  # one vector per word, as llama.cpp unpooled
+        self._stopping = threading.Event()  # ends a stall early when the server stops
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(capacity) if capacity else None
@@ -87,6 +104,7 @@ class FakeOpenAIServer:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -186,15 +204,20 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
             elif fault in ("500", "503", "401", "400"):
                 self._send(int(fault), {"error": {"message": f"fault {fault}", "type": "fault"}})
             elif fault == "timeout":
-                time.sleep(server.hang)
+                server._stopping.wait(server.hang)
                 self._send(504, {"error": {"message": "too slow", "type": "timeout"}})
             elif fault == "malformed":
                 self._raw(200, b'{"id": "chatcmpl-broken", "choices": [', "application/json")
+            elif fault == "error200":  # some proxies and servers report errors this way
+                self._send(200, {"error": {"message": "model overloaded", "type": "server"}})
+            elif fault == "invalid":
+                good = _embeddings(body) if path == "/embeddings" else _completion(body, "x")
+                self._send(200, {k: v for k, v in good.items() if k not in ("choices", "data")})
             elif fault == "drop":
                 self.close_connection = True
                 self.connection.shutdown(2)
             elif path == "/embeddings":
-                self._send(200, _embeddings(body))
+                self._send(200, _embeddings(body, per_token=server.per_token_embeddings))
             else:
                 self._send(200, _completion(body, server.reply(body)))
 
@@ -272,14 +295,18 @@ def embed_text(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]
     return [v / norm for v in vector]
 
 
-def _embeddings(body: dict[str, Any]) -> dict[str, Any]:
+def _embeddings(body: dict[str, Any], *, per_token: bool = False) -> dict[str, Any]:
     inputs = body.get("input", [])
     texts = [inputs] if isinstance(inputs, str) else list(inputs)
+
+    def vectors(text: str) -> Any:
+        return [embed_text(w) for w in text.split()] if per_token else embed_text(text)
+
     return {
         "object": "list",
         "model": body.get("model", "fake-embedding"),
         "data": [
-            {"object": "embedding", "index": i, "embedding": embed_text(str(t))}
+            {"object": "embedding", "index": i, "embedding": vectors(str(t))}
             for i, t in enumerate(texts)
         ],
         "usage": {"prompt_tokens": _words(texts), "total_tokens": _words(texts)},

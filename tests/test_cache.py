@@ -12,12 +12,35 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from pytest_llmeval.cache import CacheMissError, ResponseCache, cache_key, keyed_request
+from pytest_llmeval.cache import (
+    CacheCorruptError,
+    CacheMissError,
+    InvalidResponse,
+    ResponseCache,
+    cache_key,
+    keyed_request,
+    parse_body,
+)
+from pytest_llmeval.errors import CacheCorruptWarning
 
 MESSAGES = [{"role": "user", "content": "What does the Team plan cost?"}]
+
+
+def completion(text: str = "$25 per seat", **extra: object) -> dict[str, object]:
+    """A valid ChatCompletion body (extra fields are allowed, as servers add their own)."""
+    message = {"role": "assistant", "content": text}
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": "m",
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        **extra,
+    }
 
 
 def request(content: str = "What does the Team plan cost?", **params: object) -> dict[str, object]:
@@ -42,13 +65,14 @@ def test_key_covers_what_changes_the_output_and_nothing_else() -> None:
     [("use", True, True), ("replay", True, False), ("refresh", False, True), ("off", False, False)],
 )
 def test_modes(tmp_path: Path, mode: str, reads: bool, writes: bool) -> None:
-    ResponseCache(tmp_path, "use").put(request(), {"answer": 1}, 0.5)
+    ResponseCache(tmp_path, "use").put(request(), completion("1"), 0.5)
     cache = ResponseCache(tmp_path, mode)
     entry = cache.get(request())
     assert (entry is not None) == reads
     if entry is not None:
-        assert entry.response == {"answer": 1} and entry.latency_s == 0.5
-    cache.put(request("new"), {"answer": 2}, 0.1)
+        assert entry.response == completion("1") and entry.latency_s == 0.5
+        assert entry.parsed.choices[0].message.content == "1"  # validated on the way in
+    cache.put(request("new"), completion("2"), 0.1)
     assert (ResponseCache(tmp_path, "use").get(request("new")) is not None) == writes
 
 
@@ -57,8 +81,8 @@ def test_replay_miss_names_request_mode_and_nearest_entries(tmp_path: Path) -> N
     with pytest.raises(CacheMissError, match="holds no entries at all"):
         empty.get(request())
     writer = ResponseCache(tmp_path, "use")
-    writer.put(request("What does the Team plan cost per month?"), {"a": 1}, 0.1)
-    writer.put(request("How do I reset 2FA?"), {"a": 2}, 0.1)
+    writer.put(request("What does the Team plan cost per month?"), completion(), 0.1)
+    writer.put(request("How do I reset 2FA?"), completion("Settings > Security"), 0.1)
     with pytest.raises(CacheMissError) as info:
         ResponseCache(tmp_path, "replay").get(request())
     message = str(info.value)
@@ -68,18 +92,84 @@ def test_replay_miss_names_request_mode_and_nearest_entries(tmp_path: Path) -> N
     assert "differs in messages" in nearest[0] and "per month" in nearest[0]
 
 
-def test_unreadable_entry_is_a_miss(tmp_path: Path) -> None:
+def _corrupt(document: dict[str, Any]) -> dict[str, str]:
+    """Ways an entry file can be broken: (what, the file's text)."""
+    no_choices = json.loads(json.dumps(document))
+    del no_choices["response"]["choices"]
+    other_key = dict(document, key="0" * 64)
+    return {
+        "torn": json.dumps(document)[:100],
+        "no-response-field": json.dumps({k: v for k, v in document.items() if k != "response"}),
+        "not-an-object": "[1, 2]",
+        "invalid-response": json.dumps(no_choices),
+        "nan": json.dumps(document).replace('"created": 1700000000', '"created": NaN'),
+        "another-key": json.dumps(other_key),
+    }
+
+
+CORRUPTIONS = [
+    "torn",
+    "no-response-field",
+    "not-an-object",
+    "invalid-response",
+    "nan",
+    "another-key",
+]
+
+
+@pytest.mark.parametrize("how", CORRUPTIONS)
+def test_a_corrupt_entry_is_a_miss_with_a_warning_naming_the_file(tmp_path: Path, how: str) -> None:
     cache = ResponseCache(tmp_path, "use")
-    cache.put(request(), {"a": 1}, 0.1)
-    cache.path(cache_key(request())).write_text("{ half an entr")
-    assert cache.get(request()) is None
+    cache.put(request(), completion(), 0.1)
+    path = cache.path(cache_key(request()))
+    path.write_text(_corrupt(json.loads(path.read_text()))[how])
+    with pytest.warns(CacheCorruptWarning, match=f"corrupt entry, refetched: {path}"):
+        assert cache.get(request()) is None
+    with pytest.raises(CacheCorruptError) as info:
+        ResponseCache(tmp_path, "replay").get(request())
+    message = str(info.value)
+    assert f"corrupt entry {path} (cache mode 'replay'" in message
+    assert "no recorded response" not in message and "Delete the file" in message
+    cache.put(request(), completion(), 0.1)  # a refetch rewrites it whole
+    assert cache.get(request()) is not None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"error": {"message": "overloaded"}}, {"id": "x", "object": "chat.completion"}, [1], {}],
+)
+def test_nothing_invalid_is_ever_written(tmp_path: Path, body: Any) -> None:
+    cache = ResponseCache(tmp_path, "use")
+    with pytest.raises(InvalidResponse):
+        cache.put(request(), body, 0.1)
+    assert not list(tmp_path.rglob("*"))
+
+
+def test_entries_are_standard_json(tmp_path: Path) -> None:
+    """No NaN or Infinity, which json.dumps writes by default and other readers refuse."""
+    cache = ResponseCache(tmp_path, "use")
+    embedding = keyed_request("embeddings", {"model": "e", "input": ["a"]})
+    vector = {"object": "embedding", "index": 0, "embedding": [0.5, float("nan")]}
+    usage = {"prompt_tokens": 1, "total_tokens": 1}
+    body = {"object": "list", "model": "e", "data": [vector], "usage": usage}
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        cache.put(embedding, body, 0.1)
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_a_body_with_nan_is_not_a_response() -> None:
+    with pytest.raises(InvalidResponse, match="NaN is not a JSON value"):
+        parse_body("chat.completions", json.dumps(completion(score=float("nan"))))
+    data, parsed = parse_body("chat.completions", json.dumps(completion()))
+    assert data == completion() and parsed.choices[0].message.content == "$25 per seat"
 
 
 def _hammer(directory: str, worker: int, rounds: int) -> None:
     cache = ResponseCache(Path(directory), "use")
     for i in range(rounds):
         key_space = i % 10  # every writer writes the same ten keys
-        cache.put(request(f"q{key_space}"), {"by": worker, "i": i, "pad": "x" * 4000}, 0.01)
+        response = completion(by=worker, i=i, pad="x" * 4000)
+        cache.put(request(f"q{key_space}"), response, 0.01)
         cache.get(request(f"q{(i + 3) % 10}"))
 
 
@@ -116,12 +206,16 @@ import sys
 from pathlib import Path
 from pytest_llmeval.cache import ResponseCache, keyed_request
 cache = ResponseCache(Path(sys.argv[1]), "use")
-print("ready", flush=True)
 i = 0
 while True:
     messages = [{"role": "user", "content": f"q{i % 50}"}]
     request = keyed_request("chat.completions", {"model": "m", "messages": messages})
-    cache.put(request, {"i": i, "pad": "x" * 200_000}, 0.01)
+    response = {"id": "c", "object": "chat.completion", "created": 0, "model": "m", "i": i,
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": "x" * 200_000}}]}
+    cache.put(request, response, 0.01)
+    if i == 0:
+        print("ready", flush=True)  # the first entry is written (and openai imported)
     i += 1
 """
 
@@ -140,5 +234,5 @@ def test_kill_9_mid_write_leaves_no_torn_entry(tmp_path: Path) -> None:
     for path in tmp_path.glob("*/*.json"):
         json.loads(path.read_text())  # every visible entry is whole
     # A new session reads and writes normally next to any leftover temporary file.
-    cache.put(request("after"), {"ok": True}, 0.01)
+    cache.put(request("after"), completion(), 0.01)
     assert cache.get(request("after")) is not None

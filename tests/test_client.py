@@ -4,14 +4,19 @@ bounds, usage and cost. No pytest plugin plumbing here."""
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pytest_llmeval.cache import Entry, ResponseCache
 from pytest_llmeval.client import ERROR_CLASSES, ClientConfig, LLMCallError, LLMClient
+from pytest_llmeval.errors import CacheCorruptWarning
 from pytest_llmeval.pricing import cost_usd, parse_prices
 from pytest_llmeval.records import Record, bind
 from pytest_llmeval.testing import FakeOpenAIServer, embed_text
@@ -108,32 +113,36 @@ def test_api_key_and_headers_never_reach_the_cache(make_client: Any, tmp_path: P
     assert API_KEY not in stored and "Authorization" not in stored
 
 
-@pytest.mark.parametrize("fault", ["429", "500", "503", "timeout", "malformed", "drop"])
+@pytest.mark.parametrize("fault", ["429", "500", "503", "malformed", "error200", "invalid", "drop"])
 def test_transient_faults_are_retried(
-    make_client: Any, fake_openai: FakeOpenAIServer, fault: str
+    make_client: Any, fake_openai: FakeOpenAIServer, fault: str, tmp_path: Path
 ) -> None:
-    fake_openai.hang = 0.5
     fake_openai.fault_sequence = [fault, fault]
     client = make_client(max_retries=2, timeout=0.2)
     assert ask(client) == "echo: hello there"
     assert client.stats.requests == 3 and fake_openai.injected[fault] == 2
+    # Only the good reply was written: a replay reads it back.
+    assert len(list((tmp_path / "cache").rglob("*.json"))) == 1
+    assert ask(make_client("replay")) == "echo: hello there"
 
 
 @pytest.mark.parametrize(
-    ("fault", "kind"),
+    ("fault", "kind", "attempts"),
     [
-        ("429", "rate_limit"),
-        ("500", "server_error"),
-        ("503", "server_error"),
-        ("timeout", "timeout"),
-        ("malformed", "server_error"),
-        ("drop", "server_error"),
-        ("401", "auth"),
-        ("400", "bad_request"),
+        ("429", "rate_limit", 3),
+        ("500", "server_error", 3),
+        ("503", "server_error", 3),
+        ("timeout", "timeout", 2),  # a timeout is retried once, whatever max_retries says
+        ("malformed", "bad_response", 3),
+        ("error200", "bad_response", 3),
+        ("invalid", "bad_response", 3),
+        ("drop", "server_error", 3),
+        ("401", "auth", 1),
+        ("400", "bad_request", 1),
     ],
 )
 def test_failures_after_retries_are_classified(
-    make_client: Any, fake_openai: FakeOpenAIServer, fault: str, kind: str
+    make_client: Any, fake_openai: FakeOpenAIServer, fault: str, kind: str, attempts: int
 ) -> None:
     fake_openai.hang = 0.5
     fake_openai.faults = {fault: 1.0}
@@ -141,9 +150,155 @@ def test_failures_after_retries_are_classified(
     with pytest.raises(LLMCallError) as info:
         ask(client)
     assert info.value.kind == kind and kind in ERROR_CLASSES
-    retried = kind not in ("auth", "bad_request")
-    assert info.value.attempts == (3 if retried else 1)
+    assert info.value.attempts == attempts == fake_openai.total_requests
     assert client.stats.errors == {kind: 1}
+
+
+@pytest.mark.parametrize("fault", ["error200", "invalid"])
+def test_a_200_that_is_not_a_completion_is_never_cached(
+    make_client: Any, fake_openai: FakeOpenAIServer, tmp_path: Path, fault: str
+) -> None:
+    fake_openai.faults = {fault: 1.0}
+    with pytest.raises(LLMCallError) as info:
+        ask(make_client(max_retries=0))
+    assert info.value.kind == "bad_response"
+    if fault == "error200":
+        assert "answered 200 with an error instead of a ChatCompletion: model overloaded" in str(
+            info.value
+        )
+    else:
+        assert "not a valid ChatCompletion" in str(info.value) and "choices" in str(info.value)
+    assert not list((tmp_path / "cache").rglob("*.json"))
+    fake_openai.faults = {}  # the next run asks again, and gets the completion
+    assert ask(make_client(max_retries=0)) == "echo: hello there"
+    assert fake_openai.total_requests == 2
+
+
+def test_a_timeout_is_retried_once_not_max_retries_times(
+    make_client: Any, fake_openai: FakeOpenAIServer
+) -> None:
+    """A request that timed out may still run on a local server: asking four more times
+    queues behind it. One retry, then the call fails."""
+    fake_openai.hang = 2.0
+    fake_openai.faults = {"timeout": 1.0}
+    client = make_client(max_retries=4, timeout=0.2)
+    start = time.perf_counter()
+    with pytest.raises(LLMCallError, match="timeout after 2 attempts"):
+        ask(client)
+    assert time.perf_counter() - start < 1.0
+    assert fake_openai.total_requests == 2
+    fake_openai.faults = {}
+    fake_openai.fault_sequence = ["timeout"]  # one timeout, then an answer
+    assert ask(client, "again") == "echo: again"
+
+
+def test_a_refused_connection_is_its_own_class_retried_twice(make_client: Any) -> None:
+    with socket.socket() as probe:  # a port with nothing listening on it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = make_client(base_url=f"http://127.0.0.1:{port}/v1", max_retries=4)
+    with pytest.raises(LLMCallError) as info:
+        ask(client)
+    assert info.value.kind == "connection" and "connection" in ERROR_CLASSES
+    assert info.value.attempts == 3 and "Connection refused" in str(info.value.original.__cause__)
+    assert client.stats.errors == {"connection": 1}
+
+
+def test_per_token_embeddings_are_a_classified_error_that_says_what_to_do(
+    make_client: Any, fake_openai: FakeOpenAIServer, tmp_path: Path, record: Record
+) -> None:
+    """llama.cpp's server returns one vector per token for a model without pooling: not
+    a pydantic ValidationError (a quality failure), not retried, not cached."""
+    fake_openai.per_token_embeddings = True
+    client = make_client(max_retries=4)
+    with pytest.raises(LLMCallError) as info:
+        client.embeddings.create(input=["the refund window", "is 30 days"])
+    message = str(info.value)
+    assert info.value.kind == "bad_response" and info.value.attempts == 1
+    assert "one vector per token (3 vectors of 64 for input 0)" in message
+    assert "--pooling mean" in message and "embedding model" in message
+    assert fake_openai.total_requests == 1 and not list((tmp_path / "cache").rglob("*.json"))
+    assert (record.llm_calls, record.requests) == (1, 1)
+
+
+def test_every_request_sent_is_counted_in_the_record_failed_ones_too(
+    make_client: Any, fake_openai: FakeOpenAIServer, record: Record
+) -> None:
+    client = make_client(max_retries=2)
+    fake_openai.fault_sequence = ["500", "500"]
+    ask(client)  # two failures, then the answer
+    fake_openai.fault_sequence = ["500", "500", "500"]
+    with pytest.raises(LLMCallError):
+        ask(client, "lost")
+    ask(client)  # a cache hit: no request
+    assert record.requests == fake_openai.total_requests == 6
+    assert (record.llm_calls, record.cache_hits) == (3, 1)
+    assert record.usage["demo-model"]["requests"] == 6
+    assert record.usage["demo-model"]["calls"] == 3
+
+
+def test_a_corrupt_entry_is_refetched_with_a_warning_and_rewritten(
+    make_client: Any, fake_openai: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    ask(make_client())
+    (entry,) = (tmp_path / "cache").rglob("*.json")
+    document = json.loads(entry.read_text())
+    del document["response"]["choices"]
+    entry.write_text(json.dumps(document))
+    with pytest.raises(LLMCallError) as info:  # replay: corrupt, not missing
+        ask(make_client("replay"))
+    assert info.value.kind == "cache_corrupt" and f"corrupt entry {entry}" in str(info.value)
+    assert "no recorded response" not in str(info.value)
+    with pytest.warns(CacheCorruptWarning, match=f"corrupt entry, refetched: {entry}"):
+        assert ask(make_client()) == "echo: hello there"
+    assert fake_openai.total_requests == 2
+    assert "choices" in json.loads(entry.read_text())["response"]  # rewritten whole
+    assert ask(make_client("replay")) == "echo: hello there"
+
+
+class FirstLookWaits(ResponseCache):
+    """A cache whose first lookup misses and then waits until released: a twin sends the
+    request and writes the response in between."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory, "use")
+        self.looking = threading.Event()
+        self.release = threading.Event()
+        self.looks = 0
+        self._lock = threading.Lock()
+
+    def get(self, request: Mapping[str, Any]) -> Entry | None:
+        entry = super().get(request)
+        with self._lock:
+            self.looks += 1
+            first = self.looks == 1
+        if first:
+            self.looking.set()
+            assert self.release.wait(10)
+        return entry
+
+
+def test_a_twin_that_looked_before_the_cache_was_written_does_not_send_again(
+    fake_openai: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    """The race behind 'assert 10 == 9' in the batched tests: call A misses the cache;
+    its twin B sends, writes the cache and leaves the in-flight slot; then A claims the
+    slot. A looks again after claiming, and takes B's response."""
+    config = ClientConfig(model="demo-model", base_url=fake_openai.base_url, api_key=API_KEY)
+    client = LLMClient(config, FirstLookWaits(tmp_path))
+    replies: list[str] = []
+    first = threading.Thread(target=lambda: replies.append(ask(client)))
+    first.start()
+    try:
+        assert client.cache.looking.wait(10)  # type: ignore[attr-defined]
+        replies.append(ask(client))  # the twin: sent, cached, done
+    finally:
+        client.cache.release.set()  # type: ignore[attr-defined]
+        first.join(10)
+    client.close()
+    assert replies == ["echo: hello there"] * 2
+    assert fake_openai.total_requests == 1
+    assert (client.stats.cache_misses, client.stats.cache_hits) == (1, 1)
 
 
 def test_retry_after_is_honoured(make_client: Any, fake_openai: FakeOpenAIServer) -> None:

@@ -74,7 +74,9 @@ def test_second_run_of_an_unchanged_suite_makes_no_request(
     first = pytester.runpytest("--llmeval-report", "report.json")
     first.assert_outcomes(passed=5)
     assert fake_openai.total_requests == 5
-    first.stdout.fnmatch_lines(["model calls: 5 (0 cache hits, free; 5 misses)"])
+    first.stdout.fnmatch_lines(
+        ["model calls: 5 (0 cache hits, free; 5 misses), 5 requests sent (*)"]
+    )
     record = report_of(pytester)["records"][0]
     assert record["model"] == "demo-model" and record["llm_calls"] == 1
     assert record["tokens"] == {"prompt": 2, "completion": 3}
@@ -84,7 +86,9 @@ def test_second_run_of_an_unchanged_suite_makes_no_request(
     second = pytester.runpytest()
     second.assert_outcomes(passed=5)
     assert fake_openai.total_requests == 0
-    second.stdout.fnmatch_lines(["model calls: 5 (5 cache hits, free; 0 misses)"])
+    second.stdout.fnmatch_lines(
+        ["model calls: 5 (5 cache hits, free; 0 misses), 0 requests sent (*)"]
+    )
 
 
 def test_a_second_run_under_xdist_makes_no_request_either(
@@ -112,6 +116,8 @@ def run_with_faults(
         "--llmeval-cache",
         "off",
         "--llmeval-max-retries",
+        str(retries),
+        "--llmeval-timeout-retries",  # each call may time out more than once here
         str(retries),
         "--llmeval-report",
         "report.json",
@@ -147,7 +153,8 @@ def test_twenty_percent_faults_without_retries_are_errors_by_class(
             kinds[record["failure_kind"]] = kinds.get(record["failure_kind"], 0) + 1
     assert kinds == {
         "llm_error:rate_limit": injected["429"],
-        "llm_error:server_error": injected["500"] + injected["malformed"],
+        "llm_error:server_error": injected["500"],
+        "llm_error:bad_response": injected["malformed"],  # a 200 whose body is not JSON
         "llm_error:timeout": injected["timeout"],
     }
     by_class = ", ".join(
@@ -205,9 +212,9 @@ def test_answer(example, llm, judge_client):
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines(
         [
-            "model calls: 6 (0 cache hits, free; 6 misses)",
-            "  demo-model: 3 calls, 15 tokens, $0.0150",
-            "  judge-model: 3 calls, 27 tokens, no price",
+            "model calls: 6 (0 cache hits, free; 6 misses), 6 requests sent (*)",
+            "  demo-model: 3 calls, 3 requests, 15 tokens, $0.0150",
+            "  judge-model: 3 calls, 3 requests, 27 tokens, no price",
         ]
     )
     record = report_of(pytester)["records"][0]
