@@ -10,6 +10,7 @@ imported only when two runs are compared.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -105,11 +106,11 @@ def read_report(path: Path) -> dict[str, Any]:
     """A JSON report written by ``--llmeval-report`` or ``--llmeval-save-baseline``.
     ValueError names the file and what is wrong with it."""
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
     except ValueError as exc:
-        raise ValueError(f"{path} is not JSON: {exc}") from None
+        raise ValueError(f"{path} is not standard JSON: {exc}") from None
     if not isinstance(document, dict) or document.get("format") != REPORT_FORMAT:
         raise ValueError(f"{path} is not a pytest-llmeval report (no format {REPORT_FORMAT!r})")
     records = document.get("records")
@@ -118,7 +119,42 @@ def read_report(path: Path) -> dict[str, Any]:
         isinstance(r, dict) and all(k in r for k in needed) for r in records
     ):
         raise ValueError(f"{path}: 'records' must be a list of records with {', '.join(needed)}")
+    check_unique(records, str(path))
     return document
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number in standard JSON")
+
+
+def check_unique(records: Sequence[Mapping[str, Any]], where: str) -> None:
+    """ValueError naming the first example with two records of the same test: a run
+    records each (test, example) once, and a second record would count twice (a hard
+    error, STATISTICS.md §1). Records without a node id cannot be told apart and pass."""
+    seen: set[tuple[str, str]] = set()
+    for record in records:
+        nodeid = record.get("nodeid")
+        if not nodeid:
+            continue
+        key = (str(nodeid), str(record["example_id"]))
+        if key in seen:
+            raise ValueError(
+                f"{where}: duplicate example id {key[1]!r}: two records of the test "
+                f"{key[0]}; a run records each test of an example once (was the report "
+                "merged or edited?)"
+            )
+        seen.add(key)
+
+
+def check_deltas(delta: Mapping[str, float]) -> None:
+    """ValueError unless every δ is a positive number: checked whether or not the
+    reports hold the metric, so a typo never waits for the run that needs it."""
+    for metric, value in delta.items():
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(
+                f"llmeval_delta: {metric}:{value:g} is not a positive number (δ is the "
+                f"smallest change in {metric} that matters)"
+            )
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -134,10 +170,15 @@ def compare_runs(
 ) -> list[Comparison]:
     """Every gated (metric, partition) of the candidate run, compared with the baseline's
     on the examples both runs evaluated, with Holm across the family. Judge scores from
-    runs whose judges differ are REFUSED, not compared. ValueError on duplicate ids or
-    a score off the scale (hard errors, not verdicts)."""
+    runs whose judges differ are REFUSED, not compared, and so is a (metric, partition)
+    for which the baseline holds fewer than half of this run's examples: those are not
+    runs of the same dataset. ValueError on duplicate ids, a score off the scale (hard
+    errors, not verdicts) or a δ that is not a positive number."""
     from .regression import apply_holm, comparable, compare, refused
 
+    check_deltas(settings.delta)
+    check_unique(baseline, "the baseline")
+    check_unique(candidate, "this run")
     judged = judged_tests(baseline, candidate)
     base = {metric: samples(baseline, metric, judged) for metric in METRICS}
     cand = {metric: samples(candidate, metric, judged) for metric in METRICS}
@@ -163,12 +204,30 @@ def compare_runs(
             "m": len(family),
             "metadata": meta,
         }
+        before, after = base[metric].get(partition, {}), cand[metric].get(partition, {})
+        shared = len(set(before) & set(after))
+        if 2 * shared < len(after):
+            # Paired on a sliver, a verdict would speak for examples the baseline never
+            # saw; with no overlap at all, INSUFFICIENT_DATA would PROCEED having checked
+            # nothing.
+            reason = (
+                f"the baseline shares {shared} of {len(after)} gated examples of {partition} "
+                "with this run, fewer than half: they are not runs of the same dataset; save "
+                "a new baseline"
+            )
+            counts: dict[str, Any] = {
+                "n": shared,
+                "n_baseline": len(before),
+                "n_candidate": len(after),
+            }
+            results.append(refused(metric, partition, reason=reason, **options, **counts))
+            continue
         if metric == "judge" and mismatches:
             results.append(refused(metric, partition, mismatches, **options))
             continue
         before, after, unshared = _shared(
-            base[metric].get(partition, {}),
-            cand[metric].get(partition, {}),
+            before,
+            after,
             _examples(baseline, partition),
             _examples(candidate, partition),
         )
@@ -212,6 +271,7 @@ def _shared(
 
 # -- the regression section: the same table in the terminal summary and `llmeval compare`
 
+_NONE = "\N{EM DASH}"  # an undefined value (None, null in JSON)
 _COLUMNS = ("metric", "partition", "baseline", "candidate", "Δ", "CI", "p adj", "n", "MDE80")
 
 
@@ -230,7 +290,7 @@ def table_lines(comparisons: Sequence[Comparison], *, verbose: bool = False) -> 
                 _fixed(c.mean_baseline),
                 _fixed(c.mean_candidate),
                 _fixed(c.effect, signed=True),
-                "-" if c.ci_low is None else f"[{_fixed(c.ci_low)}, {_fixed(c.ci_high)}]",
+                _NONE if c.ci_low is None else f"[{_fixed(c.ci_low)}, {_fixed(c.ci_high)}]",
                 _p(c.p_adj),
                 str(c.n),
                 _fixed(c.mde80),
@@ -252,8 +312,19 @@ def table_lines(comparisons: Sequence[Comparison], *, verbose: bool = False) -> 
 
 
 def decision(comparisons: Sequence[Comparison], *, fails: bool = True) -> tuple[bool, str]:
-    """(blocks, the line saying so). ``fails`` False: a block is reported, not enforced."""
-    blocking = [f"{c.metric}[{c.partition}] {c.verdict}" for c in comparisons if c.blocks]
+    """(blocks, the line saying so). ``fails`` False: a block is reported, not enforced.
+    The line names each blocking comparison and, unless it is a REGRESSION, why it
+    blocks; comparisons that block for the same reason share it."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for c in comparisons:
+        if c.blocks:
+            groups.setdefault((c.verdict, _why(c)), []).append(f"{c.metric}[{c.partition}]")
+    blocking = [
+        f"{' and '.join(labels)} {verdict} ({why})"
+        if why
+        else ", ".join(f"{label} {verdict}" for label in labels)
+        for (verdict, why), labels in groups.items()
+    ]
     if not blocking:
         n = len(comparisons)
         return False, f"regression: PROCEED, no blocking verdict ({n} comparison{'s' * (n != 1)})"
@@ -263,16 +334,29 @@ def decision(comparisons: Sequence[Comparison], *, fails: bool = True) -> tuple[
     return True, f"regression: BLOCK, {listed}"
 
 
+def _why(c: Comparison) -> str:
+    """Why a comparison blocks, in a few words ("" for a REGRESSION: it says it)."""
+    from .regression import differing
+
+    if c.verdict == "REFUSED":
+        if c.mismatches:
+            return differing(c.mismatches)
+        return c.refusal.partition(": ")[0]
+    if c.verdict == "INSUFFICIENT_DATA":
+        return "strict: the interval reaches \N{MINUS SIGN}δ"
+    return ""
+
+
 def _fixed(value: float | None, *, signed: bool = False) -> str:
     from .regression import fmt_number
 
     if value is None:
-        return "-"
+        return _NONE
     text = fmt_number(value, 3)
     return f"+{text}" if signed and value > 0 and float(text) else text
 
 
 def _p(p: float | None) -> str:
     if p is None:
-        return "-"
+        return _NONE
     return "<0.001" if p < 0.001 else f"{p:.3f}"

@@ -134,7 +134,7 @@ def _stats(path: str, *, as_json: bool) -> int:
         "content_hash": dataset.content_hash(),
     }
     if as_json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(summary, indent=2, allow_nan=False))
         return 0
     print(
         f"{dataset.name}: {len(dataset)} examples"
@@ -163,14 +163,18 @@ def _calibrate(path: str, *, as_json: bool) -> int:
     if result is None:
         print(f"{path}: no record carries human labels (human_score, human_labels)")
         return 1
-    print(json.dumps(result, indent=2) if as_json else "\n".join(summary_lines(result)))
+    print(
+        json.dumps(result, indent=2, allow_nan=False)
+        if as_json
+        else "\n".join(summary_lines(result))
+    )
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
     import pytest
 
-    from .baseline import compare_runs, decision, read_records, table_lines
+    from .baseline import check_deltas, compare_runs, decision, read_records, table_lines
     from .settings import regression_settings
 
     values = {
@@ -182,6 +186,7 @@ def _compare(args: argparse.Namespace) -> int:
     }
     try:
         settings = regression_settings(values.__getitem__, lambda name: None)
+        check_deltas(settings.delta)  # before reading: a bad flag is the first thing to fix
         baseline = read_records(Path(args.baseline))
         candidate = read_records(Path(args.candidate))
         comparisons = compare_runs(baseline, candidate, settings)
@@ -194,9 +199,10 @@ def _compare(args: argparse.Namespace) -> int:
             "baseline": args.baseline,
             "candidate": args.candidate,
             "blocks": blocks,
+            "decision": line,
             "comparisons": [c.to_json() for c in comparisons],
         }
-        print(json.dumps(document, indent=2, ensure_ascii=False))
+        print(json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False))
     else:
         print(f"{args.candidate} against the baseline {args.baseline}:")
         print("\n".join([*table_lines(comparisons, verbose=args.verbose), line]))

@@ -136,6 +136,7 @@ class Comparison:
     dropped_baseline: tuple[str, ...] = ()
     dropped_candidate: tuple[str, ...] = ()
     mismatches: tuple[str, ...] = ()
+    refusal: str = ""  # why runs that are not comparable were refused, and what to do
     metadata: Mapping[str, Any] = field(default_factory=dict, hash=False)
     warnings: tuple[str, ...] = ()
     verdict: Verdict = "INSUFFICIENT_DATA"
@@ -570,8 +571,8 @@ def compare(
         # scipy returns NaN for all-identical data; the spec fixes p and the CI instead.
         half = (1 - (o.alpha_prime / 2) ** (1 / n)) * o.width
         result = _Result("all_zero", 1.0, (-half, half), 1.0 if binary_single else None)
-        if n > 1:
-            result.mde80, result.n_needed = 0.0, 0
+        # MDE80 and n needed are left undefined (None: "—" in the table, null in JSON):
+        # they scale with sd(d), here 0, and "0 examples suffice" would be false.
     elif n and groups is not None:
         result = _clustered(d, groups, o)
     elif n:
@@ -673,7 +674,8 @@ def _paired(d: Array, x_base: Array, x_cand: Array, binary_single: bool, o: _Opt
             t = stats.ttest_rel(o.sign * x_cand, o.sign * x_base)
             ci = t.confidence_interval(confidence_level=1 - o.alpha_prime)
         result = _Result("paired_t", _finite(float(t.pvalue)), (float(ci.low), float(ci.high)))
-    if n > 1:
+    if n > 1 and sd > 0:
+        # With sd(d) = 0 the power formulas say "0 examples detect any change": undefined.
         result.mde80 = _mde(sd / math.sqrt(n), n - 1, o.alpha_prime)
         result.n_needed = _n_for(sd, o.delta, o.alpha_prime)
     return result
@@ -709,6 +711,8 @@ def _clustered(d: Array, groups: NDArray[np.intp], o: _Options) -> _Result:
         half = float(stats.t.ppf(1 - o.alpha_prime / 2, df)) * se
         p = 2 * float(stats.t.sf(abs(effect / se), df))
         result = _Result("cluster_t", p, (effect - half, effect + half))
+    if se == 0:
+        return result  # MDE80 and n needed undefined, as in _paired
     # MDE on G - 1 df with SE_cl, and n needed inflated by the design effect.
     sd = float(np.std(d, ddof=1))
     result.mde80 = _mde(se, n_groups - 1, o.alpha_prime)
@@ -800,9 +804,11 @@ def _unpaired(
     result = (
         _unpaired_test(cand, base, effect, single, o) if effect is not None else _Result("none")
     )
-    if n_base > 1 and n_cand > 1:
-        # The paired formulas' unpaired analogues: Welch SE and df; n per side.
-        v_base, v_cand = float(np.var(base, ddof=1)), float(np.var(cand, ddof=1))
+    v_base = float(np.var(base, ddof=1)) if n_base > 1 else 0.0
+    v_cand = float(np.var(cand, ddof=1)) if n_cand > 1 else 0.0
+    if n_base > 1 and n_cand > 1 and v_base + v_cand > 0:
+        # The paired formulas' unpaired analogues: Welch SE and df; n per side. With no
+        # variance on either side they are undefined, as in the paired case.
         se = math.sqrt(v_base / n_base + v_cand / n_cand)
         den = (v_base / n_base) ** 2 / (n_base - 1) + (v_cand / n_cand) ** 2 / (n_cand - 1)
         result.mde80 = _mde(se, se**4 / den if den else n_base + n_cand - 2, o.alpha_prime)
@@ -934,7 +940,7 @@ def _insufficient_reason(c: Comparison) -> str | None:
 
 
 def _decide(c: Comparison) -> tuple[Verdict, bool]:
-    if c.mismatches:
+    if c.mismatches or c.refusal:
         return "REFUSED", True
     if _insufficient_reason(c) is None:
         assert c.p_adj is not None and c.ci_low is not None and c.ci_high is not None
@@ -976,10 +982,11 @@ def _p(p: float) -> str:
 def _line(c: Comparison) -> str:
     """The plain-language line of the verdict (STATISTICS.md §4)."""
     if c.verdict == "REFUSED":
-        names = " and ".join(_FIELD_NAMES.get(f, f) for f in c.mismatches)
+        if not c.mismatches:
+            return f"Refused: {c.refusal}. Blocking."
         return (
-            f"Refused: the {names} differ from the baseline's; re-judge the stored baseline "
-            "outputs with the current judge. Blocking."
+            f"Refused: {differing(c.mismatches)} from the baseline's; re-judge the stored "
+            "baseline outputs with the current judge. Blocking."
         )
     # Two decimals, more when δ needs them (δ = 0.005 on a 0-1 scale).
     decimals = max(2, -math.floor(math.log10(c.delta)))
@@ -1029,6 +1036,13 @@ def _line(c: Comparison) -> str:
             f"about {c.n_needed} examples{'' if c.paired else ' per side'} are needed."
         )
     return text + strict
+
+
+def differing(mismatches: Sequence[str]) -> str:
+    """What differs, as a clause: the judge prompt differs, the judge model and judge
+    prompt differ."""
+    names = " and ".join(_FIELD_NAMES.get(f, f) for f in mismatches)
+    return f"the {names} {'differs' if len(mismatches) == 1 else 'differ'}"
 
 
 # -- families and comparability -----------------------------------------------------------
@@ -1109,18 +1123,26 @@ def comparable(
 def refused(
     metric: str,
     partition: str,
-    mismatches: Sequence[str],
+    mismatches: Sequence[str] = (),
     *,
+    reason: str = "",
+    n: int = 0,
+    n_baseline: int = 0,
+    n_candidate: int = 0,
     kind: Kind | None = None,
     delta: float = math.nan,
     alpha: float = 0.05,
     m: int = 1,
     metadata: Mapping[str, Any] | None = None,
 ) -> Comparison:
-    """The REFUSED comparison of two runs whose judges differ (``comparable``'s
-    mismatches): it blocks, and its line says to re-judge the baseline outputs."""
-    if not mismatches:
-        raise ValueError("refused() needs at least one mismatching field")
+    """The REFUSED comparison of two runs that are not comparable: it blocks. Either
+    their judges differ (``comparable``'s mismatches: the line says to re-judge the
+    baseline outputs) or for ``reason``: what is wrong, ": ", what to do (the summary's
+    decision line quotes the first part). ``n``, ``n_baseline`` and ``n_candidate``
+    say what each run has."""
+    if not mismatches and not reason:
+        raise ValueError("refused() needs at least one mismatching field, or a reason")
+    note = f"not comparable: {differing(mismatches)}" if mismatches else reason
     return _finish(
         Comparison(
             metric=metric,
@@ -1128,9 +1150,9 @@ def refused(
             kind=kind,
             paired=True,
             test="none",
-            n=0,
-            n_baseline=0,
-            n_candidate=0,
+            n=n,
+            n_baseline=n_baseline,
+            n_candidate=n_candidate,
             n_min=_n_min(alpha / m),
             missing_frac=math.nan,
             ci_level=1 - alpha / m,
@@ -1138,7 +1160,8 @@ def refused(
             alpha=alpha,
             m=m,
             mismatches=tuple(mismatches),
+            refusal="" if mismatches else reason,
             metadata=dict(metadata or {}),
-            warnings=(f"not comparable: {', '.join(mismatches)} differ",),
+            warnings=(note,),
         )
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +151,10 @@ def test_compare_runs_refuses_judge_scores_from_another_judge() -> None:
         ("judge", "REFUSED", True),
     ]
     assert results[1].mismatches == ("judge_prompt_sha256",)
-    assert decision(results) == (True, "regression: BLOCK, judge[distribution] REFUSED")
+    assert decision(results) == (
+        True,
+        "regression: BLOCK, judge[distribution] REFUSED (the judge prompt differs)",
+    )
 
 
 def test_a_changed_dataset_compares_the_shared_examples_and_warns() -> None:
@@ -178,12 +182,121 @@ def test_duplicate_scores_off_the_scale_are_errors_not_verdicts() -> None:
         compare_runs(base, cand, RegressionSettings())
 
 
+def test_a_duplicated_record_is_an_error_naming_the_id() -> None:
+    from pytest_llmeval.settings import RegressionSettings
+
+    scores = {"distribution": {f"x{i}": 4 for i in range(10)}}
+    run = run_records(scores)
+    twice = [*run, run_records({"distribution": {"x3": 5}})[0]]  # t::x3 recorded again
+    with pytest.raises(ValueError, match=r"^this run: duplicate example id 'x3': two records "):
+        compare_runs(run, twice, RegressionSettings())
+    with pytest.raises(ValueError, match=r"^the baseline: duplicate example id 'x3'"):
+        compare_runs(twice, run, RegressionSettings())
+    # Two tests of one example are two records, not a duplicate.
+    other_test = [{**r, "nodeid": "u::" + r["example_id"]} for r in run]
+    assert compare_runs(run, [*run, *other_test], RegressionSettings())
+
+
+def test_a_baseline_sharing_fewer_than_half_of_the_examples_is_refused() -> None:
+    from pytest_llmeval.settings import RegressionSettings
+
+    base = run_records({"golden": {f"old-{i}": 4 for i in range(12)}})
+    cand = run_records({"golden": {f"new-{i}": 4 for i in range(12)}})
+    results = compare_runs(base, cand, RegressionSettings())
+    assert [(c.metric, c.verdict, c.blocks, c.n, c.n_candidate) for c in results] == [
+        ("pass_rate", "REFUSED", True, 0, 12),
+        ("judge", "REFUSED", True, 0, 12),
+    ]
+    reason = (
+        "the baseline shares 0 of 12 gated examples of golden with this run, fewer than "
+        "half: they are not runs of the same dataset; save a new baseline"
+    )
+    assert results[1].line == f"Refused: {reason}. Blocking."
+    lines = table_lines(results)  # not verbose: the reason is on the default output
+    assert lines[2].split() == [
+        "pass_rate", "golden", "—", "—", "—", "—", "—", "0", "—", "REFUSED"
+    ]  # fmt: skip
+    assert lines[-2:] == [
+        f"  pass_rate[golden]: Refused: {reason}. Blocking.",
+        f"  judge[golden]: Refused: {reason}. Blocking.",
+    ]
+    assert decision(results) == (
+        True,
+        "regression: BLOCK, pass_rate[golden] and judge[golden] REFUSED (the baseline "
+        "shares 0 of 12 gated examples of golden with this run, fewer than half)",
+    )
+    assert decision(results, fails=False)[0] is False
+    # 5 of 12 shared is under half; 6 of 12 is compared (with a warning, under -v).
+    for shared, verdict in ((5, "REFUSED"), (6, "INSUFFICIENT_DATA")):
+        mixed = run_records(
+            {"golden": {f"{'old' if i < shared else 'new'}-{i}": 4 for i in range(12)}}
+        )
+        assert {c.verdict for c in compare_runs(base, mixed, RegressionSettings())} == {verdict}
+    # A run that selected a few of the baseline's examples (-k) shares all of its own.
+    few = run_records({"golden": {f"old-{i}": 4 for i in range(3)}})
+    assert {c.verdict for c in compare_runs(base, few, RegressionSettings())} == {
+        "INSUFFICIENT_DATA"
+    }
+
+
+def test_a_bad_delta_is_an_error_even_for_a_metric_the_runs_lack() -> None:
+    from pytest_llmeval.settings import RegressionSettings
+
+    run = [record(f"x{i}", partition="distribution") for i in range(10)]  # no judge verdicts
+    for bad in (0.0, -0.3, math.nan, math.inf):
+        settings = RegressionSettings(delta={"pass_rate": 0.05, "judge": bad})
+        with pytest.raises(ValueError, match=r"llmeval_delta: judge:\S+ is not a positive number"):
+            compare_runs(run, run, settings)
+
+
+def test_the_decision_line_says_why_an_inconclusive_comparison_blocks_in_strict_mode() -> None:
+    from pytest_llmeval.regression import compare
+
+    base = {f"x{i}": [4.0] for i in range(8)}
+    worse = {f"x{i}": [4.0 if i % 2 else 3.0] for i in range(8)}
+    options: dict[str, Any] = {"kind": "ordinal", "scale": (1, 5), "delta": 0.3}
+    result = compare(base, worse, metric="judge", partition="golden", strict=True, **options)
+    assert (result.verdict, result.blocks) == ("INSUFFICIENT_DATA", True)
+    assert decision([result]) == (
+        True,
+        "regression: BLOCK, judge[golden] INSUFFICIENT_DATA (strict: the interval reaches "
+        "\N{MINUS SIGN}δ)",
+    )
+
+
+def test_the_table_shows_an_undefined_mde_as_a_dash() -> None:
+    from pytest_llmeval.regression import compare
+
+    same = {f"x{i}": [4.0] for i in range(8)}
+    (line,) = table_lines(
+        [
+            compare(
+                same,
+                same,
+                metric="judge",
+                partition="golden",
+                kind="ordinal",
+                scale=(1, 5),
+                delta=0.3,
+            )
+        ]
+    )[2:3]
+    assert line.split()[-2:] == ["—", "INSUFFICIENT_DATA"]
+
+
 def test_read_records_names_the_file_and_the_problem(tmp_path: Path) -> None:
     path = tmp_path / "run.json"
     with pytest.raises(ValueError, match=r"cannot read .*run\.json"):
         read_records(path)
     path.write_text("{not json")
-    with pytest.raises(ValueError, match=r"run\.json is not JSON"):
+    with pytest.raises(ValueError, match=r"run\.json is not standard JSON"):
+        read_records(path)
+    path.write_text('{"format": "pytest-llmeval-report", "records": [], "x": NaN}')
+    with pytest.raises(ValueError, match=r"run\.json is not standard JSON: NaN is not a number"):
+        read_records(path)
+    duplicated = [record("a", nodeid="t::a"), record("a", nodeid="t::a")]
+    path.write_text(json.dumps({"format": "pytest-llmeval-report", "records": duplicated}))
+    with pytest.raises(ValueError, match=r"run\.json: duplicate example id 'a'"):
         read_records(path)
     path.write_text(json.dumps({"format": "pytest-llmeval-report", "records": [{"x": 1}]}))
     with pytest.raises(ValueError, match="'records' must be a list of records with example_id"):

@@ -364,6 +364,23 @@ def test_refused_when_the_judge_changed() -> None:
         refused("judge", "golden", [])
 
 
+def test_one_changed_judge_field_differs() -> None:
+    c = refused("judge", "golden", ["judge_prompt_sha256"])
+    assert c.line == (
+        "Refused: the judge prompt differs from the baseline's; re-judge the stored baseline "
+        "outputs with the current judge. Blocking."
+    )
+    assert c.warnings == ("not comparable: the judge prompt differs",)
+
+
+def test_refused_for_a_reason_other_than_the_judge() -> None:
+    reason = "the baseline shares 0 of 12 gated examples of golden with this run: save one"
+    c = refused("judge", "golden", reason=reason, n_candidate=12, m=3)
+    assert (c.verdict, c.blocks, c.n, c.n_candidate) == ("REFUSED", True, 0, 12)
+    assert c.line == f"Refused: {reason}. Blocking."
+    assert apply_holm([c, binary_partition(9, 1, "golden")])[0].verdict == "REFUSED"
+
+
 def test_insufficient_data_below_n_min() -> None:
     c = ordinal(ids([5] * 5), ids([1] * 5), delta=0.3)
     assert (c.n, c.n_min) == (5, 6)
@@ -404,12 +421,30 @@ def test_all_identical_data(n: int) -> None:
     binary = compare(ids([1] * n), ids([1] * n), kind="binary", scale=(0, 1), delta=0.05)
     assert (binary.p_raw, binary.p_exact) == (1.0, 1.0)
     assert binary.ci_high == pytest.approx(half / 4)
+    # sd(d) = 0: the power formulas are undefined, not "0 examples detect anything".
+    unpaired = compare_unpaired([4] * n, [4] * n, kind="ordinal", scale=(1, 5), delta=0.3)
+    for result in (c, binary, unpaired):
+        assert (result.mde80, result.n_needed) == (None, None)
+        assert (as_json(result)["mde80"], as_json(result)["n_needed"]) == (None, None)
+    assert not any("underpowered" in w for w in c.warnings)
 
 
 def test_constant_nonzero_difference_with_30_pairs() -> None:
     c = ordinal(ids([4] * 30), ids([3] * 30), delta=0.3)
     assert (c.test, c.p_raw, c.ci_low, c.ci_high) == ("paired_t", 0.0, -1.0, -1.0)
     assert c.verdict == "REGRESSION"
+    assert (c.mde80, c.n_needed) == (None, None)  # sd(d) = 0
+    clustered = ordinal(
+        ids([4] * 12),
+        ids([3] * 12),
+        delta=0.3,
+        clusters={f"e{i:03d}": str(i // 3) for i in range(12)},
+    )
+    assert (clustered.test, clustered.mde80, clustered.n_needed) == (
+        "cluster_sign_flip",
+        None,
+        None,
+    )
 
 
 def test_significant_but_trivial() -> None:

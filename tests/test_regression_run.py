@@ -145,8 +145,38 @@ def test_a_changed_judge_prompt_is_refused(run: Run, pytester: pytest.Pytester) 
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     lines = regression_lines(result)
     assert lines[4].split()[-1] == "REFUSED"
-    assert lines[-1] == "regression: BLOCK, judge[distribution] REFUSED"
+    assert lines[-1] == "regression: BLOCK, judge[distribution] REFUSED (the judge prompt differs)"
     assert any("re-judge the stored baseline outputs with the current judge" in x for x in lines)
+
+
+def test_a_baseline_of_other_examples_is_refused_serially_and_under_xdist(
+    run: Run, pytester: pytest.Pytester
+) -> None:
+    path = pytester.path / "baseline.json"
+    document = json.loads(path.read_text())
+    for record in document["records"]:
+        record["example_id"] = "old-" + record["example_id"]
+        record["nodeid"] = record["nodeid"].replace("[q-", "[old-q-")
+    path.write_text(json.dumps(document))
+    serial = run("same", "--llmeval-baseline=baseline.json")
+    parallel = run("same", "--llmeval-baseline=baseline.json", "-n", "2")
+    assert serial.ret == parallel.ret == pytest.ExitCode.TESTS_FAILED
+    lines = regression_lines(serial)
+    assert lines == regression_lines(parallel)
+    assert [line.split()[-1] for line in lines[3:5]] == ["REFUSED", "REFUSED"]
+    reason = (
+        "the baseline shares 0 of 100 gated examples of distribution with this run, fewer "
+        "than half: they are not runs of the same dataset; save a new baseline"
+    )
+    # Without -v: the reason is on the default output, and in the decision line.
+    assert lines[5:] == [
+        f"  pass_rate[distribution]: Refused: {reason}. Blocking.",
+        f"  judge[distribution]: Refused: {reason}. Blocking.",
+        "regression: BLOCK, pass_rate[distribution] and judge[distribution] REFUSED (the "
+        "baseline shares 0 of 100 gated examples of distribution with this run, fewer than "
+        "half)",
+    ]
+    assert serial.parseoutcomes() == {"passed": 100}
 
 
 def test_a_block_can_be_reported_without_failing_the_session(run: Run) -> None:
@@ -177,6 +207,17 @@ def test_a_bad_baseline_stops_the_run(run: Run, pytester: pytest.Pytester) -> No
     result = run("v1", "--llmeval-baseline=other.json")
     result.stderr.fnmatch_lines(
         ["ERROR: llmeval_baseline: */other.json is not a pytest-llmeval report*"]
+    )
+    document = json.loads(pytester.path.joinpath("baseline.json").read_text())
+    document["records"].append(document["records"][7])
+    pytester.path.joinpath("twice.json").write_text(json.dumps(document))
+    result = run("v1", "--llmeval-baseline=twice.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: llmeval_baseline: */twice.json: duplicate example id 'q-07': two records "
+            "of the test test_questions.py::test_answer[[]q-07[]]; *"
+        ]
     )
 
 
