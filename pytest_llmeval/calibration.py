@@ -316,11 +316,13 @@ def from_records(records: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
             ),
             None,
         )
-        if score is not None and rubric is not None:
+        if _number(score) and rubric is not None:
             judged.append((rubric["mean"], score))
-        good = labels.get("acceptable", None if score is None else score >= 3)
+        good = labels.get("acceptable", score >= 3 if _number(score) else None)
         for metric in record.get("metrics", []):
-            if metric["name"] == "similarity" and good is not None:
+            # An undefined similarity (null, or NaN from an older report) says nothing
+            # about the threshold: left out, rather than costing the whole calibration.
+            if metric["name"] == "similarity" and good is not None and _number(metric["score"]):
                 similar.append((metric["score"], bool(good), metric["threshold"]))
             if metric["name"] == "grounding" and labels.get("claims"):
                 found = metric["details"]["claims"]
@@ -346,6 +348,11 @@ def from_records(records: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
         predicted, human_labels = zip(*claims, strict=True)
         result["grounding"] = claim_detection(predicted, human_labels).to_json()
     return result
+
+
+def _number(value: Any) -> bool:
+    """A finite number (a JSON null, NaN or a bool is not a score)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _flagged(text: str, found: Sequence[Mapping[str, Any]]) -> str:

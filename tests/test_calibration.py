@@ -407,3 +407,28 @@ def test_to_json_values_are_plain_python() -> None:
         "separable": "bool",
         "note": "NoneType",
     }
+
+
+def test_an_undefined_similarity_score_is_left_out_not_fatal() -> None:
+    """A record whose similarity is null (or NaN, in a report written before NaN became
+    null) carries no information on the threshold; the others are still calibrated."""
+    from pytest_llmeval.calibration import from_records
+
+    def record(i: int, score: float | None, human: float | None) -> dict[str, Any]:
+        metric: dict[str, Any] = {
+            "name": "similarity",
+            "score": score,
+            "threshold": 0.85,
+            "details": {},
+        }
+        return {"example_id": f"e{i}", "human": {"score": human}, "metrics": [metric]}
+
+    scored = [(0.9, 4), (0.95, 5), (0.3, 1), (0.5, 2)]
+    base = [record(i, score, human) for i, (score, human) in enumerate(scored)]
+    expected = from_records(base)
+    assert expected is not None and expected["similarity"]["best"]["threshold"] == 0.7
+    undefined = [record(8, None, 4.0), record(9, math.nan, 1.0), record(10, 0.2, math.nan)]
+    result = from_records(base + undefined)
+    assert result is not None and "error" not in result
+    assert result["similarity"] == expected["similarity"] and result["examples"] == 7
+    json.dumps(result, allow_nan=False)
