@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -105,6 +106,7 @@ class Batches:
     _order: dict[str, int] = field(default_factory=dict)
     _running: dict[tuple[Spec, str], asyncio.Task[None]] = field(default_factory=dict)
     _limits: dict[Spec, asyncio.Semaphore] = field(default_factory=dict)
+    _waited: dict[str, float] = field(default_factory=dict)  # node id -> window's wall time
 
     def value(self, spec: Spec, request: pytest.FixtureRequest) -> Any:
         __tracebackhide__ = True
@@ -113,7 +115,11 @@ class Batches:
         if (spec, item.nodeid) not in self.outcomes:
             shared = self._shared(spec, request)
             window = self._window(spec, item, list(shared))
+            start = time.perf_counter()
             _run(self._compute(spec, window, shared))
+            # This test's setup computed the whole window: its own time counts only its
+            # example's share (added by _one), not the other examples'.
+            self._waited[item.nodeid] = time.perf_counter() - start
         request.addfinalizer(lambda: self._forget(item.nodeid))
         self._absorb(item)
         outcome = self.outcomes[spec, item.nodeid]
@@ -222,7 +228,11 @@ class Batches:
                 spec, asyncio.Semaphore(spec.concurrency or self.concurrency)
             )
             async with limit:
-                self.outcomes[spec, item.nodeid] = await spec.func(**args)
+                start = time.perf_counter()
+                try:
+                    self.outcomes[spec, item.nodeid] = await spec.func(**args)
+                finally:
+                    record.elapsed_s = (record.elapsed_s or 0.0) + time.perf_counter() - start
         except _CAUGHT as exc:
             self.outcomes[spec, item.nodeid] = _Raised(exc)
 
@@ -232,8 +242,11 @@ class Batches:
 
         scratch = self.scratch.pop(item.nodeid, None)
         record = item.stash.get(RECORD_KEY, None)
-        if scratch is not None and record is not None:
+        if record is None:
+            return
+        if scratch is not None:
             record.absorb(scratch)
+        record.elapsed_s = (record.elapsed_s or 0.0) - self._waited.pop(item.nodeid, 0.0)
 
     def _forget(self, nodeid: str) -> None:
         for key in [k for k in self.outcomes if k[1] == nodeid]:

@@ -343,6 +343,7 @@ def _update(
     retries is an error of the infrastructure, and anything else (raised in the test's
     own code, a fixture, or by the plugin refusing its arguments) is a broken test."""
     exc = call.excinfo.value if call.excinfo is not None else None
+    record.elapsed_s = (record.elapsed_s or 0.0) + report.duration
     if report.when == "call":
         record.duration_s = report.duration
     elif report.when == "setup":

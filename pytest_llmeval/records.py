@@ -35,6 +35,9 @@ class Record:
     judge: list[dict[str, Any]] = field(default_factory=list)
     latency_s: float | None = None
     duration_s: float | None = None
+    # The test's own time: its setup, call and teardown, with a batched fixture's window
+    # counted as this example's share of it. The judge's and every retry's time are in it.
+    elapsed_s: float | None = None
     started_at: float | None = None  # epoch seconds: setup's start, for partition wall time
     finished_at: float | None = None  # epoch seconds: teardown's end
     tokens: dict[str, int] = field(default_factory=dict)
@@ -119,6 +122,8 @@ class Record:
         )
         if other.latency_s is not None:
             self.latency_s = (self.latency_s or 0.0) + other.latency_s
+        if other.elapsed_s is not None:
+            self.elapsed_s = (self.elapsed_s or 0.0) + other.elapsed_s
         for name in ("model", "prompt_version", "output"):
             if getattr(other, name) is not None:
                 setattr(self, name, getattr(other, name))

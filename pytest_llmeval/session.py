@@ -181,7 +181,7 @@ def evaluate_gates(
     return verdicts
 
 
-_SEVERITY = {"skipped": 0, "failed": 1, "error": 2}
+_SEVERITY = {"skipped": 0, "not run": 0, "failed": 1, "error": 2}
 
 
 def _not_passed_examples(records: Iterable[Record]) -> tuple[tuple[str, str], ...]:
@@ -190,9 +190,10 @@ def _not_passed_examples(records: Iterable[Record]) -> tuple[tuple[str, str], ..
     for record in records:
         if record.status == "passed":
             continue
+        status = "not run" if record.failure_kind == NOT_RUN else record.status
         seen = worst.get(record.example_id)
-        if seen is None or _SEVERITY[record.status] > _SEVERITY[seen]:
-            worst[record.example_id] = record.status
+        if seen is None or _SEVERITY[status] > _SEVERITY[seen]:
+            worst[record.example_id] = status
     return tuple(worst.items())
 
 
@@ -241,7 +242,7 @@ def gate_name(verdict: GateVerdict) -> str:
 def incomplete_line(not_run: Sequence[Record], selected: int) -> str:
     """The one line saying that the run ended before every selected test ran."""
     reason = (not_run[0].failure_reason or "").removeprefix("not run: ")
-    ids = _id_list([(r.example_id, "not run") for r in not_run], limit=5)
+    ids = _id_list([(r.example_id, "failed") for r in not_run], limit=5)  # listed bare
     return (
         f"run incomplete: {reason}; {len(not_run)} of {selected} selected eval tests never "
         f"ran: {ids}"
@@ -250,8 +251,6 @@ def incomplete_line(not_run: Sequence[Record], selected: int) -> str:
 
 def _id_list(items: Sequence[tuple[str, str]], limit: int = 10) -> str:
     shown = [f"{i} ({s})" if s != "failed" else i for i, s in items[:limit]]
-    if items and all(s == "not run" for _, s in items):
-        shown = [i for i, _ in items[:limit]]
     more = f" and {len(items) - limit} more" if len(items) > limit else ""
     return ", ".join(shown) + more
 
@@ -542,14 +541,18 @@ def _judge_lines(records: Sequence[Record]) -> list[str]:
 
 
 def _slowest(records: Sequence[Record], names: dict[str, str], count: int) -> list[Line]:
-    timed = [r for r in records if r.effective_latency_s is not None]
+    """The tests that took longest: their own time (setup, call, teardown: the app's
+    calls, the judge's, every retry), else the model's latency (an older report)."""
+
+    def took(record: Record) -> float | None:
+        return record.elapsed_s if record.elapsed_s is not None else record.effective_latency_s
+
+    timed = [r for r in records if took(r) is not None]
     if not timed:
         return []
-    timed.sort(key=lambda r: r.effective_latency_s or 0.0, reverse=True)
+    timed.sort(key=lambda r: took(r) or 0.0, reverse=True)
     lines: list[Line] = [("", {}), ("slowest examples:", {})]
-    lines += [
-        (f"  {_seconds(r.effective_latency_s):>8}  {names[r.nodeid]}", {}) for r in timed[:count]
-    ]
+    lines += [(f"  {_seconds(took(r)):>8}  {names[r.nodeid]}", {}) for r in timed[:count]]
     return lines
 
 

@@ -5,6 +5,7 @@ always agree, and every selected example ends with a record."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -294,3 +295,58 @@ def test_where_an_exception_was_raised_decides_who_raised_it(pytester: pytest.Py
     with pytest.raises(ValueError) as info:
         json.loads("{")
     assert raised_by_app(info.value, patterns) is False
+
+
+# --- where the time went -------------------------------------------------------------------
+
+SLOW_JUDGE = """
+import pytest
+from pytest_llmeval import batched
+
+@batched
+async def answer(example, llm, judge_client):
+    reply = await llm.aio.complete(example.id)
+    await judge_client.aio.complete(f"grade {example.id}: {reply}")
+    return reply
+
+@pytest.mark.llmeval(dataset="data.jsonl")
+def test_batched(example, answer):
+    pass
+
+@pytest.mark.llmeval(dataset="data.jsonl")
+def test_plain(example, llm, judge_client):
+    judge_client.complete(f"grade {example.id}: {llm.complete(example.id)}")
+"""
+
+
+def test_the_slowest_examples_count_the_judges_time(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_llmeval.testing import FakeOpenAIServer
+
+    def reply(request: dict[str, Any]) -> str:
+        if request["model"] == "judge" and "golden-01" in str(request["messages"]):
+            time.sleep(1.0)
+        return "ok"
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with FakeOpenAIServer(reply) as server:
+        # openai imported at collection, so that no test's time includes the import
+        write_suite(pytester, {"golden": 3}, SLOW_JUDGE, conftest="import openai\n")
+        result = pytester.runpytest(
+            f"--llmeval-base-url={server.base_url}",
+            "--llmeval-model=app",
+            "--llmeval-judge-model=judge",
+            "--llmeval-cache=off",
+            "--llmeval-report=report.json",
+        )
+    assert result.ret == pytest.ExitCode.OK
+    slowest = result.outlines[result.outlines.index("slowest examples:") + 1 :][:3]
+    assert {"test_batched[golden-01]", "test_plain[golden-01]"} <= {
+        line.split()[1] for line in slowest
+    }
+    elapsed = {r["nodeid"].split("::")[1]: r["elapsed_s"] for r in report(pytester)["records"]}
+    assert elapsed["test_plain[golden-01]"] >= 1.0
+    assert elapsed["test_batched[golden-01]"] >= 1.0
+    # The window was computed in golden-00's setup: its own share, not the window's.
+    assert elapsed["test_batched[golden-00]"] < elapsed["test_batched[golden-01]"] - 0.5
