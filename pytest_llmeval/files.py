@@ -65,3 +65,14 @@ def nonfinite(value: Any, where: str = "") -> Iterator[tuple[str, float]]:
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
             yield from nonfinite(item, f"{where}[{index}]")
+
+
+def nonfinite_as_null(value: Any) -> Any:
+    """A copy of a JSON-like value with every NaN and infinity replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: nonfinite_as_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [nonfinite_as_null(item) for item in value]
+    return value

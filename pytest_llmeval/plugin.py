@@ -30,7 +30,7 @@ from .errors import (
     JudgeFamilyWarning,
     LLMEvalAssertionError,
 )
-from .files import write_json
+from .files import nonfinite_as_null, write_json
 from .outcomes import raised_by_app
 from .partitions import PARTITIONS
 from .records import LLM_ERROR, NOT_RUN, WORKER_CRASHED, Record
@@ -152,7 +152,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     try:
         dataset = _dataset_for(metafunc, marker)
     except DatasetError as exc:
-        pytest.fail(f"llmeval dataset error: {exc}", pytrace=False)
+        problem: DatasetError | None = exc
+    else:
+        problem = None
+    if problem is not None:  # outside the except block: one message, not two
+        pytest.fail(f"llmeval dataset error: {problem}", pytrace=False)
     params = dataset.params()
     if inspect.iscoroutinefunction(metafunc.function) and _needs_asyncio_mark(metafunc):
         params = [
@@ -484,6 +488,7 @@ class Controller:
         self.failed_nodeids: set[str] = set()  # every test with a failed report
         self.session: pytest.Session | None = None
         self.interrupted = False
+        self.report_problem: str | None = None  # why the report needed repair
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.selected.update((r["nodeid"], r) for r in _selection(session.items))
@@ -636,6 +641,8 @@ class Controller:
                 write(line, red=blocks, bold=blocks, green=not blocks)
         not_run = self._not_run()
         write("")
+        if self.report_problem:
+            write(f"report: {self.report_problem}", yellow=True)
         if not_run:
             write(incomplete_line(not_run, len(ordered)), red=True, bold=True)
         # The last line names everything that fails the run, so that it always agrees
@@ -661,7 +668,13 @@ class Controller:
         )
         for path in filter(None, targets):
             target = path if path.is_absolute() else self.config.invocation_params.dir / path
-            write_json(target, document)
+            try:
+                write_json(target, document)
+            except ValueError as exc:
+                # A non-finite number from a test's own values: the report is still
+                # written (standard JSON, null in its place), and the summary says so.
+                self.report_problem = f"{exc}; written as null"
+                write_json(target, nonfinite_as_null(document))
 
     def _baseline_name(self) -> str:
         """The baseline's path as the user would type it: relative to the current

@@ -350,3 +350,18 @@ def test_the_slowest_examples_count_the_judges_time(
     assert elapsed["test_batched[golden-01]"] >= 1.0
     # The window was computed in golden-00's setup: its own share, not the window's.
     assert elapsed["test_batched[golden-00]"] < elapsed["test_batched[golden-01]"] - 0.5
+
+
+def test_a_nonfinite_value_never_costs_the_report(pytester: pytest.Pytester) -> None:
+    body = """
+import pytest
+
+@pytest.mark.llmeval(dataset="data.jsonl")
+def test_answer(example, llmeval_record):
+    llmeval_record.cost_usd = float("nan")  # set directly, past every check
+"""
+    write_suite(pytester, {"golden": 1}, body)
+    result = pytester.runpytest("--llmeval-report=report.json")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["report: *records[[]0[]].cost_usd is nan*; written as null"])
+    assert report(pytester)["records"][0]["cost_usd"] is None
