@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 
 def parse_prices(spec: str) -> dict[str, tuple[float, float]]:
     """Parse ``model=input/output`` pairs, in USD per million tokens:
-    ``gpt-4o-mini=0.15/0.60 gpt-4o=2.50/10``. Raises ValueError naming the bad item."""
+    ``gpt-4o-mini=0.15/0.60 gpt-4o=2.50/10``. Raises ValueError naming the bad item.
+
+    A price is a finite number >= 0: float() also reads ``nan`` and ``inf``, which would
+    make every cost (and the report's totals) NaN or infinite."""
     prices: dict[str, tuple[float, float]] = {}
     for item in spec.replace(",", " ").split():
         model, sep, rates = item.rpartition("=")
@@ -15,11 +19,18 @@ def parse_prices(spec: str) -> dict[str, tuple[float, float]]:
         try:
             if not (sep and model and slash):
                 raise ValueError
-            prices[model] = (float(prompt), float(completion))
+            pair = (float(prompt), float(completion))
         except ValueError:
             raise ValueError(
                 f"{item!r} is not of the form model=input/output (USD per million tokens)"
             ) from None
+        for text, price in zip((prompt, completion), pair, strict=True):
+            if not (math.isfinite(price) and price >= 0):
+                raise ValueError(
+                    f"{item!r}: the price {text!r} is not a finite number >= 0 "
+                    "(USD per million tokens)"
+                )
+        prices[model] = (pair[0] + 0.0, pair[1] + 0.0)  # -0.0 + 0.0 is 0.0
     return prices
 
 
