@@ -175,18 +175,46 @@ def _no_usage() -> dict[str, Any]:
 
 def _json_safe(key: str, value: Any) -> Any:
     """Reject values that cannot travel between xdist workers or into the JSON report,
-    at the user's line rather than at the end of the session."""
+    at the user's line rather than at the end of the session; a NaN or an infinity
+    anywhere in the value becomes None (standard JSON has neither: undefined is null)."""
     __tracebackhide__ = True
+    try:
+        json.dumps(value, allow_nan=False)
+        return value  # the usual case: one pass, no copy
+    except ValueError:
+        pass  # a non-finite number somewhere, or a circular reference
+    except TypeError as exc:
+        raise _not_serialisable(key, exc) from None
     try:
         json.dumps(value, allow_nan=True)
     except (TypeError, ValueError) as exc:
-        raise TypeError(
-            f"llmeval record value {key!r} must be JSON-serialisable "
-            f"(str, number, bool, None, list, dict): {exc}"
-        ) from None
-    if isinstance(value, float) and math.isnan(value):
-        return None
+        raise _not_serialisable(key, exc) from None
+    return _finite(value)
+
+
+def _not_serialisable(key: str, exc: Exception) -> TypeError:
+    return TypeError(
+        f"llmeval record value {key!r} must be JSON-serialisable "
+        f"(str, number, bool, None, list, dict): {exc}"
+    )
+
+
+def _finite(value: Any) -> Any:
+    """A copy of a JSON-serialisable value with each NaN or infinity replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {_finite_key(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
     return value
+
+
+def _finite_key(key: Any) -> Any:
+    """A non-finite float key as the text json writes for it (json writes keys as text)."""
+    if isinstance(key, float) and not math.isfinite(key):
+        return "NaN" if math.isnan(key) else ("Infinity" if key > 0 else "-Infinity")
+    return key
 
 
 # The record of the test running in this process. Tests run one at a time per process
