@@ -6,6 +6,7 @@ Pure functions with no pytest import; the assertion helpers wrap them.
 from __future__ import annotations
 
 import json
+import math
 import re
 import string
 from collections import Counter
@@ -28,13 +29,19 @@ class MetricResult:
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
+        # An undefined score (a NaN from a broken embedding, say) is null: standard JSON has
+        # no NaN, and the report's means skip a null.
         return {
             "name": self.name,
-            "score": self.score,
-            "threshold": self.threshold,
+            "score": _finite(self.score),
+            "threshold": _finite(self.threshold),
             "passed": self.passed,
             "details": self.details,
         }
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is None or math.isfinite(value) else None
 
 
 def normalize_answer(text: str) -> str:

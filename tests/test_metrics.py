@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import pydantic
 import pytest
 
 from pytest_llmeval.metrics import (
     Check,
+    MetricResult,
     as_checks,
     exact_match,
     forbidden_terms,
@@ -20,6 +24,8 @@ from pytest_llmeval.metrics import (
     token_f1,
     valid_json,
 )
+from pytest_llmeval.records import Record
+from pytest_llmeval.session import PartitionStats
 
 
 def test_normalize_answer_follows_squad() -> None:
@@ -130,3 +136,35 @@ def test_every_builtin_check_can_be_renamed() -> None:
         matches_schema(int, name="g"),
     ]
     assert [o.name for o in run_checks("1", checks)] == list("abcdefg")
+
+
+@pytest.mark.parametrize(
+    ("score", "threshold"),
+    [(math.nan, 0.85), (math.inf, 0.5), (0.9, math.nan), (-math.inf, -math.inf)],
+)
+def test_a_non_finite_score_or_threshold_is_null_in_json(score: float, threshold: float) -> None:
+    data = MetricResult("similarity", score, threshold, False, {"embedder": "x"}).to_json()
+    assert data["score"] == (score if math.isfinite(score) else None)
+    assert data["threshold"] == (threshold if math.isfinite(threshold) else None)
+    json.dumps(data, allow_nan=False)  # standard JSON
+
+
+def test_finite_scores_and_a_missing_threshold_are_kept() -> None:
+    data = MetricResult("constraints", 0.5, None, False).to_json()
+    assert data == {
+        "name": "constraints",
+        "score": 0.5,
+        "threshold": None,
+        "passed": False,
+        "details": {},
+    }
+
+
+def test_a_null_score_is_left_out_of_the_partition_mean() -> None:
+    stats = PartitionStats("distribution")
+    for score in (0.8, math.nan, 0.6):
+        record = Record(example_id=f"ex-{score}", partition="distribution")
+        record.metrics.append(MetricResult("similarity", score, 0.85, False).to_json())
+        stats.add(record)
+    assert stats.metric_scores == {"similarity": [0.8, 0.6]}
+    assert stats.metric_mean("similarity") == pytest.approx(0.7)
