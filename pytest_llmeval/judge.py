@@ -2,8 +2,9 @@
 preference asked in both orders, and claim-level grounding against a context.
 
 Each verdict is structured output parsed with pydantic: the JSON-schema response format
-first, then JSON mode if the server rejects it, then one bounded re-ask quoting the parse
-error. ``n_samples`` requests run concurrently and fail alone: a failed or unparsable
+first, then JSON mode, then plain text, as far as the server rejects them (remembered per
+endpoint), then one bounded re-ask quoting the parse error. Every request is bounded by
+``max_tokens``. ``n_samples`` requests run concurrently and fail alone: a failed or unparsable
 sample is missing, never a score, and a quorum of valid samples decides whether the
 verdict stands. Untrusted text (the input, the response) is delimited so that
 instructions inside it are data. Every prompt is versioned by sha256.
@@ -14,10 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
@@ -27,11 +29,25 @@ from .grounding import Claim, GroundingResult, merge, precheck
 from .records import Record, current_record
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    import openai
 
 SCALE = (1, 5)
 PARSER_VERSION = "judge-verdict/1"
-RESPONSE_FORMATS = ("json_schema", "json_object", "none")
+# The response formats asked for, most structured first; "text" sends none.
+RESPONSE_FORMATS = ("json_schema", "json_object", "text")
+DEFAULT_MAX_TOKENS = 1024  # a verdict takes a few hundred; a claim list, up to twice this
+DEFAULT_MAX_POSITION_BIAS = 0.3
+# How servers word a refused response format: OpenAI and vLLM with a 400, llama.cpp's
+# Python server with a 500 carrying a validation error of `response_format`.
+_FORMAT_WORDS = re.compile(
+    r"response[_ ]?format|json[_ ]?schema|json[_ ]?object|grammar|structured[_ ]output"
+    r"|guided[_ ]",
+    re.IGNORECASE,
+)
+# Failures the client retries: a format probe that met one is asked again with retries.
+_TRANSIENT = frozenset({"rate_limit", "timeout", "server_error", "connection", "bad_response"})
 
 DEFAULT_ANCHORS: dict[int, str] = {
     1: "Fails the task: wrong, unsafe, or ignores the criteria.",
@@ -122,7 +138,7 @@ class Verdict(BaseModel):
     reasoning: str
     strengths: list[str] = Field(default_factory=list)
     weaknesses: list[str] = Field(default_factory=list)
-    score: int = Field(ge=SCALE[0], le=SCALE[1])
+    score: int = Field(ge=SCALE[0], le=SCALE[1], strict=True)  # true is not 1, nor "4" 4
 
 
 class Preference(BaseModel):
@@ -170,6 +186,8 @@ class JudgeResult:
     model: str
     prompt_sha256: str
     failures: list[str] = field(default_factory=list)
+    response_format: str | None = None  # the format the verdict was asked in
+    endpoint: str | None = None  # the judge's base URL
 
     @property
     def valid(self) -> list[int]:
@@ -190,13 +208,17 @@ class JudgeResult:
             "parser": PARSER_VERSION,
             "scale": list(SCALE),
             "failures": self.failures,
+            "response_format": self.response_format,
+            "endpoint": self.endpoint,
         }
 
 
 @dataclass
 class PairwiseResult:
     """A comparison of ``a`` with ``b`` in both orders. ``winner`` is ``"a"``, ``"b"`` or
-    ``"tie"``; when the two orders disagree it is a tie and ``position_bias`` is set."""
+    ``"tie"``; when the two orders disagree it is a tie and ``position_bias`` is set.
+    ``judge_biased`` of ``judge_comparisons`` is the judge's running count of position-biased
+    comparisons in this process, this one included."""
 
     winner: str
     a_first: str  # the verdict with a shown first, as "a", "b" or "tie"
@@ -204,10 +226,30 @@ class PairwiseResult:
     reasoning: list[str]
     model: str
     prompt_sha256: str
+    response_format: str | None = None
+    endpoint: str | None = None
+    judge_biased: int = 0
+    judge_comparisons: int = 0
+    max_position_bias: float | None = None
 
     @property
     def position_bias(self) -> bool:
         return self.a_first != self.b_first
+
+    @property
+    def bias_rate(self) -> float:
+        """The judge's position-bias rate so far (0 before any comparison)."""
+        return self.judge_biased / self.judge_comparisons if self.judge_comparisons else 0.0
+
+    @property
+    def unreliable(self) -> bool:
+        """A tie by position bias from a judge biased more often than its maximum: the
+        tie says nothing about the two responses."""
+        return (
+            self.position_bias
+            and self.max_position_bias is not None
+            and self.bias_rate > self.max_position_bias
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -220,6 +262,25 @@ class PairwiseResult:
             "model": self.model,
             "prompt_sha256": self.prompt_sha256,
             "parser": PARSER_VERSION,
+            "response_format": self.response_format,
+            "endpoint": self.endpoint,
+            "max_position_bias": self.max_position_bias,
+        }
+
+
+@dataclass(frozen=True)
+class JudgedGrounding(GroundingResult):
+    """The judge's grounding verdict: a :class:`GroundingResult` that also says which
+    response format and endpoint it was asked with."""
+
+    response_format: str | None = None
+    endpoint: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **super().to_json(),
+            "response_format": self.response_format,
+            "endpoint": self.endpoint,
         }
 
 
@@ -260,7 +321,12 @@ def model_family(model: str) -> str:
 
 class Judge:
     """A judge model: ``score`` on the rubric, ``compare`` for pairwise preference,
-    ``check_grounding`` for claims against a context."""
+    ``check_grounding`` for claims against a context.
+
+    ``max_tokens`` bounds every rubric and pairwise reply (grounding replies, which list
+    every claim, get twice as many). ``max_position_bias`` is the share of position-biased
+    comparisons above which a biased tie makes ``assert_preferred`` an error on golden
+    and regression examples."""
 
     def __init__(
         self,
@@ -271,11 +337,17 @@ class Judge:
         temperature: float | None = None,
         quorum: float = 0.5,
         anchors: Mapping[int, str] | None = None,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        max_position_bias: float = DEFAULT_MAX_POSITION_BIAS,
     ) -> None:
         if n_samples < 1:
             raise ValueError("n_samples must be at least 1")
         if temperature is not None and not 0 <= temperature <= 0.3:
             raise ValueError("a judge's temperature must be between 0 and 0.3")
+        if max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")
+        if not 0 <= max_position_bias <= 1:
+            raise ValueError("max_position_bias must be between 0 and 1")
         self.client = client
         self.model: str = model or client.config.model or ""
         if not self.model:
@@ -284,8 +356,19 @@ class Judge:
         self.temperature = 0.0 if temperature is None else temperature
         self.quorum = quorum
         self.anchors = dict(anchors or DEFAULT_ANCHORS)
-        self._format = RESPONSE_FORMATS[0]
-        self._format_lock = threading.Lock()
+        self.max_tokens = max_tokens
+        self.max_position_bias = max_position_bias
+        # The base URL as the openai client resolves it, without building one.
+        self.base_url = (
+            client.config.base_url
+            or os.environ.get("OPENAI_BASE_URL")
+            or "https://api.openai.com/v1"
+        ).rstrip("/")
+        self._formats = _formats_of(client)
+        self._fewer_retries: dict[int, LLMClient] = {}
+        self._lock = threading.Lock()
+        self.comparisons = 0  # pairwise comparisons made by this judge, in this process
+        self.position_biased = 0  # ... of which the two orders disagreed
 
     # --- the rubric ---------------------------------------------------------------------
 
@@ -348,10 +431,15 @@ class Judge:
             response, task=task, criteria=criteria, input=input, few_shot=few_shot
         )
         count = n_samples or self.n_samples
-        verdicts, failures = self._gather(
-            record, [(f"sample {i}", messages, i) for i in range(count)], Verdict, VERDICT_SHAPE
+        verdicts, failures, fmt = self._gather(
+            record,
+            [(f"sample {i}", messages, i) for i in range(count)],
+            Verdict,
+            VERDICT_SHAPE,
+            self.max_tokens,
         )
         result = self._combine(verdicts, [str(f) for f in failures], few_shot)
+        result.response_format, result.endpoint = fmt, self.base_url
         if record is not None:
             record.judge.append(result.to_json())
         needed = max(1, math.ceil(self.quorum * count))
@@ -428,16 +516,21 @@ class Judge:
                 response_b=delimit("response_b", second),
             )
 
-        (ab, ba), failures = self._gather(
+        (ab, ba), failures, fmt = self._gather(
             record,
             [("a shown first", messages(a, b), 0), ("b shown first", messages(b, a), 0)],
             Preference,
             PREFERENCE_SHAPE,
+            self.max_tokens,
         )
         if ab is None or ba is None:
             raise _no_verdict("the pairwise judge gave no verdict", failures)
         a_first = {"A": "a", "B": "b", "tie": "tie"}[ab.winner]
         b_first = {"A": "b", "B": "a", "tie": "tie"}[ba.winner]
+        with self._lock:
+            self.comparisons += 1
+            self.position_biased += a_first != b_first
+            biased, compared = self.position_biased, self.comparisons
         result = PairwiseResult(
             winner=a_first if a_first == b_first else "tie",
             a_first=a_first,
@@ -445,6 +538,11 @@ class Judge:
             reasoning=[ab.reasoning, ba.reasoning],
             model=self.model,
             prompt_sha256=self.prompt_sha256("pairwise"),
+            response_format=fmt,
+            endpoint=self.base_url,
+            judge_biased=biased,
+            judge_comparisons=compared,
+            max_position_bias=self.max_position_bias,
         )
         if record is not None:
             record.judge.append(result.to_json())
@@ -471,8 +569,8 @@ class Judge:
             context=delimit("context", context),
             answer=delimit("answer", answer),
         )
-        (reply,), failures = self._gather(
-            record, [("claims", messages, 0)], ClaimList, CLAIMS_SHAPE
+        (reply,), failures, fmt = self._gather(
+            record, [("claims", messages, 0)], ClaimList, CLAIMS_SHAPE, 2 * self.max_tokens
         )
         if reply is None:
             raise _no_verdict("the grounding judge gave no verdict", failures)
@@ -480,8 +578,13 @@ class Judge:
             [Claim(c.claim, c.label, "claim", c.evidence) for c in reply.claims],
             precheck(answer, context, names),
         )
-        result = GroundingResult(
-            claims, "judge+precheck", self.model, self.prompt_sha256("grounding")
+        result = JudgedGrounding(
+            claims,
+            "judge+precheck",
+            self.model,
+            self.prompt_sha256("grounding"),
+            response_format=fmt,
+            endpoint=self.base_url,
         )
         if record is not None:
             record.judge.append(result.to_json())
@@ -493,22 +596,30 @@ class Judge:
         requests: list[tuple[str, list[dict[str, str]], int]],
         reply: type[Reply],
         shape: str,
-    ) -> tuple[list[Reply | None], list[_Failure]]:
+        max_tokens: int,
+    ) -> tuple[list[Reply | None], list[_Failure], str]:
         """Run (label, messages, sample) requests concurrently on the client's pool. A
-        failed or unparsable reply is None, never a guess, and never discards the others."""
-        futures: list[Future[Reply]] = [
-            self.client._pool().submit(self._sample, record, messages, i, reply, shape)
+        failed or unparsable reply is None, never a guess, and never discards the others.
+        Also returns the response format the replies were asked in (the least structured
+        one, should the endpoint have stepped down in the meantime)."""
+        futures: list[Future[tuple[Reply, str]]] = [
+            self.client._pool().submit(self._sample, record, messages, i, reply, shape, max_tokens)
             for _, messages, i in requests
         ]
         replies: list[Reply | None] = []
         failures: list[_Failure] = []
+        formats = []
         for (label, _, _), future in zip(requests, futures, strict=True):
             try:
-                replies.append(future.result())
+                parsed, fmt = future.result()
             except (LLMCallError, ValidationError, ValueError) as exc:
                 replies.append(None)
                 failures.append(_Failure(label, exc))
-        return replies, failures
+            else:
+                replies.append(parsed)
+                formats.append(fmt)
+        used = max(formats, key=RESPONSE_FORMATS.index, default=None)
+        return replies, failures, used or self._formats.current(self._endpoint)[0]
 
     def _sample(
         self,
@@ -517,17 +628,33 @@ class Judge:
         sample: int,
         reply: type[Reply],
         shape: str,
-    ) -> Reply:
-        content = self._ask(record, messages, sample, reply)
+        max_tokens: int,
+    ) -> tuple[Reply, str]:
+        """One parsed reply and the format it was asked in; an invalid reply is asked
+        again once, quoting the error."""
+        content, fmt, cut = self._ask(record, messages, sample, reply, max_tokens)
         try:
-            return reply.model_validate_json(_strip_fences(content))
+            return reply.model_validate_json(_strip_fences(content)), fmt
         except ValidationError as exc:
+            # A reply cut short is not the judge's mistake to correct: asked again, it
+            # would be cut again. (A complete verdict followed by padding up to the limit,
+            # as a grammar-constrained model may give, parsed above and is kept.)
+            if cut:
+                raise _BadReply(_cut(max_tokens), 1) from None
             retry = [
                 *messages,
                 {"role": "assistant", "content": content},
                 {"role": "user", "content": REASK.format(error=_first_line(exc), shape=shape)},
             ]
-            return reply.model_validate_json(_strip_fences(self._ask(record, retry, sample, reply)))
+        content, fmt, cut = self._ask(record, retry, sample, reply, max_tokens)
+        try:
+            return reply.model_validate_json(_strip_fences(content)), fmt
+        except ValidationError as exc:
+            raise _BadReply(_cut(max_tokens) if cut else _first_line(exc), 2) from None
+
+    @property
+    def _endpoint(self) -> tuple[str, str]:
+        return self.base_url, self.model
 
     def _ask(
         self,
@@ -535,14 +662,29 @@ class Judge:
         messages: list[dict[str, str]],
         sample: int,
         reply: type[BaseModel],
-    ) -> str:
-        """One judge call, stepping down the response formats the server accepts."""
+        max_tokens: int,
+    ) -> tuple[str, str, bool]:
+        """One judge call: (the reply's text, the response format it was asked in,
+        whether it was cut at max_tokens). It steps down the response formats the
+        endpoint rejects. A format the endpoint has not yet accepted is sent once, without
+        the client's retries: a server may reject it with a 500 (llama.cpp's does), which
+        the client would retry in vain; any other failure of that one request is asked
+        again with the retries left."""
+        retries = self.client.config.max_retries
+        probe_failed = False
         while True:
-            fmt = self._format
+            fmt, accepted = self._formats.current(self._endpoint)
+            probing = not probe_failed and retries > 0 and fmt != "text" and not accepted
+            client = self.client
+            if probing:
+                client = self._with_retries(0)
+            elif probe_failed:
+                client = self._with_retries(retries - 1)
             params: dict[str, Any] = {
                 "model": self.model,
                 "messages": messages,
                 "temperature": self.temperature,
+                "max_tokens": max_tokens,
                 "llmeval_sample": sample,
             }
             if fmt == "json_schema":
@@ -557,15 +699,110 @@ class Judge:
             elif fmt == "json_object":
                 params["response_format"] = {"type": "json_object"}
             try:
-                completion = self.client._chat(record, **params)
+                completion = client._chat(record, **params)
             except LLMCallError as exc:
-                if exc.kind != "bad_request" or fmt == "none":
+                if fmt != "text" and _rejects_format(exc):
+                    self._formats.reject(self._endpoint, fmt)
+                    continue
+                if not probing or exc.kind not in _TRANSIENT:
                     raise
-                with self._format_lock:  # this server does not take that format
-                    if self._format == fmt:
-                        self._format = RESPONSE_FORMATS[RESPONSE_FORMATS.index(fmt) + 1]
+                probe_failed = True
                 continue
-            return completion.choices[0].message.content or ""
+            self._formats.accept(self._endpoint, fmt)
+            choice = completion.choices[0]
+            return choice.message.content or "", fmt, choice.finish_reason == "length"
+
+    def _with_retries(self, retries: int) -> LLMClient:
+        with self._lock:
+            client = self._fewer_retries.get(retries)
+            if client is None:
+                client = self._fewer_retries[retries] = _Retrying(self.client, retries)
+            return client
+
+
+class _Retrying(LLMClient):
+    """The judge's client with another number of retries: the same cache, counters,
+    requests in flight and connection, since it shares the client's state rather than
+    building its own (the client takes the number of retries from its configuration only)."""
+
+    def __init__(self, client: LLMClient, retries: int) -> None:  # no super().__init__: shared
+        self.__dict__.update(client.__dict__)
+        self.config = replace(client.config, max_retries=retries)
+        self._parent = client
+
+    def _client(self) -> openai.OpenAI:
+        return self._parent._client()  # created once, on the client, and closed with it
+
+    def _pool(self) -> ThreadPoolExecutor:
+        return self._parent._pool()
+
+
+class _Formats:
+    """The response format each judge endpoint (base URL, model) is asked in: the most
+    structured one it has not rejected, and whether it has accepted it yet."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state: dict[tuple[str, str], tuple[int, bool]] = {}
+
+    def current(self, endpoint: tuple[str, str]) -> tuple[str, bool]:
+        with self._lock:
+            index, accepted = self._state.get(endpoint, (0, False))
+        return RESPONSE_FORMATS[index], accepted
+
+    def reject(self, endpoint: tuple[str, str], fmt: str) -> None:
+        """Step down from ``fmt`` (unless a concurrent request already has)."""
+        with self._lock:
+            index, _ = self._state.get(endpoint, (0, False))
+            if RESPONSE_FORMATS[index] == fmt:
+                self._state[endpoint] = (index + 1, False)
+
+    def accept(self, endpoint: tuple[str, str], fmt: str) -> None:
+        with self._lock:
+            index, _ = self._state.get(endpoint, (0, False))
+            if RESPONSE_FORMATS[index] == fmt:
+                self._state[endpoint] = (index, True)
+
+
+def _formats_of(client: LLMClient) -> _Formats:
+    """The format memory kept on the client object. The session has one judge client
+    per process (the ``judge_client`` fixture), so every Judge built on it learns what an
+    endpoint accepts once; no module state outlives the client."""
+    with client._lock:
+        memory = getattr(client, "_llmeval_judge_formats", None)
+        if not isinstance(memory, _Formats):
+            memory = _Formats()
+            setattr(client, "_llmeval_judge_formats", memory)  # noqa: B010 (not declared)
+        return memory
+
+
+def _rejects_format(exc: LLMCallError) -> bool:
+    """Whether a failed request was the server refusing its response format: an error
+    answer (4xx, 5xx, or a 200 that is not a completion) that names the format. Only the
+    server's answer is read, not the description of our request, which names it too."""
+    original = exc.original
+    if original is None or exc.kind in ("auth", "rate_limit", "timeout", "connection"):
+        return False
+    said = [str(original)]
+    body = getattr(original, "body", None)
+    if body is not None:
+        said.append(json.dumps(body, default=str))
+    return _FORMAT_WORDS.search(" ".join(said)) is not None
+
+
+class _BadReply(ValueError):
+    """A judge reply that gives no verdict, after ``attempts`` requests."""
+
+    def __init__(self, message: str, attempts: int) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+
+def _cut(max_tokens: int) -> str:
+    return (
+        f"the judge's reply was cut at max_tokens={max_tokens}: raise "
+        "llmeval_judge_max_tokens (--llmeval-judge-max-tokens)"
+    )
 
 
 @dataclass(frozen=True)
@@ -582,10 +819,12 @@ class _Failure:
 def _no_verdict(what: str, failures: Sequence[_Failure]) -> LLMCallError:
     """The error of a judgement without enough verdicts. When every request failed for
     the same infrastructure cause (a rate limit, a replay-cache miss...), that is its
-    class; otherwise the judge's replies were the problem, class ``judge``."""
+    class; otherwise the judge's replies were the problem, class ``judge``. Its attempts
+    are the most any one request took (an invalid reply and its re-ask: 2)."""
     kinds = {f.error.kind if isinstance(f.error, LLMCallError) else "judge" for f in failures}
     kind = kinds.pop() if len(kinds) == 1 else "judge"
-    return LLMCallError(kind, f"{what}: {'; '.join(map(str, failures))}")
+    attempts = max((getattr(f.error, "attempts", 1) for f in failures), default=1)
+    return LLMCallError(kind, f"{what}: {'; '.join(map(str, failures))}", attempts=attempts)
 
 
 _PROMPTS = {

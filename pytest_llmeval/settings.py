@@ -57,6 +57,17 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("prices", "USD per million tokens, e.g. 'gpt-4o-mini=0.15/0.60 gpt-4o=2.5/10'", ""),
     ("judge_samples", "judge samples per verdict, requested concurrently", "1"),
     (
+        "judge_max_tokens",
+        "max_tokens of each judge reply (a grounding reply gets twice as many)",
+        "1024",
+    ),
+    (
+        "max_position_bias",
+        "share of pairwise comparisons whose two orders may disagree before the pairwise "
+        "judge is unreliable (a warning; an error on golden and regression)",
+        "0.3",
+    ),
+    (
         "concurrency",
         "examples a batched fixture computes at once (pytest_llmeval.batched)",
         "16",
@@ -141,6 +152,8 @@ class Settings:
     cache_mode: str = "use"
     cache_dir: Path = Path(".llmeval-cache")
     judge_samples: int = 1
+    judge_max_tokens: int = 1024
+    max_position_bias: float = 0.3
     concurrency: int = 16
     embedding_model: str = "local"
     embedding_base_url: str | None = None  # None: the app's
@@ -219,6 +232,11 @@ def from_config(config: pytest.Config) -> Settings:
     judge_key = os.environ.get("LLMEVAL_JUDGE_API_KEY")
     judge_url = os.environ.get("LLMEVAL_JUDGE_BASE_URL") or app.base_url
     judge = _client_config(value, "judge_", judge_url, retries, api_key=judge_key)
+    if judge.temperature is not None and judge.temperature > 0.3:
+        raise pytest.UsageError(
+            f"llmeval_judge_temperature: {judge.temperature:g} is above 0.3: a judge's "
+            "temperature must be between 0 and 0.3, so that its verdicts repeat"
+        )
     return Settings(
         report=Path(value("report")) if value("report") else None,
         tags=tuple(t.strip() for t in value("tags").split(",") if t.strip()),
@@ -231,6 +249,8 @@ def from_config(config: pytest.Config) -> Settings:
         cache_mode=cache_mode,
         cache_dir=config.rootpath / value("cache_dir"),
         judge_samples=int(_number("judge_samples", value("judge_samples"), minimum=1)),
+        judge_max_tokens=int(_number("judge_max_tokens", value("judge_max_tokens"), minimum=1)),
+        max_position_bias=_rate("llmeval_max_position_bias", value("max_position_bias")),
         concurrency=int(_number("concurrency", value("concurrency"), minimum=1)),
         embedding_model=value("embedding_model").strip() or "local",
         embedding_base_url=value("embedding_base_url") or None,
@@ -310,7 +330,14 @@ def _yes(name: str, raw: str) -> bool:
 
 # Keys read as counts (their callers take int()): 2.5 is an error, not silently 2.
 _WHOLE_NUMBERS = frozenset(
-    ("max_retries", "judge_samples", "concurrency", "max_concurrency", "judge_max_concurrency")
+    (
+        "max_retries",
+        "judge_samples",
+        "concurrency",
+        "max_concurrency",
+        "judge_max_concurrency",
+        "judge_max_tokens",
+    )
 )
 
 

@@ -66,7 +66,7 @@ def test_scores_mean_variance_and_stability(make_judge: Any) -> None:
     replies = iter([verdict(2), verdict(5), verdict(5)])
     judge = make_judge(lambda request: next(replies), n_samples=3)
     result = score(judge)
-    assert sorted(result.scores) == [2, 5, 5]  # type: ignore[type-var]
+    assert sorted(result.scores) == [2, 5, 5]
     assert result.mean == 4.0 and result.variance == pytest.approx(3.0)
     assert result.stable is False
 
@@ -204,3 +204,127 @@ def test_when_every_request_fails_for_one_cause_that_is_the_error_class(
     with pytest.raises(LLMCallError) as info:
         score(judge, "another response")
     assert info.value.kind == "judge"
+
+
+def test_a_boolean_score_is_invalid_and_the_error_counts_the_attempts(
+    make_judge: Any, fake_openai: FakeOpenAIServer
+) -> None:
+    judge = make_judge(reask_then(verdict(True), verdict(3)))
+    assert score(judge).scores == [3]  # true was not taken for 1: it was asked again
+    assert (
+        "score: Input should be a valid integer" in fake_openai.bodies[1]["messages"][-1]["content"]
+    )
+    with pytest.raises(LLMCallError) as info:
+        score(make_judge(verdict(True)))
+    assert str(info.value).startswith("judge after 2 attempts: only 0 of 1 judge samples")
+    assert "sample 0: score: Input should be a valid integer" in str(info.value)
+
+
+# --- bounded replies ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def cut_at_max_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fake server stops a reply at the request's max_tokens (a word a token), with
+    finish_reason "length", as a real server does."""
+    from pytest_llmeval import testing
+
+    complete = testing._completion
+
+    def bounded(body: dict[str, Any], content: str) -> dict[str, Any]:
+        words = content.split(" ")
+        limit = body.get("max_tokens")
+        if limit is None or len(words) <= limit:
+            return complete(body, content)
+        reply = complete(body, " ".join(words[:limit]))
+        reply["choices"][0]["finish_reason"] = "length"
+        return reply
+
+    monkeypatch.setattr(testing, "_completion", bounded)
+
+
+def test_every_judge_request_is_bounded_by_max_tokens(
+    make_judge: Any, fake_openai: FakeOpenAIServer
+) -> None:
+    score(make_judge(verdict(4)))
+    grounding = json.dumps({"claims": []})
+    make_judge(grounding, max_tokens=300).check_grounding("It is $29.", "It costs $29.")
+    preference = json.dumps({"reasoning": "same", "winner": "tie"})
+    make_judge(preference, max_tokens=300).compare("a", "b", task="t", criteria=["c"])
+    # The default; a claim list gets twice the limit of a verdict.
+    assert [b["max_tokens"] for b in fake_openai.bodies] == [1024, 600, 300, 300]
+
+
+@pytest.mark.usefixtures("cut_at_max_tokens")
+def test_a_reply_cut_at_max_tokens_is_named_as_such(
+    make_judge: Any, fake_openai: FakeOpenAIServer
+) -> None:
+    long = verdict(4, reasoning="the price is right " * 20)
+    with pytest.raises(LLMCallError) as info:
+        score(make_judge(long, max_tokens=40))
+    message = str(info.value)
+    assert info.value.kind == "judge" and "Invalid JSON" not in message
+    assert (
+        "sample 0: the judge's reply was cut at max_tokens=40: raise llmeval_judge_max_tokens"
+        in message
+    )
+    assert fake_openai.total_requests == 1  # not asked again: it would be cut again
+    assert score(make_judge(long, max_tokens=200)).mean == 4
+
+
+@pytest.mark.usefixtures("cut_at_max_tokens")
+def test_a_complete_verdict_padded_up_to_the_limit_is_kept(make_judge: Any) -> None:
+    # A grammar-constrained model may close the object, then emit white space until cut.
+    assert score(make_judge(verdict(5) + " " * 100, max_tokens=30)).mean == 5
+
+
+# --- settings -------------------------------------------------------------------------
+
+
+JUDGED = """
+import pytest
+from pytest_llmeval import assert_judge
+
+@pytest.mark.llmeval(dataset="data.jsonl")
+def test_rated(example, judge):
+    assert_judge(judge, "an answer", task="answer", criteria=["is helpful"])
+"""
+
+
+@pytest.fixture
+def judged_suite(
+    pytester: pytest.Pytester, fake_openai: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> pytest.Pytester:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    fake_openai.reply = lambda request: verdict(4)
+    rows = [{"id": f"d{i}", "partition": "distribution", "input": {}} for i in range(3)]
+    pytester.path.joinpath("data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pytester.makepyfile(test_suite=JUDGED)
+    pytester.makeini(
+        "[pytest]\nasyncio_default_fixture_loop_scope = function\nllmeval_cache = off\n"
+        f"llmeval_judge_base_url = {fake_openai.base_url}\nllmeval_judge_model = judge-1\n"
+    )
+    return pytester
+
+
+def test_a_judge_temperature_above_the_cap_is_one_usage_error(
+    judged_suite: pytest.Pytester, fake_openai: FakeOpenAIServer
+) -> None:
+    result = judged_suite.runpytest("--llmeval-judge-temperature=0.9")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert [line for line in result.stderr.lines if line.strip()] == [
+        "ERROR: llmeval_judge_temperature: 0.9 is above 0.3: a judge's temperature must be "
+        "between 0 and 0.3, so that its verdicts repeat"
+    ]  # one line, not one traceback per test
+    result.stdout.no_fnmatch_line("*Traceback*")
+    assert fake_openai.total_requests == 0
+
+
+def test_the_judge_max_tokens_option(
+    judged_suite: pytest.Pytester, fake_openai: FakeOpenAIServer
+) -> None:
+    judged_suite.runpytest("--llmeval-judge-max-tokens=64").assert_outcomes(passed=3)
+    assert {b["max_tokens"] for b in fake_openai.bodies} == {64}
+    result = judged_suite.runpytest("--llmeval-judge-max-tokens=0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: llmeval_judge_max_tokens: '0' is not a whole number >= 1"])

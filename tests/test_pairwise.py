@@ -80,6 +80,10 @@ def test_a_position_biased_judge_gives_ties_and_a_bias_rate_in_the_summary(
         "pairwise: 4 comparisons, candidate preferred 0, baseline 0, tie 4; "
         "position bias 4 of 4 (100%), counted as ties"
     ) in text
+    assert (
+        "WARNING: the pairwise judge is position-biased in 4 of 4 comparisons (100%), above "
+        "llmeval_max_position_bias=0.3: its preferences are unreliable"
+    ) in text
 
 
 def test_assert_preferred_fails_when_the_baseline_wins_in_both_orders(
@@ -118,3 +122,88 @@ def test_the_pairwise_prompt_has_its_own_version(make_judge: Any) -> None:
     judge = make_judge(always_first)
     assert judge.prompt_sha256("pairwise") != judge.prompt_sha256()
     assert judge.compare(GOOD, BAD, **ASK).prompt_sha256 == judge.prompt_sha256("pairwise")
+
+
+def test_a_biased_tie_of_an_unreliable_judge_is_an_error_on_golden_and_regression(
+    make_judge: Any,
+) -> None:
+    judge = make_judge(always_first)
+    for partition in ("distribution", "golden", "regression"):
+        previous = bind(Record(example_id="e", partition=partition))
+        try:
+            if partition == "distribution":
+                assert assert_preferred(judge, GOOD, BAD, **ASK).winner == "tie"
+                continue
+            with pytest.raises(LLMCallError) as info:
+                assert_preferred(judge, GOOD, BAD, **ASK)
+        finally:
+            bind(previous)
+        assert info.value.kind == "judge"
+        assert "the pairwise judge is unreliable: position bias in" in str(info.value)
+    assert (judge.comparisons, judge.position_biased) == (3, 3)
+
+
+def test_a_judge_biased_less_often_than_the_maximum_keeps_its_ties(make_judge: Any) -> None:
+    def biased_without_a_price(request: dict[str, Any]) -> str:
+        has_price = "$29" in request["messages"][-1]["content"]
+        return prefers_the_price(request) if has_price else always_first(request)
+
+    judge = make_judge(biased_without_a_price)
+    previous = bind(Record(example_id="g", partition="golden"))
+    try:
+        for _ in range(3):
+            assert assert_preferred(judge, GOOD, BAD, **ASK).winner == "a"
+        result = assert_preferred(judge, "Yes.", "No.", **ASK)  # biased: 1 of 4, 25%
+        assert result.winner == "tie" and result.position_bias and not result.unreliable
+        with pytest.raises(LLMCallError, match=r"position bias in 2 of 5 comparisons \(40%\)"):
+            assert_preferred(judge, "Yes.", "No.", **ASK)
+    finally:
+        bind(previous)
+
+
+PREFERRED = """
+import pytest
+from pytest_llmeval import assert_preferred
+
+@pytest.mark.llmeval(dataset="data.jsonl")
+def test_preferred(example, judge):
+    assert_preferred(judge, "candidate " + example.id, "baseline", task="t", criteria=["c"])
+"""
+
+
+def test_a_position_biased_judge_errors_golden_and_warns_in_the_summary(
+    pytester: pytest.Pytester, fake_openai: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    fake_openai.reply = always_first
+    rows = [
+        {"id": f"{partition}-{i}", "partition": partition, "input": {}}
+        for partition, count in (("golden", 1), ("distribution", 3))
+        for i in range(count)
+    ]
+    pytester.path.joinpath("data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pytester.makepyfile(test_suite=PREFERRED)
+    pytester.makeini(
+        "[pytest]\nasyncio_default_fixture_loop_scope = function\nllmeval_cache = off\n"
+        f"llmeval_judge_base_url = {fake_openai.base_url}\nllmeval_judge_model = judge-1\n"
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=3, errors=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "golden rule: FAIL, 1 of 1 golden examples did not pass*golden-0*",
+            "WARNING: the pairwise judge is position-biased in 4 of 4 comparisons (100%), above "
+            "llmeval_max_position_bias=0.3: its preferences are unreliable",
+        ]
+    )
+    result.stdout.fnmatch_lines(["*LLMCallError: judge after 1 attempt: the pairwise judge is*"])
+    # On distribution only, the ties pass; the warning counts every worker's comparisons.
+    for args in [("-m", "distribution"), ("-m", "distribution", "-n", "2")]:
+        result = pytester.runpytest(*args)
+        result.assert_outcomes(passed=3)
+        result.stdout.fnmatch_lines(
+            ["WARNING: the pairwise judge is position-biased in 3 of 3 comparisons (100%)*"]
+        )
+    result = pytester.runpytest("-m", "distribution", "--llmeval-max-position-bias=100%")
+    result.stdout.no_fnmatch_line("WARNING: the pairwise judge*")
