@@ -365,7 +365,7 @@ class Judge:
             or "https://api.openai.com/v1"
         ).rstrip("/")
         self._formats = _formats_of(client)
-        self._fewer_retries: dict[int, LLMClient] = {}
+        self._fewer_retries: dict[tuple[int, int], LLMClient] = {}
         self._lock = threading.Lock()
         self.comparisons = 0  # pairwise comparisons made by this judge, in this process
         self.position_biased = 0  # ... of which the two orders disagreed
@@ -670,16 +670,21 @@ class Judge:
         the client's retries: a server may reject it with a 500 (llama.cpp's does), which
         the client would retry in vain; any other failure of that one request is asked
         again with the retries left."""
-        retries = self.client.config.max_retries
-        probe_failed = False
+        config = self.client.config
+        probe_failed: str | None = None  # the class of the probe's transient failure
         while True:
             fmt, accepted = self._formats.current(self._endpoint)
-            probing = not probe_failed and retries > 0 and fmt != "text" and not accepted
+            probing = (
+                probe_failed is None and config.max_retries > 0 and fmt != "text" and not accepted
+            )
             client = self.client
             if probing:
-                client = self._with_retries(0)
-            elif probe_failed:
-                client = self._with_retries(retries - 1)
+                client = self._with_retries(0, 0)
+            elif probe_failed is not None:  # the retries left after the probe's attempt
+                client = self._with_retries(
+                    config.max_retries - 1,
+                    max(0, config.timeout_retries - (probe_failed == "timeout")),
+                )
             params: dict[str, Any] = {
                 "model": self.model,
                 "messages": messages,
@@ -706,17 +711,18 @@ class Judge:
                     continue
                 if not probing or exc.kind not in _TRANSIENT:
                     raise
-                probe_failed = True
+                probe_failed = exc.kind
                 continue
             self._formats.accept(self._endpoint, fmt)
             choice = completion.choices[0]
             return choice.message.content or "", fmt, choice.finish_reason == "length"
 
-    def _with_retries(self, retries: int) -> LLMClient:
+    def _with_retries(self, retries: int, timeout_retries: int) -> LLMClient:
         with self._lock:
-            client = self._fewer_retries.get(retries)
+            key = (retries, timeout_retries)
+            client = self._fewer_retries.get(key)
             if client is None:
-                client = self._fewer_retries[retries] = _Retrying(self.client, retries)
+                client = self._fewer_retries[key] = _Retrying(self.client, *key)
             return client
 
 
@@ -725,9 +731,11 @@ class _Retrying(LLMClient):
     requests in flight and connection, since it shares the client's state rather than
     building its own (the client takes the number of retries from its configuration only)."""
 
-    def __init__(self, client: LLMClient, retries: int) -> None:  # no super().__init__: shared
-        self.__dict__.update(client.__dict__)
-        self.config = replace(client.config, max_retries=retries)
+    def __init__(self, client: LLMClient, retries: int, timeout_retries: int) -> None:
+        self.__dict__.update(client.__dict__)  # no super().__init__(): the state is shared
+        self.config = replace(
+            client.config, max_retries=retries, timeout_retries=min(retries, timeout_retries)
+        )
         self._parent = client
 
     def _client(self) -> openai.OpenAI:

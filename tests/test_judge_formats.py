@@ -219,3 +219,30 @@ def test_a_suite_against_a_server_that_rejects_json_schema_with_500(
         [f"judge formats: {fake_openai.base_url} model gemma: json_object (json_schema rejected)"]
     )
     assert formats_sent(fake_openai) == ["json_schema", "json_object", "json_object"]
+
+
+def test_trying_a_format_spends_no_more_attempts_than_the_client_would(
+    fake_openai: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    """The request that tries a format counts against the call's retries: a hung server
+    gets 1 + llmeval_timeout_retries attempts, as for any other call."""
+    fake_openai.reply = judge_reply
+    fake_openai.hang = 0.5
+    fake_openai.fault_sequence = ["timeout"] * 3
+    config = ClientConfig(
+        role="judge",
+        model="judge-model",
+        base_url=fake_openai.base_url,
+        api_key="k",
+        timeout=0.1,
+        max_retries=4,
+        timeout_retries=1,
+        retry_base_delay=0.001,
+    )
+    client = LLMClient(config, ResponseCache(tmp_path / "cache", "off"))
+    try:
+        with pytest.raises(LLMCallError) as info:
+            rubric(Judge(client))
+    finally:
+        client.close()
+    assert info.value.kind == "timeout" and fake_openai.total_requests == 2
