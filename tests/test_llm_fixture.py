@@ -280,5 +280,65 @@ def test_answer(example, judge):
     pytester.runpytest("--llmeval-judge-model=judge-1", "--llmeval-judge-temperature=0.25")
     assert [b["temperature"] for b in fake_openai.bodies] == [0.25]
     result = pytester.runpytest("--llmeval-judge-model=judge-1", "--llmeval-judge-temperature=0.7")
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*a judge's temperature must be at most 0.3*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR  # at start-up, not once per test
+    result.stderr.fnmatch_lines(["*llmeval_judge_temperature: 0.7 is above 0.3*"])
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_the_summary_counts_every_request_the_server_received(
+    pytester: pytest.Pytester, fake_openai: FakeOpenAIServer, suite: Any, workers: list[str]
+) -> None:
+    """Retries and calls lost after retries are requests too: the summary's count is the
+    server's."""
+    fake_openai.fault_sequence = ["500", "500", None, "500", "500", "500"]
+    suite(3)
+    result = pytester.runpytest("--llmeval-max-retries=2", "-p", "no:randomly", *workers)
+    result.assert_outcomes(passed=2, errors=1)  # two failures then an answer; one lost
+    assert fake_openai.total_requests == 7
+    result.stdout.fnmatch_lines(
+        [
+            "model calls: 3 (0 cache hits, free; 3 misses), 7 requests sent "
+            "(retries and failures included)",
+            "  demo-model: 3 calls, 7 requests, * tokens, $*",
+        ]
+    )
+
+
+SIMILAR = """
+import pytest
+from pytest_llmeval import assert_similar
+
+@pytest.mark.llmeval(dataset="data.jsonl")
+def test_answer(example, llm):
+    assert_similar(llm.complete(example.input["question"]), example.expected_output)
+"""
+
+
+def test_embeddings_have_their_own_endpoint(
+    pytester: pytest.Pytester, fake_openai: FakeOpenAIServer, suite: Any
+) -> None:
+    """A chat server and an embedding server are often two processes."""
+    suite(3, SIMILAR)
+    with FakeOpenAIServer() as embedding_server:
+        args = (
+            "--llmeval-embedding-model=embed-model",
+            f"--llmeval-embedding-base-url={embedding_server.base_url}",
+            "--llmeval-report=report.json",
+        )
+        pytester.runpytest(*args).assert_outcomes(passed=3)
+        assert dict(fake_openai.requests) == {"/chat/completions": 3}
+        assert dict(embedding_server.requests) == {"/embeddings": 3}
+        assert embedding_server.bodies[0]["model"] == "embed-model"
+
+        # Per-token vectors (llama.cpp without pooling) are a classified error that says
+        # what to do, not a quality failure.
+        embedding_server.per_token_embeddings = True
+        result = pytester.runpytest("--llmeval-cache=off", *args)
+        result.assert_outcomes(errors=3)
+        result.stdout.fnmatch_lines(
+            ["*bad_response after 1 attempt: the server returned one vector per token*"]
+        )
+        assert "--pooling mean" in result.stdout.str()
+        assert "ValidationError" not in result.stdout.str()
+        kinds = {r["failure_kind"] for r in report_of(pytester)["records"]}
+        assert kinds == {"llm_error:bad_response"}
