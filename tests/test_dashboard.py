@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from pytest_llmeval.cli import main
 from pytest_llmeval.monitor.dashboard import write_dashboard
 from pytest_llmeval.monitor.store import Store
 from pytest_llmeval.session import REPORT_FORMAT
@@ -148,10 +149,92 @@ def test_missing_database_names_it(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("content", "why"),
-    [("{not json", "is not JSON"), ('{"format": "other"}', "is not a pytest-llmeval report")],
+    [
+        ("{not json", "is not (standard )?JSON"),
+        ('{"format": "other"}', "is not a pytest-llmeval report"),
+    ],
 )
 def test_malformed_report_names_it(db: Path, tmp_path: Path, content: str, why: str) -> None:
     report = tmp_path / "broken.json"
     report.write_text(content, encoding="utf-8")
     with pytest.raises(ValueError, match=f"{re.escape(str(report))}.*{why}"):
         write_dashboard(db, tmp_path / "dash.html", [report])
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"SQLite? no: a text file\n" * 20, "file is not a database"),
+        (b"", "no monitor tables"),
+        (None, "no monitor tables"),  # a SQLite file of another program
+    ],
+    ids=["not-sqlite", "empty", "no-monitor-schema"],
+)
+def test_a_file_that_is_not_a_monitor_database_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes | None, why: str
+) -> None:
+    """As ``llmeval promote`` (tests/test_promote.py)."""
+    import sqlite3
+
+    bad = tmp_path / "app.db"
+    if content is None:
+        with sqlite3.connect(bad) as db:
+            db.execute("CREATE TABLE users (name TEXT)")
+        db.close()
+    else:
+        bad.write_bytes(content)
+    before = bad.read_bytes()
+    assert main(["dashboard", str(bad), "--out", str(tmp_path / "dash.html")]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [f"llmeval dashboard: {bad}: not a monitor database ({why})"]
+    assert bad.read_bytes() == before and not (tmp_path / "dash.html").exists()
+
+
+def test_dollar_signs_are_drawn_as_plain_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alert types, severities, partition and file names are free text: "$" in them is
+    drawn as it is, not as mathtext (mangled, or an error) nor by LaTeX, even when the
+    caller's rcParams ask for LaTeX."""
+    matplotlib = pytest.importorskip("matplotlib")
+    from matplotlib.backends.backend_agg import RendererAgg
+
+    drawn: list[tuple[str, object]] = []
+    plain_text = RendererAgg.draw_text
+
+    def spy(
+        self: Any, gc: Any, x: Any, y: Any, s: str, prop: Any, angle: Any, *args: Any, **kw: Any
+    ) -> Any:
+        drawn.append((s, kw.get("ismath", args[0] if args else False)))
+        return plain_text(self, gc, x, y, s, prop, angle, *args, **kw)
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"drawn as mathtext or TeX: {args[4]!r}")
+
+    monkeypatch.setattr(RendererAgg, "draw_text", spy)
+    monkeypatch.setattr(RendererAgg, "draw_mathtext", refuse)
+    monkeypatch.setattr(RendererAgg, "draw_tex", refuse)
+
+    path = tmp_path / "monitor $prod$.sqlite3"
+    store = Store(path)
+    kinds = ["price $27 vs $29", "$$", r"cost $\notacommand$"]
+    with store.transaction() as conn:
+        Store.save_window(conn, T0, T0 + HOUR, _window(4.5), _drift(False), T0 + HOUR)
+        Store.add_traffic(conn, {T0: (100, 10, 0)})
+        for i, kind in enumerate(kinds):
+            alert = {"ts": T0 + i, "window_start": T0, "type": kind, "severity": "high $1$"}
+            Store.insert_alert(conn, alert | {"message": f"{kind}!", "request_id": f"r{i}"})
+    store.close()
+    run = _report(tmp_path / "run $a$ vs $b$.json", {"golden": 1.0, "$weird$": 0.5}, [4.0])
+    with matplotlib.rc_context({"text.usetex": True}):  # the caller's setting
+        out = write_dashboard(path, tmp_path / "dash.html", [run])
+    page = out.read_text(encoding="utf-8")
+    for kind in kinds:
+        assert f"<td>{kind}</td>" in page
+    assert "<td>run $a$ vs $b$</td>" in page and "monitor $prod$.sqlite3" in page
+    texts = {s for s, _ in drawn}
+    assert {*kinds, "high $1$", "$weird$"} <= texts
+    assert any(s.startswith("#1 run $a$ vs $b$") for s in texts)
+    assert not any(math for _, math in drawn)
+    assert matplotlib.rcParams["text.parse_math"] is True  # the caller's rcParams are kept

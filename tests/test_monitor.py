@@ -456,3 +456,304 @@ def test_a_request_that_errored_is_sampled_but_not_judged(tmp_path: Path) -> Non
     sample = Store(tmp_path / "monitor.db").samples()[0]
     assert (sample.reason, sample.error) == ("error", "upstream timeout")
     assert sample.results["length"]["details"] == {"skipped": "the request has no output"}
+
+
+# --- stratified sampling: weights, shares, false alarms ---------------------------------
+
+
+def test_the_base_rate_holds_among_requests_not_sampled_for_another_reason() -> None:
+    """Half the hour's 2,000 requests are refunds, always sampled: the base rate keeps 5%
+    of the other half (within one sample), which is 2.5% of the hour's traffic."""
+    sampler = Sampler(0.05, always=[r"refund"], seed=3, slow=False, stratum=utc_hour)
+    for i in range(2000):
+        sampler.decide("refund, please" if i % 2 else "hello", ts=DAY0 + i)
+    hour = sampler.strata()[0]
+    assert (hour["seen"], hour["eligible"], hour["forced"]) == (2000, 1000, 1000)
+    assert abs(hour["sampled"] - 0.05 * hour["eligible"]) < 1
+    assert hour["base_share"] == pytest.approx(0.05, abs=0.001)
+    assert hour["sampled"] / hour["seen"] == pytest.approx(0.025, abs=0.001)
+    assert hour["sampled_share"] == pytest.approx(0.525, abs=0.001)
+    assert sampler.totals() == hour
+    assert (sampler.probability("base"), sampler.probability("pattern")) == (0.05, 1.0)
+
+
+# Refund answers score 3-4, everything else 4-5, at constant quality; half the traffic
+# asks for a refund, and the CI suite's baseline has the traffic's mix.
+def refund_traffic_score(rng: random.Random, refund: bool) -> float:
+    return float(rng.choice([3, 4] if refund else [4, 5]))
+
+
+def refund_window(
+    rng: random.Random, sampler: Sampler, hour: int, n: int = 400, worse: float = 0.0
+) -> tuple[list[float], list[float]]:
+    """One hour's sampled judge scores and their weights (1 / inclusion probability);
+    ``worse``: the chance that an answer, of either kind, scores 2 points lower."""
+    scores, weights = [], []
+    for i in range(n):
+        refund = rng.random() < 0.5
+        reason = sampler.decide("refund?" if refund else "hi", ts=DAY0 + hour * HOUR + i)
+        if reason is not None:
+            score = refund_traffic_score(rng, refund)
+            scores.append(score - 2 if rng.random() < worse else score)
+            weights.append(1 / sampler.probability(reason))
+    return scores, weights
+
+
+def refund_baseline() -> list[float]:
+    """60 CI scores in the traffic's mix, exactly (a baseline that is itself off by
+    chance shifts every window's comparison: that is the baseline's noise, not this)."""
+    return [3.0] * 15 + [4.0] * 30 + [5.0] * 15
+
+
+def test_always_sampled_requests_raise_no_false_drift_alarm_over_many_windows() -> None:
+    rng = random.Random(2026)
+    sampler = Sampler(0.05, always=[r"refund"], seed=1, slow=False, stratum=utc_hour)
+    baseline = refund_baseline()
+    previous: tuple[list[float], list[float]] = ([], [])
+    pooled_unweighted = []
+    for hour in range(300):
+        scores, weights = refund_window(rng, sampler, hour)
+        found = drift(
+            baseline,
+            scores,
+            previous[0],
+            delta=0.3,
+            alpha=0.001,
+            weights=weights,
+            previous_weights=previous[1],
+        )
+        assert found is not None
+        assert not found["alert"], (hour, found["line"])
+        window = found["tests"]["window"]
+        assert window["test"] == "weighted_welch_t"
+        # The weighted mean estimates the traffic's 4.0; pooled as drawn it is about 3.5.
+        assert window["mean_window"] == pytest.approx(4.0, abs=0.45)
+        pooled_unweighted.append(sum(scores) / len(scores))
+        previous = (scores, weights)
+    assert sum(pooled_unweighted) / 300 == pytest.approx(3.55, abs=0.03)
+    # As drawn, without the weights, every window would be a false alarm.
+    unweighted = drift(baseline, previous[0], delta=0.3, alpha=0.001)
+    assert unweighted is not None and unweighted["alert"]
+
+
+def test_a_real_drop_is_still_caught_with_always_sampled_requests() -> None:
+    for seed in range(30):
+        rng = random.Random(seed)
+        sampler = Sampler(0.05, always=[r"refund"], seed=seed, slow=False, stratum=utc_hour)
+        baseline = refund_baseline()
+        before = refund_window(rng, sampler, 0)
+        # 0.9 points lower on average, in refunds and in the rest alike.
+        first, second = (refund_window(rng, sampler, h, worse=0.45) for h in (1, 2))
+        found = [
+            drift(
+                baseline,
+                now[0],
+                then[0],
+                delta=0.3,
+                alpha=0.001,
+                weights=now[1],
+                previous_weights=then[1],
+            )
+            for now, then in ((first, before), (second, first))
+        ]
+        assert any(f is not None and f["alert"] for f in found), seed
+
+
+def test_aggregates_weight_each_sample_by_its_inverse_inclusion_probability() -> None:
+    results = [
+        {"j": {"kind": "judge", "score": 3.0}, "g": {"kind": "grounding", "passed": False}},
+        {"j": {"kind": "judge", "score": 3.0}, "g": {"kind": "grounding", "passed": False}},
+        {"j": {"kind": "judge", "score": 5.0}, "g": {"kind": "grounding", "passed": True}},
+    ]
+    # Two forced samples (weight 1) and one base-rate sample at 5% (weight 20).
+    found = aggregate(results, [1.0, 1.0, 20.0])
+    assert found["judge_mean"] == pytest.approx((3 + 3 + 100) / 22)
+    assert found["hallucination_rate"] == pytest.approx(2 / 22)
+    assert found["judge_n"] == 3 and found["judge_n_effective"] == pytest.approx(1.2, abs=0.05)
+    # Weighted, 5 is 91% of the traffic: the p10 is near it (Kish n 1.2, so smoothed).
+    assert found["judge_p10"] == pytest.approx(4.82, abs=0.01)
+    assert aggregate(results)["judge_mean"] == pytest.approx(11 / 3)
+    # Equal weights of any size are numpy's linear quantile.
+    assert quantile([1, 2, 3, 4, 5], 0.1, [20.0] * 5) == pytest.approx(1.4)
+    assert quantile([5, 1, 3], 0.5, [1, 1, 1]) == 3
+
+
+def test_the_worker_weights_always_sampled_requests(tmp_path: Path) -> None:
+    rng = random.Random(11)
+    drifted: list[Alert] = []
+    clock = Clock()
+    mon = monitor(
+        tmp_path,
+        {"judge": lambda s: Evaluation("judge", score=s.metadata["score"])},
+        sampler=Sampler(0.05, always=[r"refund"], seed=2, slow=False, stratum=utc_hour),
+        window=HOUR,
+        baseline=refund_baseline(),
+        clock=clock,
+        on_alert=[drifted.append],
+    ).start()
+    for hour in range(4):
+        for i in range(400):
+            refund = rng.random() < 0.5
+            score = refund_traffic_score(rng, refund)
+            ts = DAY0 + hour * HOUR + i * 9
+            question = "I want a refund" if refund else "How much is Team?"
+            mon.push(f"{hour}-{i}", question, "a", timestamp=ts, metadata={"score": score})
+    clock.now = DAY0 + 4 * HOUR
+    stats = mon.stop()
+    assert drifted == []
+    assert stats.base_share == pytest.approx(0.05, abs=0.002)
+    assert stats.sampled_share == pytest.approx(0.525, abs=0.03)
+    store = Store(tmp_path / "monitor.db")
+    probabilities = {(s.reason, s.probability) for s in store.samples()}
+    assert probabilities == {("pattern", 1.0), ("base", 0.05)}
+    for window in store.windows():
+        assert window["judge_mean"] == pytest.approx(4.0, abs=0.45)
+        assert not window["drift"]["alert"]
+        assert window["drift"]["tests"]["window"]["test"] == "weighted_welch_t"
+
+
+# --- the store: schema 1 files, files that are not monitor databases, standard JSON --------
+
+SCHEMA_1_SAMPLES = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta VALUES ('schema_version', '1');
+CREATE TABLE samples (
+    id INTEGER PRIMARY KEY, request_id TEXT NOT NULL, ts REAL NOT NULL,
+    window_start REAL NOT NULL, reason TEXT NOT NULL, input TEXT NOT NULL, output TEXT,
+    context TEXT, latency_s REAL, error TEXT, metadata TEXT NOT NULL, status TEXT NOT NULL,
+    evaluated_at REAL, results TEXT
+);
+CREATE TABLE alerts (id INTEGER PRIMARY KEY, ts REAL NOT NULL, window_start REAL NOT NULL,
+    type TEXT NOT NULL, severity TEXT NOT NULL, message TEXT NOT NULL,
+    sample_id INTEGER REFERENCES samples (id), request_id TEXT, details TEXT NOT NULL);
+CREATE TABLE traffic (window_start REAL PRIMARY KEY, pushed INTEGER NOT NULL DEFAULT 0,
+    accepted INTEGER NOT NULL DEFAULT 0, dropped INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE windows (start REAL PRIMARY KEY, end REAL NOT NULL, aggregates TEXT NOT NULL,
+    drift TEXT, closed_at REAL NOT NULL);
+"""
+
+
+def schema_1_file(path: Path) -> Path:
+    """A database as the monitor wrote it before inclusion probabilities were stored:
+    a pattern sample scored 3 and a base-rate sample scored 5, both pending."""
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA_1_SAMPLES)
+    for i, (reason, score) in enumerate([("pattern", 3.0), ("base", 5.0)]):
+        db.execute(
+            "INSERT INTO samples (request_id, ts, window_start, reason, input, output, context,"
+            " latency_s, error, metadata, status) VALUES (?, ?, ?, ?, ?, 'a', NULL, NULL, NULL,"
+            " ?, 'pending')",
+            (f"r{i}", DAY0 + i, DAY0, reason, '{"text": "q"}', f'{{"score": {score}}}'),
+        )
+    db.commit()
+    db.close()
+    return path
+
+
+def test_a_schema_1_file_is_read_as_it_is_and_migrated_by_a_monitor(tmp_path: Path) -> None:
+    path = schema_1_file(tmp_path / "monitor.db")
+    readonly = Store(path, readonly=True)
+    assert [s.probability for s in readonly.samples()] == [None, None]
+    readonly.close()
+    sampler = Sampler(0.1, slow=False)
+    judge = {"judge": lambda s: Evaluation("judge", score=s.metadata["score"])}
+    stats = Monitor(path, judge, sampler=sampler, flush_interval=0.01).start().stop()
+    assert stats.recovered == 2
+    store = Store(path, readonly=True)
+    assert store.meta("schema_version") == "2"
+    # The forced sample has probability 1; the base-rate one, not recorded, is taken at
+    # the reading monitor's rate (weight 10).
+    assert [s.probability for s in store.samples()] == [1.0, None]
+    assert store.windows()[0]["judge_mean"] == pytest.approx((3 + 10 * 5) / 11)
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"not a database at all, just some text\n" * 10, "file is not a database"),
+        (b"", "no monitor tables"),
+        (None, "no monitor tables"),  # SQLite, someone else's tables
+    ],
+)
+def test_a_file_that_is_not_a_monitor_database_is_named(
+    tmp_path: Path, content: bytes | None, why: str
+) -> None:
+    import sqlite3
+
+    path = tmp_path / "other.db"
+    if content is None:
+        sqlite3.connect(path).execute("CREATE TABLE users (name TEXT)").connection.commit()
+    else:
+        path.write_bytes(content)
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=rf"other\.db: not a monitor database .*{why}"):
+        Store(path, readonly=True)
+    if content:  # (an empty file is an empty SQLite database: a monitor may start one)
+        with pytest.raises(ValueError, match=r"other\.db: not a monitor database"):
+            Monitor(path, {"x": lambda s: 1.0})
+        assert path.read_bytes() == before
+    with pytest.raises(ValueError, match="a folder, not a monitor database"):
+        Store(tmp_path, readonly=True)
+
+
+def test_a_newer_schema_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "monitor.db"
+    store = Store(path)
+    with store.transaction() as db:
+        db.execute("UPDATE meta SET value = '9' WHERE key = 'schema_version'")
+    store.close()
+    with pytest.raises(ValueError, match="monitor schema 9, but this pytest-llmeval reads 1 and 2"):
+        Store(path, readonly=True)
+
+
+def strict_json(text: str) -> Any:
+    """json.loads that refuses NaN and Infinity, as every other JSON reader does."""
+    import json
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not standard JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_every_json_the_store_writes_is_standard(tmp_path: Path) -> None:
+    import math
+    import sqlite3
+
+    def nan_score(sample: Sample) -> float:
+        return math.nan
+
+    def odd_details(sample: Sample) -> Evaluation:
+        return Evaluation("judge", score=4.0, details={"ratio": math.inf, "list": [math.nan]})
+
+    mon = monitor(
+        tmp_path,
+        {"nan": nan_score, "odd": odd_details},
+        baseline=[4.0, 5.0, 4.0, 5.0, 3.0, 5.0],  # 3 window samples: an unbounded CI
+    ).start()
+    for i in range(3):
+        mon.push(f"r{i}", "q", "a", metadata={"latency_budget": math.inf})
+    mon.stop()
+    db = sqlite3.connect(tmp_path / "monitor.db")
+    columns = [
+        ("samples", "input"),
+        ("samples", "metadata"),
+        ("samples", "results"),
+        ("alerts", "details"),
+        ("windows", "aggregates"),
+        ("windows", "drift"),
+    ]
+    for table, column in columns:
+        for (text,) in db.execute(f"SELECT {column} FROM {table} WHERE {column} IS NOT NULL"):
+            strict_json(text)
+    store = Store(tmp_path / "monitor.db")
+    sample = store.samples()[0]
+    assert sample.metadata == {"latency_budget": None}
+    assert sample.results["nan"]["error"] == (
+        "ValueError: an evaluator returned nan; return a finite number"
+    )
+    assert sample.results["odd"]["details"] == {"ratio": None, "list": [None]}
+    tests = store.windows()[0]["drift"]["tests"]["window"]
+    assert None in tests["ci"]  # 3 samples: the interval is unbounded, stored as null

@@ -193,3 +193,73 @@ def test_a_write_that_does_not_load_is_undone(
     assert promote(str(monitored), "--to", "datasets", "--note", "x") == 2
     assert "regression.jsonl: line 2: broken" in capsys.readouterr().err
     assert regression.read_text() == before
+
+
+# Files that are not a monitor database (tests/test_dashboard.py tries them too).
+NOT_A_MONITOR_DATABASE = pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"SQLite? no: a text file\n" * 20, "file is not a database"),
+        (b"", "no monitor tables"),
+        (None, "no monitor tables"),  # a SQLite file of another program
+    ],
+    ids=["not-sqlite", "empty", "no-monitor-schema"],
+)
+
+
+def not_a_monitor_database(path: Path, content: bytes | None) -> bytes:
+    """Write the file; returns its bytes."""
+    import sqlite3
+
+    if content is None:
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE users (name TEXT)")
+        db.close()
+    else:
+        path.write_bytes(content)
+    return path.read_bytes()
+
+
+@NOT_A_MONITOR_DATABASE
+def test_a_file_that_is_not_a_monitor_database_is_one_line_and_exit_2(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    content: bytes | None,
+    why: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "app.db"
+    before = not_a_monitor_database(bad, content)
+    assert promote(str(bad), "--to", "datasets", "--note", "x") == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [f"llmeval promote: {bad}: not a monitor database ({why})"]
+    assert bad.read_bytes() == before  # read only: nothing created in it
+    assert not (tmp_path / "datasets").exists()
+
+
+def test_a_stored_nan_is_refused_not_written_to_the_dataset(
+    pytester: pytest.Pytester, monitored: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A sample stored with NaN in its input (by a version that let it through) is not
+    promoted: a dataset is standard JSON."""
+    import sqlite3
+
+    with sqlite3.connect(monitored) as db:
+        db.execute(
+            'UPDATE samples SET input = \'{"question": "seat price?", "budget": NaN}\''
+            " WHERE request_id = 'req-4'"
+        )
+    db.close()
+    golden = (pytester.path / "datasets" / "golden.jsonl").read_text()
+    assert promote(str(monitored), "--to", "datasets", "--note", "x") == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "llmeval promote: request req-4: its stored sample holds NaN or Infinity, which a "
+        "dataset cannot (standard JSON); leave it out with --request-id or fix the database"
+    ]
+    assert not (pytester.path / "datasets" / "regression.jsonl").exists()
+    assert (pytester.path / "datasets" / "golden.jsonl").read_text() == golden
+    # The others are promoted when it is left out.
+    assert promote(str(monitored), "--to", "datasets", "--note", "x", "--request-id", "req-1") == 0

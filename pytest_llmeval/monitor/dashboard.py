@@ -4,6 +4,10 @@ The page is self-contained (plots inlined as PNG ``data:`` URIs; no scripts, fon
 styles fetched), so it opens offline and can be kept as a CI artifact or attached to a
 ticket. matplotlib (the ``monitor`` extra) is imported only when a page is drawn, and
 without pyplot, whose global state and backend belong to the caller.
+
+Every label is drawn as plain text: alert types, severities, partition and file names
+are free text, and matplotlib would read "$27 vs $29" as mathtext (mangled, or an
+error), or hand it to LaTeX if the caller's rcParams say ``text.usetex``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import math
 import sqlite3
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import pairwise
@@ -94,8 +99,21 @@ def write_dashboard(db: str | Path, out: str | Path, runs: Sequence[str | Path] 
     except sqlite3.Error as exc:
         raise ValueError(f"{db}: not a readable monitor database ({exc})") from None
     out = Path(out)
-    write_text_atomic(out, _page(db, windows, alerts, traffic, counts, reports))
+    with _plain_text():
+        page = _page(db, windows, alerts, traffic, counts, reports)
+    write_text_atomic(out, page)
     return out
+
+
+@contextmanager
+def _plain_text() -> Iterator[None]:
+    """No mathtext and no LaTeX for any text drawn inside, tick labels included (they
+    are made when a figure is saved): matplotlib reads both settings when it creates a
+    text artist."""
+    import matplotlib
+
+    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+        yield
 
 
 # --- reading --------------------------------------------------------------------------

@@ -8,6 +8,7 @@ metrics and raise the three kinds of alert: ``hallucination`` (the grounding che
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -78,12 +79,17 @@ Evaluator = Callable[[Sample], EvaluatorResult | Awaitable[EvaluatorResult]]
 
 
 def as_evaluation(value: Any, kind: str) -> Evaluation:
-    """An evaluator's return value as an Evaluation (a bool is passed, a number a score)."""
+    """An evaluator's return value as an Evaluation (a bool is passed, a number a score).
+    A NaN or infinite score is an error: no aggregate could use it."""
     if isinstance(value, Evaluation):
+        if value.score is not None and not math.isfinite(value.score):
+            raise ValueError(f"an evaluator returned a score of {value.score}; return a finite one")
         return value
     if isinstance(value, bool):
         return Evaluation(kind, passed=value)
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"an evaluator returned {value}; return a finite number")
         return Evaluation(kind, score=float(value))
     if value is None:
         return Evaluation(kind)

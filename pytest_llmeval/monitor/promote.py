@@ -185,9 +185,24 @@ def promote(
         )
         result.added.append(example)
         seen[key], taken = example_id, taken | {example_id}
+    for example in result.added:
+        _standard_json(example)
     if result.added and not dry_run:
         _write(path, existing, result)
     return result
+
+
+def _standard_json(example: Example) -> str:
+    """The example as a line of standard JSON; ValueError (naming the request) for a
+    NaN or an infinity, which a file written before the store refused them may hold."""
+    try:
+        return json.dumps(example.to_json(), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        request = example.metadata["provenance"]["request_id"]
+        raise ValueError(
+            f"request {request}: its stored sample holds NaN or Infinity, which a dataset "
+            "cannot (standard JSON); leave it out with --request-id or fix the database"
+        ) from None
 
 
 def _write(path: Path, existing: Dataset, result: Promotion) -> None:
@@ -200,7 +215,7 @@ def _write(path: Path, existing: Dataset, result: Promotion) -> None:
             target
         )
     else:
-        lines = "".join(json.dumps(ex.to_json(), ensure_ascii=False) + "\n" for ex in result.added)
+        lines = "".join(_standard_json(ex) + "\n" for ex in result.added)
         text = before or ""
         write_text_atomic(target, text + ("\n" if text and not text.endswith("\n") else "") + lines)
     try:

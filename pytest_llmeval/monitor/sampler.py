@@ -1,11 +1,17 @@
 """Which live requests get evaluated.
 
 A base rate of the traffic, stratified by hour of day: each hour keeps its own credit
-that grows by ``rate`` per request and pays 1 per sample, drawn at a random point, so
-every stratum's sampled share stays within one sample of ``rate`` (a quiet night hour is
-not starved by a busy afternoon, as it can be by plain coin flips). On top of that, and
-not charged to the credit, every request that matches a configured pattern, that
-errored, or that was slower than the p95 observed so far is sampled too.
+that grows by ``rate`` per request and pays 1 per sample, drawn at a random point, so in
+every stratum the base-rate share of the requests *not sampled for another reason* stays
+within one sample of ``rate`` (a quiet night hour is not starved by a busy afternoon, as
+it can be by plain coin flips). On top of that, and not charged to the credit, every
+request that matches a configured pattern, that errored, or that was slower than the p95
+observed so far is sampled too (with probability 1), so the share of the hour's traffic
+as a whole that is sampled is higher, and its base-rate share lower, than ``rate``.
+
+Each decision comes with its inclusion probability (``probability``): 1 for a forced
+sample, ``rate`` for a base-rate one. Window aggregates weight a sample by its inverse,
+so an always-sampled kind of request is not over-represented.
 """
 
 from __future__ import annotations
@@ -33,13 +39,25 @@ def local_hour(ts: float) -> int:
 @dataclass
 class Stratum:
     seen: int = 0
+    eligible: int = 0  # not sampled for another reason: what the base rate applies to
     sampled: int = 0  # by the base rate only
+    forced: int = 0  # sampled for a pattern, an error or slowness
     credit: float = 0.0
     threshold: float = 1.0
 
-    @property
-    def share(self) -> float:
-        return self.sampled / self.seen if self.seen else 0.0
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seen": self.seen,
+            "eligible": self.eligible,
+            "sampled": self.sampled,
+            "forced": self.forced,
+            "base_share": _share(self.sampled, self.eligible),
+            "sampled_share": _share(self.sampled + self.forced, self.seen),
+        }
+
+
+def _share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
 
 
 class Sampler:
@@ -101,7 +119,10 @@ class Sampler:
                 stratum = self._strata[key] = Stratum(threshold=self._random.random())
             stratum.seen += 1
             reason = forced
-            if forced is None:
+            if forced is not None:
+                stratum.forced += 1
+            else:
+                stratum.eligible += 1
                 stratum.credit += self.rate
                 if stratum.credit >= stratum.threshold:
                     stratum.credit -= 1.0
@@ -112,6 +133,11 @@ class Sampler:
             if reason is not None:
                 self.counts[reason] += 1
             return reason
+
+    def probability(self, reason: Reason) -> float:
+        """The probability with which a request sampled for ``reason`` was drawn: 1 when
+        it was forced (a pattern, an error, slowness), else the base rate."""
+        return self.rate if reason == "base" else 1.0
 
     def _observe(self, latency: float) -> None:
         if len(self._latencies) < LATENCY_HISTORY:
@@ -129,9 +155,20 @@ class Sampler:
             self._since_refresh = 0
 
     def strata(self) -> dict[int, dict[str, Any]]:
-        """Per stratum (hour of day): requests seen, sampled by the base rate, share."""
+        """Per stratum (hour of day): requests ``seen``; ``eligible``, those not sampled
+        for another reason; ``sampled`` by the base rate and ``forced``; ``base_share``,
+        sampled / eligible (within one sample of the rate); ``sampled_share``, the share
+        of all requests sampled for any reason."""
         with self._lock:
-            return {
-                k: {"seen": s.seen, "sampled": s.sampled, "share": s.share}
-                for k, s in sorted(self._strata.items())
-            }
+            return {k: s.to_json() for k, s in sorted(self._strata.items())}
+
+    def totals(self) -> dict[str, Any]:
+        """The same counts and shares over every stratum."""
+        with self._lock:
+            total = Stratum()
+            for s in self._strata.values():
+                total.seen += s.seen
+                total.eligible += s.eligible
+                total.sampled += s.sampled
+                total.forced += s.forced
+            return total.to_json()

@@ -6,11 +6,20 @@ has committed; from then on a crash or a kill of the process loses nothing: pend
 samples are evaluated after a restart, and aggregates are always recomputed from the
 stored evaluations. (``synchronous=NORMAL`` survives a killed process; pass
 ``durable=True`` for ``FULL``, which also survives a power cut, at an fsync per commit.)
+
+Every JSON column is standard JSON: a NaN or an infinity (an unbounded confidence
+interval, a custom evaluator's detail) is stored as null.
+
+Schema 2 added each sample's inclusion probability. A schema 1 file is migrated when a
+monitor opens it (its forced samples get probability 1; its base-rate ones, whose rate
+was not recorded, are weighted by the rate of the monitor that reads them), and read as
+it is by the read-only users (``llmeval promote``, ``llmeval dashboard``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -19,7 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+READABLE_VERSIONS = ("1", SCHEMA_VERSION)
+TABLES = ("meta", "samples", "alerts", "traffic", "windows")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -29,6 +40,7 @@ CREATE TABLE IF NOT EXISTS samples (
     ts REAL NOT NULL,               -- when the request was served (epoch seconds)
     window_start REAL NOT NULL,
     reason TEXT NOT NULL,           -- why it was sampled: base, pattern, error, slow
+    probability REAL,               -- with which it was drawn: 1 if forced, else the rate
     input TEXT NOT NULL,            -- JSON
     output TEXT,
     context TEXT,
@@ -96,6 +108,7 @@ class Sample:
     metadata: dict[str, Any]
     status: str
     results: dict[str, Any]
+    probability: float | None = None  # None: a base-rate sample of a schema 1 file
 
     @property
     def text(self) -> str:
@@ -118,11 +131,27 @@ class Sample:
             metadata=json.loads(row["metadata"]),
             status=row["status"],
             results=json.loads(row["results"] or "{}"),
+            probability=row["probability"] if "probability" in row.keys() else None,  # noqa: SIM118
         )
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN and infinity replaced by None (JSON null)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
+    """Standard JSON (no NaN, no Infinity): non-finite numbers become null."""
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str, allow_nan=False)
+    except ValueError:  # rare: walk the value only when it needs it
+        return json.dumps(_finite(value), ensure_ascii=False, default=str, allow_nan=False)
 
 
 class Store:
@@ -130,26 +159,77 @@ class Store:
     makes it safe to share; the worker writes from its own thread)."""
 
     def __init__(self, path: str | Path, *, durable: bool = False, readonly: bool = False):
+        """Open (read-only: only open) the monitor database at ``path``. A file that is
+        not one (not SQLite, or without the monitor's tables) is a ValueError naming it;
+        a missing one, read-only, a FileNotFoundError."""
         self.path = Path(path)
+        self._lock = threading.Lock()
+        if readonly and not self.path.exists():
+            raise FileNotFoundError(f"{self.path}: no such monitor database")
+        if self.path.is_dir():
+            raise ValueError(f"{self.path}: a folder, not a monitor database")
+        try:
+            self._db = self._open(durable=durable, readonly=readonly)
+        except sqlite3.Error as exc:
+            raise ValueError(f"{self.path}: not a monitor database ({exc})") from None
+
+    def _open(self, *, durable: bool, readonly: bool) -> sqlite3.Connection:
         if readonly:
-            if not self.path.exists():
-                raise FileNotFoundError(f"{self.path}: no such monitor database")
             uri = f"{self.path.resolve().as_uri()}?mode=ro"
-            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            db = sqlite3.connect(uri, uri=True, check_same_thread=False)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-            self._db.executescript(_SCHEMA)
-            self._db.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            if not readonly:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                db.executescript(_SCHEMA)
+                db.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
+                )
+            db.row_factory = sqlite3.Row
+            present = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+            missing = [t for t in TABLES if t not in present]
+            if missing:
+                what = "no monitor tables" if len(missing) == len(TABLES) else "no table "
+                raise ValueError(
+                    f"{self.path}: not a monitor database "
+                    f"({what}{'' if len(missing) == len(TABLES) else ', '.join(missing)})"
+                )
+            rows = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+            version = str(rows[0][0]) if rows else None
+            if version not in (None, *READABLE_VERSIONS):
+                raise ValueError(
+                    f"{self.path}: monitor schema {version}, but this pytest-llmeval reads "
+                    f"{' and '.join(READABLE_VERSIONS)}: upgrade it"
+                )
+            columns = {r[1] for r in db.execute("PRAGMA table_info(samples)")}
+            if not readonly and "probability" not in columns:
+                self._migrate(db)
+                columns.add("probability")
+            # A schema 1 file read as it is has no probabilities.
+            self._probability = "probability" if "probability" in columns else "NULL"
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        """Schema 1 to 2: the inclusion probability, 1 for the forced samples; the rate of
+        the base-rate ones was not recorded (None: the reader's rate applies)."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("ALTER TABLE samples ADD COLUMN probability REAL")
+            db.execute("UPDATE samples SET probability = 1 WHERE reason != 'base'")
+            db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
             )
-        self._db.row_factory = sqlite3.Row
-        self._lock = threading.Lock()
-        version = self.meta("schema_version")
-        if version not in (None, SCHEMA_VERSION):
-            raise ValueError(f"{self.path}: monitor schema {version}, expected {SCHEMA_VERSION}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
@@ -182,14 +262,15 @@ class Store:
     @staticmethod
     def insert_sample(db: sqlite3.Connection, sample: Mapping[str, Any]) -> int:
         cursor = db.execute(
-            "INSERT INTO samples (request_id, ts, window_start, reason, input, output,"
-            " context, latency_s, error, metadata, status)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
+            "INSERT INTO samples (request_id, ts, window_start, reason, probability, input,"
+            " output, context, latency_s, error, metadata, status)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
             (
                 sample["request_id"],
                 sample["ts"],
                 sample["window_start"],
                 sample["reason"],
+                sample["probability"],
                 _dumps(sample["input"]),
                 sample["output"],
                 sample["context"],
@@ -269,13 +350,14 @@ class Store:
             sql += f" WHERE id IN ({','.join('?' * len(params))})"
         return [Sample.from_row(r) for r in self._query(sql + " ORDER BY id", params)]
 
-    def evaluated_results(self, window_start: float) -> list[dict[str, Any]]:
-        """The evaluations of one window's evaluated samples."""
+    def evaluations(self, window_start: float) -> list[tuple[dict[str, Any], float | None]]:
+        """One window's evaluated samples: (evaluations, inclusion probability or None)."""
         rows = self._query(
-            "SELECT results FROM samples WHERE window_start = ? AND status = 'evaluated'",
+            f"SELECT results, {self._probability} AS probability FROM samples"
+            " WHERE window_start = ? AND status = 'evaluated'",
             (window_start,),
         )
-        return [json.loads(r["results"]) for r in rows]
+        return [(json.loads(r["results"]), r["probability"]) for r in rows]
 
     def alerts(self) -> list[dict[str, Any]]:
         rows = self._query("SELECT * FROM alerts ORDER BY id")

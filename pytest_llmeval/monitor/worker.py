@@ -32,7 +32,7 @@ from typing import Any, Literal
 from .evaluators import Alert, Evaluation, Evaluator, as_evaluation, kind_of
 from .sampler import Sampler
 from .store import Sample, Store, input_text
-from .windows import aggregate, drift, judge_scores
+from .windows import aggregate, drift, inverse_probability, judge_scores
 
 log = logging.getLogger("pytest_llmeval.monitor")
 
@@ -44,7 +44,10 @@ DROP_LOG_EVERY = 10.0  # seconds between "queue full" warnings
 @dataclass(frozen=True)
 class MonitorStats:
     """Counters since this monitor started (``recovered``: pending samples of an earlier
-    run, evaluated by this one)."""
+    run, evaluated by this one). The sampler's shares: ``base_share``, the base-rate
+    samples among the requests not sampled for another reason (within one sample of the
+    rate in every hour); ``sampled_share``, the requests sampled for any reason among
+    all (None before the first request)."""
 
     pushed: int
     skipped: int
@@ -56,6 +59,8 @@ class MonitorStats:
     windows_closed: int
     recovered: int
     in_flight: int
+    base_share: float | None = None
+    sampled_share: float | None = None
 
 
 class Monitor:
@@ -164,6 +169,7 @@ class Monitor:
                         "ts": ts,
                         "window_start": start,
                         "reason": reason,
+                        "probability": self.sampler.probability(reason),
                         "input": input if isinstance(input, Mapping) else {"text": input},
                         "output": output,
                         "context": context,
@@ -188,8 +194,11 @@ class Monitor:
     def stats(self) -> MonitorStats:
         with self._lock:
             counts, in_flight = dict(self._counts), self._in_flight
+        shares = self.sampler.totals()
         return MonitorStats(
             **counts,
+            base_share=shares["base_share"],
+            sampled_share=shares["sampled_share"],
             acknowledged=self._acknowledged,
             evaluated=self._evaluated,
             alerts=self._alerts,
@@ -413,19 +422,22 @@ class Monitor:
     def _close(
         self, start: float, now: float, *, partial: bool, test_drift: bool = True
     ) -> Alert | None:
-        results = self.store.evaluated_results(start)
-        aggregates = {**aggregate(results), "partial": partial}
+        results, weights = self._evaluations(start)
+        aggregates = {**aggregate(results, weights), "partial": partial}
         traffic = self.store.traffic().get(start, {})
         aggregates.update({k: traffic.get(k, 0) for k in ("pushed", "accepted", "dropped")})
         found = None
         if test_drift and self.baseline:
-            previous = judge_scores(self.store.evaluated_results(start - self.window))
+            scores, score_weights = judge_scores(results, weights)
+            previous, previous_weights = judge_scores(*self._evaluations(start - self.window))
             found = drift(
                 self.baseline,
-                judge_scores(results),
+                scores,
                 previous,
                 delta=self.drift_delta,
                 alpha=self.drift_alpha,
+                weights=score_weights,
+                previous_weights=previous_weights,
             )
         alert = None
         if found is not None and found["alert"]:
@@ -445,6 +457,13 @@ class Monitor:
         self._closed_count += 1
         self._alerts += alert is not None
         return alert
+
+    def _evaluations(self, start: float) -> tuple[list[dict[str, Any]], list[float]]:
+        """A window's evaluations, and each sample's weight: 1 / its inclusion
+        probability (the sampler's rate for a base-rate sample of a schema 1 file)."""
+        stored = self.store.evaluations(start)
+        weights = [inverse_probability(p, self.sampler.rate) for _, p in stored]
+        return [results for results, _ in stored], weights
 
 
 def _with_id(alert: Alert, alert_id: int) -> Alert:
