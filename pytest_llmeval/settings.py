@@ -304,7 +304,7 @@ def regression_settings(
             )
         gate.append((metric, partition or None))
     delta = dict(DEFAULT_DELTA)
-    delta.update(_parse_pairs("delta", value("delta"), _threshold, GATED_METRICS, "metric"))
+    delta.update(_parse_pairs("delta", value("delta"), _delta, GATED_METRICS, "metric"))
     alpha = _number("alpha", value("alpha"), minimum=0)
     if not 0 < alpha < 1:
         raise pytest.UsageError(f"llmeval_alpha: {alpha:g} is not between 0 and 1")
@@ -412,6 +412,15 @@ def _threshold(name: str, raw: str) -> float:
         raise pytest.UsageError(f"{name}: {raw!r} is not a number") from None
     if not math.isfinite(number):
         raise pytest.UsageError(f"{name}: {raw!r} is not a number (it must be finite)")
+    return number
+
+
+def _delta(name: str, raw: str) -> float:
+    number = _threshold(name, raw)
+    if number <= 0:
+        raise pytest.UsageError(
+            f"{name}: {raw!r} is not a positive number (δ is the smallest change that matters)"
+        )
     return number
 
 

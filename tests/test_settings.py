@@ -32,6 +32,12 @@ def one_test(pytester: pytest.Pytester) -> pytest.Pytester:
         ("--llmeval-thresholds", "token_f1:nan", "a number (it must be finite)"),
         ("--llmeval-thresholds", "judge.golden:-inf", "a number (it must be finite)"),
         ("--llmeval-delta", "judge:inf", "a number (it must be finite)"),
+        ("--llmeval-delta", "judge:0", "a positive number (δ is the smallest change that matters)"),
+        (
+            "--llmeval-delta",
+            "pass_rate:-0.1",
+            "a positive number (δ is the smallest change that matters)",
+        ),
     ],
 )
 def test_a_bad_number_is_a_one_line_usage_error(
