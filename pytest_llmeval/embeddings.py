@@ -146,6 +146,20 @@ class OpenAIEmbedder:
                     "server_error",
                     f"{self.model}: asked for {len(missing)} embeddings, got {len(items)}",
                 )
+            for text, item in zip(missing, items, strict=True):
+                problem = _defect(item.embedding)
+                if problem is not None:
+                    # Scored, such a vector would pass or fail on noise (a NaN compared 1.0):
+                    # the server failed, not the output.
+                    from .client import LLMCallError
+
+                    raise LLMCallError(
+                        "bad_response",
+                        f"{self.model}: the embedding of {_clip(text)} {problem}, so no "
+                        "similarity can be computed from it: check the embedding server "
+                        "(its logs, its model) or use another llmeval_embedding_model (a "
+                        "cached reply is replayed until a run with --llmeval-cache=refresh)",
+                    )
             with self._lock:
                 for text, item in zip(missing, items, strict=True):
                     self._cache[text] = tuple(item.embedding)
@@ -154,22 +168,56 @@ class OpenAIEmbedder:
 
 
 def cosine(a: Sequence[float], b: Sequence[float]) -> float:
-    """Cosine similarity of two vectors of one length; 0.0 when either is all zeros."""
+    """Cosine similarity of two vectors of one length.
+
+    A vector holding a NaN or an infinity, or all zeros (it has no direction), is a
+    ValueError: cosine is undefined for it, and ``min(1.0, nan)`` would have scored a
+    broken embedding 1.0."""
     if len(a) != len(b):
         raise ValueError(f"vectors of different lengths: {len(a)} and {len(b)}")
+    for which, vector in (("first", a), ("second", b)):
+        problem = _defect(vector)
+        if problem is not None:
+            raise ValueError(f"cosine similarity is undefined: the {which} vector {problem}")
+    a, b = _in_range(a), _in_range(b)
     # sqrt(s * s) == s in floating point, so a vector against itself scores exactly 1.0
     # (a threshold of 1.0 holds for a text against itself); hypot(a) * hypot(b) would not.
     norms = math.sqrt(math.fsum(x * x for x in a) * math.fsum(y * y for y in b))
-    if norms == 0.0:
-        return 0.0
     dot = math.fsum(x * y for x, y in zip(a, b, strict=True))
     return max(-1.0, min(1.0, dot / norms))  # rounding can step just past +-1
+
+
+def _defect(vector: Sequence[float]) -> str | None:
+    """Why cosine is undefined for ``vector`` (a NaN or infinity in it, or no non-zero
+    component), or None."""
+    for index, x in enumerate(vector):
+        if not math.isfinite(x):
+            return f"has {x!r} at index {index} of {len(vector)}"
+    if not any(vector):
+        return "is all zeros" if vector else "is empty"
+    return None
+
+
+def _in_range(vector: Sequence[float]) -> Sequence[float]:
+    """``vector`` scaled by a power of two (exactly, so a vector against itself still
+    scores 1.0) when the product of two sums of squares could overflow to inf or
+    underflow to 0; as it is otherwise, which is every embedding model's output."""
+    exponent = math.frexp(max(map(abs, vector)))[1]  # the largest |x| is below 2**exponent
+    if -200 < exponent < 200:
+        return vector
+    return [math.ldexp(x, -exponent) for x in vector]
 
 
 def similarity(embedder: Embedder, a: str, b: str) -> float:
     """Cosine similarity of the embeddings of two texts, embedded in one call."""
     first, second = embedder.embed([a, b])
-    return cosine(first, second)
+    try:
+        return cosine(first, second)
+    except ValueError as exc:
+        raise ValueError(
+            f"{embedder.name} embedded {_clip(a)} and {_clip(b)} as vectors no similarity "
+            f"can be computed from ({exc}): the embedding model is broken"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -249,6 +297,11 @@ def _shared_local() -> LocalEmbedder:
         if _LOCAL is None:
             _LOCAL = LocalEmbedder()
         return _LOCAL
+
+
+def _clip(text: str, width: int = 60) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= width else shown[: width - 3] + "..."
 
 
 def _checked(texts: Sequence[str]) -> Sequence[str]:

@@ -208,6 +208,74 @@ def test_openai_short_answer_is_a_server_error() -> None:
     assert info.value.kind == "server_error"
 
 
+def _serving(vectors: list[list[float]]) -> LLMClient:
+    """A client whose embeddings endpoint answers ``vectors`` (pydantic, like the client,
+    lets a NaN through: json.loads reads 1e999 as inf)."""
+    from openai.types import CreateEmbeddingResponse
+
+    def create(**params: Any) -> CreateEmbeddingResponse:
+        data = [
+            {"object": "embedding", "index": i, "embedding": vector}
+            for i, vector in enumerate(vectors)
+        ]
+        usage = {"prompt_tokens": 2, "total_tokens": 2}
+        return CreateEmbeddingResponse.model_validate(
+            {"object": "list", "model": params["model"], "data": data, "usage": usage}
+        )
+
+    return cast(LLMClient, SimpleNamespace(embeddings=SimpleNamespace(create=create)))
+
+
+@pytest.mark.parametrize(
+    ("second", "problem"),
+    [
+        ([0.6, math.nan], "has nan at index 1 of 2"),
+        ([math.inf, 0.0], "has inf at index 0 of 2"),
+        ([0.0, 0.0], "is all zeros"),
+    ],
+)
+def test_openai_broken_vector_is_a_bad_response(second: list[float], problem: str) -> None:
+    embedder = OpenAIEmbedder(_serving([[1.0, 0.0], second]), MODEL)
+    with pytest.raises(LLMCallError) as info:
+        similarity(embedder, "the refund window is 30 days", "refunds")
+    assert info.value.kind == "bad_response"  # the server failed, not the output
+    assert str(info.value) == (
+        f"bad_response after 1 attempt: {MODEL}: the embedding of 'refunds' {problem}, so "
+        "no similarity can be computed from it: check the embedding server (its logs, its "
+        "model) or use another llmeval_embedding_model (a cached reply is replayed until a "
+        "run with --llmeval-cache=refresh)"
+    )
+    assert embedder._cache == {}  # nothing kept: a fixed server is asked again
+
+
+def test_openai_zero_vector_from_a_server_is_a_bad_response(make_client: Any) -> None:
+    """The fake server, like a broken one, embeds an empty text as all zeros."""
+    embedder = OpenAIEmbedder(make_client(), MODEL)
+    with pytest.raises(LLMCallError, match="the embedding of '' is all zeros") as info:
+        embedder.embed(["refunds", ""])
+    assert info.value.kind == "bad_response"
+
+
+def test_a_broken_embedding_never_passes_assert_similar() -> None:
+    from pytest_llmeval import assert_similar
+
+    class Broken:
+        name = "broken"
+
+        def embed(self, texts: Sequence[str]) -> list[list[float]]:
+            return [[math.nan, 0.0] for _ in texts]
+
+    with pytest.raises(ValueError) as info:
+        assert_similar("anything", "at all", embedder=Broken(), threshold=0.99)
+    assert str(info.value) == (
+        "broken embedded 'anything' and 'at all' as vectors no similarity can be computed "
+        "from (cosine similarity is undefined: the first vector has nan at index 0 of 2): "
+        "the embedding model is broken"
+    )
+    with pytest.raises(LLMCallError, match="bad_response"):
+        assert_similar("a", "b", embedder=OpenAIEmbedder(_serving([[math.nan], [1.0]]), MODEL))
+
+
 def test_a_single_string_is_refused(make_client: Any) -> None:
     for embedder in (LocalEmbedder(), OpenAIEmbedder(make_client(), MODEL)):
         with pytest.raises(TypeError, match="not a single string"):
@@ -225,15 +293,41 @@ def test_a_single_string_is_refused(make_client: Any) -> None:
         ([1.0, 2.0, 3.0], [-1.0, -2.0, -3.0], -1.0),
         ([1.0, 0.0], [0.0, 5.0], 0.0),
         ([1.0, 1.0], [1.0, 0.0], math.sqrt(0.5)),
-        ([0.0, 0.0], [1.0, 2.0], 0.0),  # a zero vector is similar to nothing
-        ([1.0, 2.0], [0.0, 0.0], 0.0),
-        ([0.0, 0.0], [0.0, 0.0], 0.0),
-        ([], [], 0.0),
+        # Squares that overflow to inf or underflow to 0 (inf / inf is nan, which compared 1.0)
+        ([1e300, 1e300], [1e300, 0.0], math.sqrt(0.5)),
+        ([1e200, -1e200], [1.0, 0.0], math.sqrt(0.5)),
+        ([1e-300, 1e-300], [1e-300, 0.0], math.sqrt(0.5)),
+        ([5e-324, 0.0], [0.0, 5e-324], 0.0),
     ],
 )
 def test_cosine(a: list[float], b: list[float], expected: float) -> None:
     assert cosine(a, b) == pytest.approx(expected)
     assert -1.0 <= cosine(a, b) <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "why"),
+    [
+        ([1.0, math.nan], [1.0, 1.0], "the first vector has nan at index 1 of 2"),
+        ([1.0, 1.0], [math.inf, 0.0], "the second vector has inf at index 0 of 2"),
+        ([0.5, -math.inf, 0.5], [0.5, 0.5, 0.5], "the first vector has -inf at index 1 of 3"),
+        ([math.nan, math.nan], [math.nan, math.nan], "the first vector has nan at index 0 of 2"),
+        ([0.0, 0.0], [1.0, 2.0], "the first vector is all zeros"),  # it has no direction
+        ([1.0, 2.0], [0.0, -0.0], "the second vector is all zeros"),
+        ([], [], "the first vector is empty"),
+    ],
+)
+def test_cosine_of_a_broken_vector_is_undefined(a: list[float], b: list[float], why: str) -> None:
+    """A NaN used to score 1.0 (min(1.0, nan) is 1.0): a broken embedding passed."""
+    with pytest.raises(ValueError) as info:
+        cosine(a, b)
+    assert str(info.value) == f"cosine similarity is undefined: {why}"
+
+
+def test_cosine_of_a_huge_vector_with_itself_is_still_exactly_one() -> None:
+    vector = [3e250, -1e250, 2e249]
+    assert cosine(vector, vector) == 1.0
+    assert cosine(vector, [-v for v in vector]) == -1.0
 
 
 def test_cosine_of_a_vector_with_itself_is_exactly_one() -> None:
@@ -335,3 +429,34 @@ def test_a_similarity_computed_ahead_is_asserted_later() -> None:
         "  output:   'happy holidays'",
         "  expected: '30 days for a refund'",
     ]
+
+
+BROKEN_SUITE = """
+import math
+import pytest
+from pytest_llmeval import assert_similar
+
+class Broken:
+    name = "broken"
+
+    def embed(self, texts):
+        return [[math.nan, 1.0] for _ in texts]
+
+@pytest.mark.llmeval(dataset="data.jsonl")
+def test_similar(example):
+    assert_similar(example.expected_output, "anything", embedder=Broken())
+"""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_broken_embedding_is_an_error_not_a_pass_in_a_run(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    example = {"id": "d-1", "partition": "distribution", "input": {}, "expected_output": "a"}
+    pytester.path.joinpath("data.jsonl").write_text(json.dumps(example) + "\n")
+    pytester.makepyfile(test_evals=BROKEN_SUITE)
+    result = pytester.runpytest("--llmeval-report", "report.json")
+    result.assert_outcomes(errors=1)  # a broken embedder, not a soft quality failure
+    assert result.ret != 0
+    (record,) = json.loads(pytester.path.joinpath("report.json").read_text())["records"]
+    assert record["status"] == "error" and record["failure_kind"] == "test error: ValueError"
+    assert "the first vector has nan at index 0 of 2" in record["failure_reason"]
