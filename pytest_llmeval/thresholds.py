@@ -6,6 +6,7 @@ then ``metric`` from ini, then the built-in partition default, then the built-in
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 # metric -> partition (None = any) -> threshold. Golden is stricter where it matters.
@@ -29,6 +30,8 @@ def configure(overrides: Mapping[str, float]) -> dict[str, float]:
 def resolve(metric: str, partition: str | None, explicit: float | None = None) -> float:
     """The threshold for ``metric`` in ``partition``."""
     if explicit is not None:
+        if not math.isfinite(explicit):  # nan never passes, -inf always would
+            raise ValueError(f"threshold={explicit!r} for {metric}: a threshold is a finite number")
         return explicit
     if partition is not None and f"{metric}.{partition}" in _overrides:
         return _overrides[f"{metric}.{partition}"]

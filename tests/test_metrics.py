@@ -168,3 +168,11 @@ def test_a_null_score_is_left_out_of_the_partition_mean() -> None:
         stats.add(record)
     assert stats.metric_scores == {"similarity": [0.8, 0.6]}
     assert stats.metric_mean("similarity") == pytest.approx(0.7)
+
+
+@pytest.mark.parametrize("threshold", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_threshold_is_refused(threshold: float) -> None:
+    from pytest_llmeval import assert_token_f1
+
+    with pytest.raises(ValueError, match="a threshold is a finite number"):
+        assert_token_f1("a b", "a b", threshold=threshold)
