@@ -192,11 +192,9 @@ class Store:
             present = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
             missing = [t for t in TABLES if t not in present]
             if missing:
-                what = "no monitor tables" if len(missing) == len(TABLES) else "no table "
-                raise ValueError(
-                    f"{self.path}: not a monitor database "
-                    f"({what}{'' if len(missing) == len(TABLES) else ', '.join(missing)})"
-                )
+                none = len(missing) == len(TABLES)
+                detail = "no monitor tables" if none else f"no table {', '.join(missing)}"
+                raise ValueError(f"{self.path}: not a monitor database ({detail})")
             rows = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
             version = str(rows[0][0]) if rows else None
             if version not in (None, *READABLE_VERSIONS):
