@@ -295,7 +295,6 @@ class LLMClient:
         return reply.choices[0].message.content or ""
 
     def close(self) -> None:
-        self._interrupted.set()  # a retry still waiting in another thread gives up
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._openai is not None:
