@@ -317,10 +317,15 @@ def summary_lines(
         lines.append((verdict.message, markup))
     lines += budget_lines(budgets)
     lines += [(text, {"red": True, "bold": True}) for text in _error_lines(records, names)]
+    judged = _judge_lines(records)
+    warnings = [text for text in judged if text.startswith("WARNING")]
     if verbosity >= 0:
-        usage = _usage_lines(records) + _judge_lines(records)
+        usage = _usage_lines(records) + [t for t in judged if t not in warnings]
         if usage:
             lines += [("", {}), *((text, {}) for text in usage)]
+    # A judge whose verdicts cannot be trusted is said even with -q.
+    lines += [(text, {"yellow": True, "bold": True}) for text in warnings]
+    if verbosity >= 0:
         lines += _slowest(records, names, 10 if verbosity > 0 else 3)
         lines += _failures_by_reason(records, names, None if verbosity > 0 else 5)
     lines += _soft_failures(records, names, None if verbosity > 0 else 10)

@@ -66,7 +66,7 @@ def test_v1_passes_with_soft_failures_listed(pytester: pytest.Pytester, suite: P
             "alpha 0.05 over 1 gated comparison (Holm); CIs at 95%; δ judge 0.3",
             "*",
             f"judge   distribution     4.627      4.627  0.000  [[]{M}0.279, 0.279]  1.000  51  "
-            "     —  NO_CHANGE",
+            "    —  NO_CHANGE",
             "regression: PROCEED, no blocking verdict (1 comparison)",
         ],
         consecutive=True,

@@ -563,7 +563,7 @@ def test_serial_and_xdist_give_the_same_summary_and_exit_status(
     assert summary_without_timing(serial.outlines) == summary_without_timing(parallel.outlines)
     assert any("golden rule" in line for line in summary_without_timing(serial.outlines))
     one, two = report_of(pytester, "serial.json"), report_of(pytester, "parallel.json")
-    strip = ("duration_s", "latency_s", "started_at", "finished_at")
+    strip = ("duration_s", "elapsed_s", "latency_s", "started_at", "finished_at")
     assert [{k: v for k, v in r.items() if k not in strip} for r in one["records"]] == [
         {k: v for k, v in r.items() if k not in strip} for r in two["records"]
     ]
