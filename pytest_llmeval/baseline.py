@@ -297,9 +297,11 @@ def table_lines(comparisons: Sequence[Comparison], *, verbose: bool = False) -> 
                 c.verdict,
             ]
         )
+    from .regression import ci_percent
+
     lines = [
         f"alpha {first.alpha:g} over {first.m} gated comparison{'s' if first.m != 1 else ''} "
-        f"(Holm); CIs at {100 * first.ci_level:.3g}%; δ "
+        f"(Holm); CIs at {ci_percent(first.ci_level)}%; δ "
         + ", ".join(f"{m} {d:g}" for m, d in {c.metric: c.delta for c in comparisons}.items())
     ]
     lines += aligned(rows, left={0, 1, 5, len(rows[0]) - 1})  # names, CI and verdict

@@ -1001,7 +1001,7 @@ def _line(c: Comparison) -> str:
         assert c.effect is not None and c.ci_low is not None and c.ci_high is not None
         head = (
             f"Candidate is {'worse' if c.effect < 0 else 'better'} by {num(abs(c.effect))} "
-            f"({100 * c.ci_level:.3g}% CI {num(c.ci_low)} to {num(c.ci_high)})"
+            f"({ci_percent(c.ci_level)}% CI {num(c.ci_low)} to {num(c.ci_high)})"
         )
         if c.verdict == "SIGNIFICANT_BUT_TRIVIAL":
             return f"{head}; real ({p_text}) but inside ±{c.delta:g}, too small to matter."
@@ -1165,3 +1165,12 @@ def refused(
             warnings=(note,),
         )
     )
+
+
+def ci_percent(level: float) -> str:
+    """A confidence level as a percentage, to three digits but never rounded up to 100
+    (98.3, 97.5, 99.95)."""
+    digits = 3
+    while (text := f"{100 * level:.{digits}g}") == "100" and digits < 8:
+        digits += 1
+    return text

@@ -700,3 +700,14 @@ def test_a_run_against_a_rerun_of_itself_rarely_regresses() -> None:
     assert {c.test for c in results} == {"paired_t"}
     assert regressions / 200 <= 0.05
     assert significant / 200 <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / 200)
+
+
+def test_a_confidence_level_never_rounds_up_to_100_percent() -> None:
+    from pytest_llmeval.regression import ci_percent
+
+    assert [ci_percent(x) for x in (0.95, 0.975, 1 - 0.001 / 2, 1 - 0.05 / 3)] == [
+        "95",
+        "97.5",
+        "99.95",
+        "98.3",
+    ]
