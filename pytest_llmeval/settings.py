@@ -337,6 +337,7 @@ _WHOLE_NUMBERS = frozenset(
         "max_concurrency",
         "judge_max_concurrency",
         "judge_max_tokens",
+        "timeout_retries",
     )
 )
 

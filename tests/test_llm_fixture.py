@@ -342,3 +342,13 @@ def test_embeddings_have_their_own_endpoint(
         assert "ValidationError" not in result.stdout.str()
         kinds = {r["failure_kind"] for r in report_of(pytester)["records"]}
         assert kinds == {"llm_error:bad_response"}
+
+
+@pytest.mark.parametrize("value", ["1.5", "-1", "inf"])
+def test_timeout_retries_is_a_whole_number(
+    pytester: pytest.Pytester, suite: Any, value: str
+) -> None:
+    suite(1)
+    result = pytester.runpytest(f"--llmeval-timeout-retries={value}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*llmeval_timeout_retries: '{value}' is not a whole number*"])
