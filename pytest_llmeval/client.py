@@ -176,6 +176,7 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 T = TypeVar("T")
+GiveUp = Callable[[BaseException], bool]  # whether a failed request is final at once
 P = ParamSpec("P")
 
 # One bound per endpoint and limit, shared by every client of the process.
@@ -312,12 +313,19 @@ class LLMClient:
         return self._embeddings(current_record(), **params)
 
     def _chat(
-        self, record: Record | None, *, llmeval_sample: int = 0, **params: Any
+        self,
+        record: Record | None,
+        *,
+        llmeval_sample: int = 0,
+        llmeval_give_up: GiveUp | None = None,
+        **params: Any,
     ) -> ChatCompletion:
+        """A chat completion; ``llmeval_give_up(exc)`` says which failures are final at
+        once, not retried (the judge's: a server refusing a response format)."""
         __tracebackhide__ = True
         if "temperature" not in params and self.config.temperature is not None:
             params["temperature"] = self.config.temperature
-        reply: ChatCompletion = self._call(CHAT, params, llmeval_sample, record)
+        reply: ChatCompletion = self._call(CHAT, params, llmeval_sample, record, llmeval_give_up)
         return reply
 
     def _embeddings(self, record: Record | None, **params: Any) -> CreateEmbeddingResponse:
@@ -326,7 +334,12 @@ class LLMClient:
         return reply
 
     def _call(
-        self, endpoint: str, params: dict[str, Any], sample: int, record: Record | None
+        self,
+        endpoint: str,
+        params: dict[str, Any],
+        sample: int,
+        record: Record | None,
+        give_up: GiveUp | None = None,
     ) -> Any:
         """The validated response (from the cache, or sent), written into ``record``."""
         __tracebackhide__ = True
@@ -344,7 +357,9 @@ class LLMClient:
                 self.stats.bump("cache_hits")
                 self._note(record, model, entry.response, entry.latency_s, hit=True)
                 return entry.parsed
-            parsed, response, latency, shared = self._send_once(endpoint, params, request, record)
+            parsed, response, latency, shared = self._send_once(
+                endpoint, params, request, record, give_up
+            )
         except LLMCallError:
             if record is not None:  # a call made, and lost: counted, costing nothing
                 record.note_call(
@@ -370,13 +385,14 @@ class LLMClient:
         params: dict[str, Any],
         request: Mapping[str, Any],
         record: Record | None,
+        give_up: GiveUp | None,
     ) -> tuple[Any, dict[str, Any], float, bool]:
         """Send the request, or, when the same request is already in flight (a batch
         computes two tests of one example at once), wait for that one's response:
         (parsed, response, latency, shared). With the cache off every call is its own."""
         __tracebackhide__ = True
         if self.cache.mode == "off":
-            return (*self._send(endpoint, params, request, record), False)
+            return (*self._send(endpoint, params, request, record, give_up), False)
         key = cache_key(request)
         with self._lock:
             pending = self._in_flight.get(key)
@@ -393,7 +409,7 @@ class LLMClient:
             if entry is not None:
                 pending.set_result((entry.parsed, entry.response, entry.latency_s))
                 return entry.parsed, entry.response, entry.latency_s, True
-            parsed, response, latency = self._send(endpoint, params, request, record)
+            parsed, response, latency = self._send(endpoint, params, request, record, give_up)
             self.cache.put(request, response, latency)
             pending.set_result((parsed, response, latency))
             return parsed, response, latency, False
@@ -410,6 +426,7 @@ class LLMClient:
         params: dict[str, Any],
         request: Mapping[str, Any],
         record: Record | None,
+        give_up: GiveUp | None = None,
     ) -> tuple[Any, dict[str, Any], float]:
         """(parsed, response, latency) of the request, retried; every HTTP request sent
         is counted in ``record``."""
@@ -451,6 +468,7 @@ class LLMClient:
                 failures[kind] = failures.get(kind, 0) + 1
                 if (
                     not retryable
+                    or (give_up is not None and give_up(exc))
                     or attempt > self.config.max_retries
                     or failures[kind] > self._retry_limit(kind)
                 ):

@@ -19,19 +19,19 @@ import os
 import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
+from .cache import InvalidResponse
 from .client import LLMCallError, LLMClient, off_loop
 from .grounding import Claim, GroundingResult, merge, precheck
 from .records import Record, current_record
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future, ThreadPoolExecutor
+    from concurrent.futures import Future
 
-    import openai
 
 SCALE = (1, 5)
 PARSER_VERSION = "judge-verdict/1"
@@ -47,7 +47,6 @@ _FORMAT_WORDS = re.compile(
     re.IGNORECASE,
 )
 # Failures the client retries: a format probe that met one is asked again with retries.
-_TRANSIENT = frozenset({"rate_limit", "timeout", "server_error", "connection", "bad_response"})
 
 DEFAULT_ANCHORS: dict[int, str] = {
     1: "Fails the task: wrong, unsafe, or ignores the criteria.",
@@ -365,7 +364,6 @@ class Judge:
             or "https://api.openai.com/v1"
         ).rstrip("/")
         self._formats = _formats_of(client)
-        self._fewer_retries: dict[tuple[int, int], LLMClient] = {}
         self._lock = threading.Lock()
         self.comparisons = 0  # pairwise comparisons made by this judge, in this process
         self.position_biased = 0  # ... of which the two orders disagreed
@@ -619,7 +617,7 @@ class Judge:
                 replies.append(parsed)
                 formats.append(fmt)
         used = max(formats, key=RESPONSE_FORMATS.index, default=None)
-        return replies, failures, used or self._formats.current(self._endpoint)[0]
+        return replies, failures, used or self._formats.current(self._endpoint)
 
     def _sample(
         self,
@@ -666,25 +664,10 @@ class Judge:
     ) -> tuple[str, str, bool]:
         """One judge call: (the reply's text, the response format it was asked in,
         whether it was cut at max_tokens). It steps down the response formats the
-        endpoint rejects. A format the endpoint has not yet accepted is sent once, without
-        the client's retries: a server may reject it with a 500 (llama.cpp's does), which
-        the client would retry in vain; any other failure of that one request is asked
-        again with the retries left."""
-        config = self.client.config
-        probe_failed: str | None = None  # the class of the probe's transient failure
+        endpoint rejects; a rejection is final at once, never retried (llama.cpp's server
+        answers a JSON schema with a 500, which the client would retry in vain)."""
         while True:
-            fmt, accepted = self._formats.current(self._endpoint)
-            probing = (
-                probe_failed is None and config.max_retries > 0 and fmt != "text" and not accepted
-            )
-            client = self.client
-            if probing:
-                client = self._with_retries(0, 0)
-            elif probe_failed is not None:  # the retries left after the probe's attempt
-                client = self._with_retries(
-                    config.max_retries - 1,
-                    max(0, config.timeout_retries - (probe_failed == "timeout")),
-                )
+            fmt = self._formats.current(self._endpoint)
             params: dict[str, Any] = {
                 "model": self.model,
                 "messages": messages,
@@ -704,72 +687,36 @@ class Judge:
             elif fmt == "json_object":
                 params["response_format"] = {"type": "json_object"}
             try:
-                completion = client._chat(record, **params)
+                completion = self.client._chat(
+                    record, llmeval_give_up=None if fmt == "text" else _names_format, **params
+                )
             except LLMCallError as exc:
-                if fmt != "text" and _rejects_format(exc):
+                if fmt != "text" and exc.original is not None and _names_format(exc.original):
                     self._formats.reject(self._endpoint, fmt)
                     continue
-                if not probing or exc.kind not in _TRANSIENT:
-                    raise
-                probe_failed = exc.kind
-                continue
-            self._formats.accept(self._endpoint, fmt)
+                raise
             choice = completion.choices[0]
             return choice.message.content or "", fmt, choice.finish_reason == "length"
-
-    def _with_retries(self, retries: int, timeout_retries: int) -> LLMClient:
-        with self._lock:
-            key = (retries, timeout_retries)
-            client = self._fewer_retries.get(key)
-            if client is None:
-                client = self._fewer_retries[key] = _Retrying(self.client, *key)
-            return client
-
-
-class _Retrying(LLMClient):
-    """The judge's client with another number of retries: the same cache, counters,
-    requests in flight and connection, since it shares the client's state rather than
-    building its own (the client takes the number of retries from its configuration only)."""
-
-    def __init__(self, client: LLMClient, retries: int, timeout_retries: int) -> None:
-        self.__dict__.update(client.__dict__)  # no super().__init__(): the state is shared
-        self.config = replace(
-            client.config, max_retries=retries, timeout_retries=min(retries, timeout_retries)
-        )
-        self._parent = client
-
-    def _client(self) -> openai.OpenAI:
-        return self._parent._client()  # created once, on the client, and closed with it
-
-    def _pool(self) -> ThreadPoolExecutor:
-        return self._parent._pool()
 
 
 class _Formats:
     """The response format each judge endpoint (base URL, model) is asked in: the most
-    structured one it has not rejected, and whether it has accepted it yet."""
+    structured one it has not rejected."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._state: dict[tuple[str, str], tuple[int, bool]] = {}
+        self._state: dict[tuple[str, str], int] = {}
 
-    def current(self, endpoint: tuple[str, str]) -> tuple[str, bool]:
+    def current(self, endpoint: tuple[str, str]) -> str:
         with self._lock:
-            index, accepted = self._state.get(endpoint, (0, False))
-        return RESPONSE_FORMATS[index], accepted
+            return RESPONSE_FORMATS[self._state.get(endpoint, 0)]
 
     def reject(self, endpoint: tuple[str, str], fmt: str) -> None:
         """Step down from ``fmt`` (unless a concurrent request already has)."""
         with self._lock:
-            index, _ = self._state.get(endpoint, (0, False))
+            index = self._state.get(endpoint, 0)
             if RESPONSE_FORMATS[index] == fmt:
-                self._state[endpoint] = (index + 1, False)
-
-    def accept(self, endpoint: tuple[str, str], fmt: str) -> None:
-        with self._lock:
-            index, _ = self._state.get(endpoint, (0, False))
-            if RESPONSE_FORMATS[index] == fmt:
-                self._state[endpoint] = (index, True)
+                self._state[endpoint] = index + 1
 
 
 def _formats_of(client: LLMClient) -> _Formats:
@@ -784,15 +731,18 @@ def _formats_of(client: LLMClient) -> _Formats:
         return memory
 
 
-def _rejects_format(exc: LLMCallError) -> bool:
+def _names_format(exc: BaseException) -> bool:
     """Whether a failed request was the server refusing its response format: an error
     answer (4xx, 5xx, or a 200 that is not a completion) that names the format. Only the
     server's answer is read, not the description of our request, which names it too."""
-    original = exc.original
-    if original is None or exc.kind in ("auth", "rate_limit", "timeout", "connection"):
+    import openai  # loaded by the request that failed
+
+    if not isinstance(exc, openai.APIStatusError | InvalidResponse) or isinstance(
+        exc, openai.RateLimitError | openai.AuthenticationError | openai.PermissionDeniedError
+    ):
         return False
-    said = [str(original)]
-    body = getattr(original, "body", None)
+    said = [str(exc)]
+    body = getattr(exc, "body", None)
     if body is not None:
         said.append(json.dumps(body, default=str))
     return _FORMAT_WORDS.search(" ".join(said)) is not None
