@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
@@ -315,5 +315,17 @@ def _run(work: Coroutine[Any, Any, None]) -> None:
     if not running:  # outside the except block: a batch's errors carry no context
         asyncio.run(work)
         return
-    with ThreadPoolExecutor(1, thread_name_prefix="llmeval-batch") as pool:
-        pool.submit(asyncio.run, work).result()
+    # A daemon thread: after a Ctrl-C the process does not wait for the batch to end.
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(work)
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=run, name="llmeval-batch", daemon=True)
+    thread.start()
+    thread.join()
+    if raised:
+        raise raised[0]

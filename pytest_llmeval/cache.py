@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import os
 import time
 import uuid
@@ -54,7 +55,7 @@ def parse_body(endpoint: str, body: bytes | str) -> tuple[dict[str, Any], Any]:
     """(the JSON object, the validated response) of a response body; raises
     :class:`InvalidResponse`."""
     try:
-        data = json.loads(body, parse_constant=_not_json)
+        data = json.loads(body, parse_constant=_not_json, parse_float=_finite)
     except ValueError as exc:
         raise InvalidResponse(f"the body is not JSON ({exc}): {_preview(body)}") from None
     return data, parse_response(endpoint, data)
@@ -124,6 +125,13 @@ def _check_pooled(data: dict[str, Any]) -> None:
 
 def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):  # 1e999: valid JSON, but no float holds it
+        raise ValueError(f"{text} is out of a float's range")
+    return number
 
 
 def _preview(body: bytes | str, width: int = 200) -> str:

@@ -278,3 +278,25 @@ def test_batched_and_plain_style_give_the_same_summary_serially_and_under_xdist(
     assert plain[0] == pytest.ExitCode.TESTS_FAILED
     assert plain[1][1] == "distribution 60 58 0 2 0 96.7% 1.000"
     assert outcome(CONFTEST) == outcome(CONFTEST, "-n", "2") == outcome(PLAIN, "-n", "2") == plain
+
+
+ASYNC_TESTS = """
+import pytest
+
+@pytest.mark.llmeval(dataset="data.jsonl")
+async def test_answer(example, request):
+    answer = request.getfixturevalue("answer")  # asked for while the event loop runs
+    assert answer == example.expected_output
+"""
+
+
+def test_a_batch_asked_for_inside_an_event_loop_runs_beside_it(
+    suite: Make, pytester: pytest.Pytester, fake_openai: FakeOpenAIServer
+) -> None:
+    """Asked for while an event loop runs (getfixturevalue in an async test), the batch
+    runs in a daemon thread of its own (a Ctrl-C does not wait for it)."""
+    fake_openai.latency = 0.05
+    suite(12, tests=ASYNC_TESTS)
+    result = pytester.runpytest("--llmeval-cache=off")
+    result.assert_outcomes(passed=12)
+    assert fake_openai.requests["/chat/completions"] == 12

@@ -160,6 +160,10 @@ def test_entries_are_standard_json(tmp_path: Path) -> None:
 def test_a_body_with_nan_is_not_a_response() -> None:
     with pytest.raises(InvalidResponse, match="NaN is not a JSON value"):
         parse_body("chat.completions", json.dumps(completion(score=float("nan"))))
+    # 1e999 is valid JSON, but no float holds it: Python would read it as infinity.
+    overflowing = json.dumps(completion(score=1.5)).replace("1.5", "1e999")
+    with pytest.raises(InvalidResponse, match="1e999 is out of a float's range"):
+        parse_body("chat.completions", overflowing)
     data, parsed = parse_body("chat.completions", json.dumps(completion()))
     assert data == completion() and parsed.choices[0].message.content == "$25 per seat"
 
