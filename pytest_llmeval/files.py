@@ -68,11 +68,18 @@ def nonfinite(value: Any, where: str = "") -> Iterator[tuple[str, float]]:
 
 
 def nonfinite_as_null(value: Any) -> Any:
-    """A copy of a JSON-like value with every NaN and infinity replaced by None."""
+    """A copy of a JSON-like value with every NaN and infinity replaced by None (a
+    non-finite key by the text json writes for it, as keys are text)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, Mapping):
-        return {key: nonfinite_as_null(item) for key, item in value.items()}
+        return {_key(key): nonfinite_as_null(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [nonfinite_as_null(item) for item in value]
     return value
+
+
+def _key(key: Any) -> Any:
+    if isinstance(key, float) and not math.isfinite(key):
+        return "NaN" if math.isnan(key) else ("Infinity" if key > 0 else "-Infinity")
+    return key

@@ -4,11 +4,12 @@ and the controller, and the unit of the JSON report."""
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
+
+from .files import nonfinite_as_null
 
 Status = Literal["passed", "failed", "error", "skipped"]
 STATUSES: tuple[Status, ...] = ("passed", "failed", "error", "skipped")
@@ -189,7 +190,7 @@ def _json_safe(key: str, value: Any) -> Any:
         json.dumps(value, allow_nan=True)
     except (TypeError, ValueError) as exc:
         raise _not_serialisable(key, exc) from None
-    return _finite(value)
+    return nonfinite_as_null(value)
 
 
 def _not_serialisable(key: str, exc: Exception) -> TypeError:
@@ -197,24 +198,6 @@ def _not_serialisable(key: str, exc: Exception) -> TypeError:
         f"llmeval record value {key!r} must be JSON-serialisable "
         f"(str, number, bool, None, list, dict): {exc}"
     )
-
-
-def _finite(value: Any) -> Any:
-    """A copy of a JSON-serialisable value with each NaN or infinity replaced by None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {_finite_key(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    return value
-
-
-def _finite_key(key: Any) -> Any:
-    """A non-finite float key as the text json writes for it (json writes keys as text)."""
-    if isinstance(key, float) and not math.isfinite(key):
-        return "NaN" if math.isnan(key) else ("Infinity" if key > 0 else "-Infinity")
-    return key
 
 
 # The record of the test running in this process. Tests run one at a time per process

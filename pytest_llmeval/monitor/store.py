@@ -19,7 +19,6 @@ it is by the read-only users (``llmeval promote``, ``llmeval dashboard``).
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -27,6 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..files import nonfinite_as_null
 
 SCHEMA_VERSION = "2"
 READABLE_VERSIONS = ("1", SCHEMA_VERSION)
@@ -135,23 +136,14 @@ class Sample:
         )
 
 
-def _finite(value: Any) -> Any:
-    """``value`` with every NaN and infinity replaced by None (JSON null)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
 def _dumps(value: Any) -> str:
     """Standard JSON (no NaN, no Infinity): non-finite numbers become null."""
     try:
         return json.dumps(value, ensure_ascii=False, default=str, allow_nan=False)
     except ValueError:  # rare: walk the value only when it needs it
-        return json.dumps(_finite(value), ensure_ascii=False, default=str, allow_nan=False)
+        return json.dumps(
+            nonfinite_as_null(value), ensure_ascii=False, default=str, allow_nan=False
+        )
 
 
 class Store:
