@@ -17,6 +17,21 @@ from pytest_llmeval.testing import FakeOpenAIServer
 pytest_plugins = ["pytester"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _http_stack_loaded() -> None:
+    """Load the whole HTTP stack once, before any in-process pytester run. pytester
+    restores sys.modules after each run, and httpx's transport imports httpcore at the
+    first request: imported inside a run, it would be imported again by the next one,
+    whose exceptions the transport no longer recognises (a dropped connection would
+    escape as httpcore's own error instead of openai's APIConnectionError)."""
+    import openai
+
+    with FakeOpenAIServer() as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+        client.close()
+
+
 @pytest.fixture
 def fake_openai() -> Iterator[FakeOpenAIServer]:
     """A fresh server on 127.0.0.1 that echoes the last user message."""

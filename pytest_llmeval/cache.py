@@ -188,6 +188,17 @@ class ResponseCache:
     def path(self, key: str) -> Path:
         return self.directory / key[:2] / f"{key}.json"
 
+    def holds(self, request: Mapping[str, Any]) -> bool:
+        """Whether a lookup would find a recorded response (it never raises: a miss in
+        replay mode, or a corrupt entry, is False)."""
+        if not self.reads:
+            return False
+        key = cache_key(request)
+        try:
+            return self._load(self.path(key), key, str(request.get("endpoint"))) is not None
+        except _Corrupt:
+            return False
+
     def get(self, request: Mapping[str, Any]) -> Entry | None:
         """The recorded response, validated, or None (a miss). In replay mode a miss
         raises :class:`CacheMissError` naming the request and the nearest recorded

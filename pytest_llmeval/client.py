@@ -328,6 +328,13 @@ class LLMClient:
         reply: ChatCompletion = self._call(CHAT, params, llmeval_sample, record, llmeval_give_up)
         return reply
 
+    def _has_cached_chat(self, *, llmeval_sample: int = 0, **params: Any) -> bool:
+        """Whether the cache holds the reply of this chat call (which is then free)."""
+        if "temperature" not in params and self.config.temperature is not None:
+            params["temperature"] = self.config.temperature
+        params.setdefault("model", self.config.model)
+        return self.cache.holds(keyed_request(CHAT, params, llmeval_sample))
+
     def _embeddings(self, record: Record | None, **params: Any) -> CreateEmbeddingResponse:
         __tracebackhide__ = True
         reply: CreateEmbeddingResponse = self._call(EMBEDDINGS, params, 0, record)

@@ -666,9 +666,9 @@ class Judge:
         whether it was cut at max_tokens). It steps down the response formats the
         endpoint rejects; a rejection is final at once, never retried (llama.cpp's server
         answers a JSON schema with a 500, which the client would retry in vain)."""
-        while True:
-            fmt = self._formats.current(self._endpoint)
-            params: dict[str, Any] = {
+
+        def params(fmt: str) -> dict[str, Any]:
+            asked: dict[str, Any] = {
                 "model": self.model,
                 "messages": messages,
                 "temperature": self.temperature,
@@ -676,7 +676,7 @@ class Judge:
                 "llmeval_sample": sample,
             }
             if fmt == "json_schema":
-                params["response_format"] = {
+                asked["response_format"] = {
                     "type": "json_schema",
                     "json_schema": {
                         "name": reply.__name__.lower(),
@@ -685,14 +685,23 @@ class Judge:
                     },
                 }
             elif fmt == "json_object":
-                params["response_format"] = {"type": "json_object"}
+                asked["response_format"] = {"type": "json_object"}
+            return asked
+
+        fmt = self._formats.current(self._endpoint)
+        # A rejection is never cached, the reply in the format that followed it is: take
+        # that one, so that a rerun sends nothing and a replay finds it.
+        later = RESPONSE_FORMATS[RESPONSE_FORMATS.index(fmt) :]
+        fmt = next((f for f in later if self.client._has_cached_chat(**params(f))), fmt)
+        while True:
             try:
                 completion = self.client._chat(
-                    record, llmeval_give_up=None if fmt == "text" else _names_format, **params
+                    record, llmeval_give_up=None if fmt == "text" else _names_format, **params(fmt)
                 )
             except LLMCallError as exc:
                 if fmt != "text" and exc.original is not None and _names_format(exc.original):
                     self._formats.reject(self._endpoint, fmt)
+                    fmt = self._formats.current(self._endpoint)
                     continue
                 raise
             choice = completion.choices[0]

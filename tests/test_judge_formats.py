@@ -246,3 +246,28 @@ def test_trying_a_format_spends_no_more_attempts_than_the_client_would(
     finally:
         client.close()
     assert info.value.kind == "timeout" and fake_openai.total_requests == 2
+
+
+def test_a_rerun_takes_the_cached_reply_of_the_format_that_followed_a_rejection(
+    fake_openai: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    """A rejection is never cached; the reply in the format after it is. A second run
+    (a new process: the endpoint's formats are not remembered) sends nothing, and a
+    replay finds it."""
+    fake_openai.reply = judge_reply
+    reject_with(fake_openai, 500, {"json_schema"}, LLAMA_CPP_500)
+
+    def run(mode: str) -> float:
+        config = ClientConfig(
+            role="judge", model="judge-model", base_url=fake_openai.base_url, api_key="k"
+        )
+        client = LLMClient(config, ResponseCache(tmp_path / "cache", mode))
+        try:
+            return float(rubric(Judge(client)).mean)
+        finally:
+            client.close()
+
+    assert run("use") == 4
+    assert formats_sent(fake_openai) == ["json_schema", "json_object"]
+    assert run("use") == run("replay") == 4
+    assert fake_openai.total_requests == 2  # nothing more was sent
