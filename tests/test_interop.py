@@ -456,6 +456,19 @@ class Run:
     def statuses(self) -> dict[str, tuple[str, str | None]]:
         return {name: (r["status"], r["failure_kind"]) for name, r in self.records.items()}
 
+    def verdicts(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Each test's judge verdicts: kind, response format, scores or winner."""
+        return {
+            name: [
+                (v.get("kind"), v.get("response_format"), v.get("scores"), v.get("winner"))
+                for v in r["judge"]
+            ]
+            for name, r in self.records.items()
+        }
+
+    def judge_formats(self) -> list[str]:
+        return [line for line in self.result.outlines if line.startswith("judge formats:")]
+
     def judge_errors(self) -> int:
         return sum(
             r["status"] != "passed" for n, r in self.records.items() if n.startswith(JUDGE_TESTS)
@@ -585,6 +598,8 @@ def test_a_second_run_sends_nothing(runs: dict[str, Run]) -> None:
         f"calls, {hits} cache hits, {requests} requests\n{second.text}"
     )
     assert second.statuses() == first.statuses()
+    assert second.judge_formats() == first.judge_formats()
+    assert second.verdicts() == first.verdicts()
 
 
 @interop
@@ -598,6 +613,8 @@ def test_replay_needs_nothing_the_cache_does_not_hold(runs: dict[str, Run]) -> N
     }
     assert not problems, problems
     assert replay.statuses() == first.statuses()
+    assert replay.judge_formats() == first.judge_formats()
+    assert replay.verdicts() == first.verdicts()
 
 
 @interop
