@@ -8,7 +8,7 @@ this server rejects with a 500), embeddings from a pooling server and the classi
 error from one without pooling, the cache (a second run sends nothing, counted on the
 wire), replay, and the server killed mid-run.
 
-Slow (minutes on 2 cores): ``pytest -m "not interop"`` skips it. Without llama.cpp or the
+35 to 100 s on 2 cores: ``pytest -m "not interop"`` skips it. Without llama.cpp or the
 model it skips with the install command, unless ``$CI`` is set: CI must run it.
 """
 
@@ -97,7 +97,6 @@ class LlamaServer:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
-        self.alias = alias
         self.log = log
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         command = [
@@ -497,7 +496,11 @@ def runs(
                 chat_wire.snapshot(),
                 embedding_wire.snapshot(),
             )
+            folder.joinpath("report.json").unlink(missing_ok=True)
             result = run_pytest(folder, *flags, "--llmeval-cache", mode)
+            if not folder.joinpath("report.json").exists():
+                output = "\n".join(result.outlines + result.errlines)
+                pytest.fail(f"the {name} run wrote no report:\n{output}", pytrace=False)
             (chat_after, chat_now), (embed_after, embed_now) = (
                 chat_wire.snapshot(),
                 embedding_wire.snapshot(),
