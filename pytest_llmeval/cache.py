@@ -117,8 +117,9 @@ def _check_pooled(data: dict[str, Any]) -> None:
             raise InvalidResponse(
                 f"the server returned one vector per token ({len(vectors)} vectors of "
                 f"{len(vectors[0])} for input {item.get('index', 0)}), not one per input: "
-                "start llama.cpp's server with pooling (--pooling mean) or use an embedding "
-                "model",
+                "start llama.cpp's server with pooling (llama-server --pooling mean; "
+                "llama-cpp-python's: --kv_overrides ARCH.pooling_type=int:1) or use an "
+                "embedding model",
                 retryable=False,
             )
 

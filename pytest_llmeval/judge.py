@@ -692,7 +692,10 @@ class Judge:
         # A rejection is never cached, the reply in the format that followed it is: take
         # that one, so that a rerun sends nothing and a replay finds it.
         later = RESPONSE_FORMATS[RESPONSE_FORMATS.index(fmt) :]
-        fmt = next((f for f in later if self.client._has_cached_chat(**params(f))), fmt)
+        cached = next((f for f in later if self.client._has_cached_chat(**params(f))), None)
+        if cached is not None:
+            self._formats.step_down(self._endpoint, cached)
+            fmt = cached
         while True:
             try:
                 completion = self.client._chat(
@@ -726,6 +729,13 @@ class _Formats:
             index = self._state.get(endpoint, 0)
             if RESPONSE_FORMATS[index] == fmt:
                 self._state[endpoint] = index + 1
+
+    def step_down(self, endpoint: tuple[str, str], fmt: str) -> None:
+        """Ask in ``fmt`` from now on, if it is below the current format (a cached reply
+        shows the endpoint rejected those above it in an earlier run)."""
+        with self._lock:
+            index = self._state.get(endpoint, 0)
+            self._state[endpoint] = max(index, RESPONSE_FORMATS.index(fmt))
 
 
 def _formats_of(client: LLMClient) -> _Formats:

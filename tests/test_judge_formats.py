@@ -257,17 +257,20 @@ def test_a_rerun_takes_the_cached_reply_of_the_format_that_followed_a_rejection(
     fake_openai.reply = judge_reply
     reject_with(fake_openai, 500, {"json_schema"}, LLAMA_CPP_500)
 
-    def run(mode: str) -> float:
+    def run(mode: str) -> tuple[float, str]:
         config = ClientConfig(
             role="judge", model="judge-model", base_url=fake_openai.base_url, api_key="k"
         )
         client = LLMClient(config, ResponseCache(tmp_path / "cache", mode))
+        record = Record(example_id="e", partition="distribution")
+        previous = bind(record)
         try:
-            return float(rubric(Judge(client)).mean)
+            return float(rubric(Judge(client)).mean), record.judge[0]["response_format"]
         finally:
+            bind(previous)
             client.close()
 
-    assert run("use") == 4
+    assert run("use") == (4, "json_object")
     assert formats_sent(fake_openai) == ["json_schema", "json_object"]
-    assert run("use") == run("replay") == 4
+    assert run("use") == run("replay") == (4, "json_object")
     assert fake_openai.total_requests == 2  # nothing more was sent
