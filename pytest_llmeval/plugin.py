@@ -313,8 +313,8 @@ def pytest_runtest_makereport(
             setattr(report, SELECTION_ATTR, _selection(item.session.items))
     _update(record, report, call, _test_files(item.config))
     if report.when in ("setup", "call") and record.status == "error":
-        # A model call that failed for good: an error of the run, not of the model's
-        # quality, shown as pytest shows errors and never softened.
+        # An error (a model call lost after its retries, a broken test), not a failure
+        # of the model's quality: shown as pytest shows errors, never softened.
         setattr(report, ERROR_ATTR, record.failure_kind)
     elif (
         report.when in ("setup", "call")
@@ -653,12 +653,12 @@ class Controller:
             write("llmeval: PASS", green=True, bold=True)
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        self.session = session
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            self.interrupted = True
         targets = [self.settings.report, self.settings.regression.save_baseline]
         if not any(targets):
             return
-        if exitstatus == pytest.ExitCode.INTERRUPTED:
-            self.interrupted = True
-        self.session = session
         document = build_report(
             *self._outcome(),
             self._run_metadata(int(exitstatus)),
