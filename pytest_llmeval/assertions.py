@@ -227,11 +227,10 @@ def assert_preferred(
     orders disagree it is a tie and is counted as position bias in the summary. A
     :class:`PairwiseResult` from ``judge.compare(candidate, baseline, ...)`` is accepted.
 
-    On golden and regression examples, a tie by position bias from a judge biased more
-    often than ``llmeval_max_position_bias`` raises :class:`LLMCallError` of class
-    ``judge``: an error, since the judge, not the candidate, failed."""
+    When the run's judge is position-biased more often than ``llmeval_max_position_bias``,
+    such ties on golden and regression examples are errors of class ``judge`` (the plugin
+    decides it at the end of the run, from every comparison)."""
     __tracebackhide__ = True
-    from .client import LLMCallError
     from .judge import PairwiseResult
 
     if isinstance(judge, PairwiseResult):
@@ -240,16 +239,6 @@ def assert_preferred(
         raise TypeError("assert_preferred(judge, candidate, baseline, task=...) needs both texts")
     else:
         result = judge.compare(candidate, baseline, **compare)
-    partition = _partition()
-    if partition in ("golden", "regression") and result.unreliable:
-        raise LLMCallError(
-            "judge",
-            f"the pairwise judge is unreliable: position bias in {result.judge_biased} of "
-            f"{result.judge_comparisons} comparisons ({result.bias_rate:.0%}), above "
-            f"llmeval_max_position_bias={result.max_position_bias:g}, and on this {partition} "
-            "example its two orders disagreed, so the tie proves nothing: use a judge model "
-            "that is not swayed by position (--llmeval-judge-model)",
-        )
     score = {"a": 1.0, "tie": 0.5, "b": 0.0}[result.winner]
     metric = MetricResult(
         "preference",

@@ -280,7 +280,7 @@ class ResponseCache:
         except OSError as exc:
             raise _Corrupt(f"unreadable: {exc}") from None
         try:
-            document = json.loads(text, parse_constant=_not_json)
+            document = json.loads(text, parse_constant=_not_json, parse_float=_finite)
         except ValueError as exc:
             raise _Corrupt(f"not JSON ({exc})") from None
         try:

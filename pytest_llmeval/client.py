@@ -255,11 +255,13 @@ class _DaemonPool(ThreadPoolExecutor):
                 thread.join()
 
 
-# Every live client, so that a Ctrl-C seen by one stops the retries of all.
+# Every live client, so that a Ctrl-C (seen by one, or by the plugin) stops the sends
+# and retries of all.
 _CLIENTS: weakref.WeakSet[LLMClient] = weakref.WeakSet()
 
 
-def _interrupt_all() -> None:
+def interrupt_all() -> None:
+    """Stop every client of the process from sending anything more (a Ctrl-C)."""
     for client in list(_CLIENTS):
         client._interrupted.set()
 
@@ -411,8 +413,9 @@ class LLMClient:
             return _copied(parsed), response, latency, True
         try:
             # A twin may have sent it and written the cache between this call's first
-            # look and its claim of the slot: look again, or it would be paid for twice.
-            entry = self._lookup(request)
+            # look and its claim of the slot: look again, or it would be paid for twice
+            # (a corrupt entry was warned about at the first look: not twice).
+            entry = self._lookup(request) if self.cache.holds(request) else None
             if entry is not None:
                 pending.set_result((entry.parsed, entry.response, entry.latency_s))
                 return entry.parsed, entry.response, entry.latency_s, True
@@ -465,7 +468,7 @@ class LLMClient:
                 response, parsed = parse_body(endpoint, body)
                 return parsed, response, latency
             except KeyboardInterrupt:
-                _interrupt_all()
+                interrupt_all()
                 raise
             except Exception as exc:
                 verdict = classify(exc)

@@ -38,7 +38,6 @@ PARSER_VERSION = "judge-verdict/1"
 # The response formats asked for, most structured first; "text" sends none.
 RESPONSE_FORMATS = ("json_schema", "json_object", "text")
 DEFAULT_MAX_TOKENS = 1024  # a verdict takes a few hundred; a claim list, up to twice this
-DEFAULT_MAX_POSITION_BIAS = 0.3
 # How servers word a refused response format: OpenAI and vLLM with a 400, llama.cpp's
 # Python server with a 500 carrying a validation error of `response_format`.
 _FORMAT_WORDS = re.compile(
@@ -46,7 +45,6 @@ _FORMAT_WORDS = re.compile(
     r"|guided[_ ]",
     re.IGNORECASE,
 )
-# Failures the client retries: a format probe that met one is asked again with retries.
 
 DEFAULT_ANCHORS: dict[int, str] = {
     1: "Fails the task: wrong, unsafe, or ignores the criteria.",
@@ -215,9 +213,7 @@ class JudgeResult:
 @dataclass
 class PairwiseResult:
     """A comparison of ``a`` with ``b`` in both orders. ``winner`` is ``"a"``, ``"b"`` or
-    ``"tie"``; when the two orders disagree it is a tie and ``position_bias`` is set.
-    ``judge_biased`` of ``judge_comparisons`` is the judge's running count of position-biased
-    comparisons in this process, this one included."""
+    ``"tie"``; when the two orders disagree it is a tie and ``position_bias`` is set."""
 
     winner: str
     a_first: str  # the verdict with a shown first, as "a", "b" or "tie"
@@ -227,28 +223,10 @@ class PairwiseResult:
     prompt_sha256: str
     response_format: str | None = None
     endpoint: str | None = None
-    judge_biased: int = 0
-    judge_comparisons: int = 0
-    max_position_bias: float | None = None
 
     @property
     def position_bias(self) -> bool:
         return self.a_first != self.b_first
-
-    @property
-    def bias_rate(self) -> float:
-        """The judge's position-bias rate so far (0 before any comparison)."""
-        return self.judge_biased / self.judge_comparisons if self.judge_comparisons else 0.0
-
-    @property
-    def unreliable(self) -> bool:
-        """A tie by position bias from a judge biased more often than its maximum: the
-        tie says nothing about the two responses."""
-        return (
-            self.position_bias
-            and self.max_position_bias is not None
-            and self.bias_rate > self.max_position_bias
-        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -263,7 +241,6 @@ class PairwiseResult:
             "parser": PARSER_VERSION,
             "response_format": self.response_format,
             "endpoint": self.endpoint,
-            "max_position_bias": self.max_position_bias,
         }
 
 
@@ -323,9 +300,7 @@ class Judge:
     ``check_grounding`` for claims against a context.
 
     ``max_tokens`` bounds every rubric and pairwise reply (grounding replies, which list
-    every claim, get twice as many). ``max_position_bias`` is the share of position-biased
-    comparisons above which a biased tie makes ``assert_preferred`` an error on golden
-    and regression examples."""
+    every claim, get twice as many)."""
 
     def __init__(
         self,
@@ -337,7 +312,6 @@ class Judge:
         quorum: float = 0.5,
         anchors: Mapping[int, str] | None = None,
         max_tokens: int = DEFAULT_MAX_TOKENS,
-        max_position_bias: float = DEFAULT_MAX_POSITION_BIAS,
     ) -> None:
         if n_samples < 1:
             raise ValueError("n_samples must be at least 1")
@@ -345,8 +319,6 @@ class Judge:
             raise ValueError("a judge's temperature must be between 0 and 0.3")
         if max_tokens < 1:
             raise ValueError("max_tokens must be at least 1")
-        if not 0 <= max_position_bias <= 1:
-            raise ValueError("max_position_bias must be between 0 and 1")
         self.client = client
         self.model: str = model or client.config.model or ""
         if not self.model:
@@ -356,7 +328,6 @@ class Judge:
         self.quorum = quorum
         self.anchors = dict(anchors or DEFAULT_ANCHORS)
         self.max_tokens = max_tokens
-        self.max_position_bias = max_position_bias
         # The base URL as the openai client resolves it, without building one.
         self.base_url = (
             client.config.base_url
@@ -364,9 +335,6 @@ class Judge:
             or "https://api.openai.com/v1"
         ).rstrip("/")
         self._formats = _formats_of(client)
-        self._lock = threading.Lock()
-        self.comparisons = 0  # pairwise comparisons made by this judge, in this process
-        self.position_biased = 0  # ... of which the two orders disagreed
 
     # --- the rubric ---------------------------------------------------------------------
 
@@ -525,10 +493,6 @@ class Judge:
             raise _no_verdict("the pairwise judge gave no verdict", failures)
         a_first = {"A": "a", "B": "b", "tie": "tie"}[ab.winner]
         b_first = {"A": "b", "B": "a", "tie": "tie"}[ba.winner]
-        with self._lock:
-            self.comparisons += 1
-            self.position_biased += a_first != b_first
-            biased, compared = self.position_biased, self.comparisons
         result = PairwiseResult(
             winner=a_first if a_first == b_first else "tie",
             a_first=a_first,
@@ -538,9 +502,6 @@ class Judge:
             prompt_sha256=self.prompt_sha256("pairwise"),
             response_format=fmt,
             endpoint=self.base_url,
-            judge_biased=biased,
-            judge_comparisons=compared,
-            max_position_bias=self.max_position_bias,
         )
         if record is not None:
             record.judge.append(result.to_json())

@@ -23,7 +23,7 @@ import pytest
 
 from . import __version__, embeddings, records, settings, thresholds
 from .baseline import compare_runs, decision, read_records, table_lines
-from .client import LLMCallError, LLMClient, build_client
+from .client import LLMCallError, LLMClient, build_client, interrupt_all
 from .errors import (
     DatasetError,
     EmptySelectionWarning,
@@ -41,8 +41,9 @@ from .session import (
     aggregate,
     build_report,
     check_time_budgets,
+    distrust_biased_ties,
     evaluate_gates,
-    gate_name,
+    failure_reasons,
     incomplete_line,
     summary_lines,
 )
@@ -131,6 +132,11 @@ def embedder() -> Embedder:
     """The session's embedder (``llmeval_embedding_model``): ``embedder.embed(texts)``;
     ``assert_similar`` uses it unless given another."""
     return embeddings.default_embedder()
+
+
+def pytest_keyboard_interrupt() -> None:
+    # Whichever thread the Ctrl-C reached: no client sends or retries anything more.
+    interrupt_all()
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -366,6 +372,8 @@ def _update(
         return
     if isinstance(exc, LLMCallError):  # also in setup: a batched fixture's lost call
         record.fail("error", f"{LLM_ERROR}{exc.kind}", str(exc))
+    elif report.when == "call" and isinstance(exc, pytest.fail.Exception):
+        record.fail("failed", "pytest.fail", _exconly(call))  # the test's own verdict
     elif exc is not None and report.when != "teardown" and raised_by_app(exc, test_files):
         record.fail("failed", f"app error: {type(exc).__name__}", _exconly(call))
     elif report.when != "call":
@@ -458,7 +466,6 @@ def judge(pytestconfig: pytest.Config, judge_client: LLMClient) -> Judge:
         n_samples=settings_.judge_samples,
         temperature=settings_.judge.temperature,
         max_tokens=settings_.judge_max_tokens,
-        max_position_bias=settings_.max_position_bias,
     )
 
 
@@ -491,7 +498,8 @@ class Controller:
         self.report_problem: str | None = None  # why the report needed repair
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        self.selected.update((r["nodeid"], r) for r in _selection(session.items))
+        if not self.config.option.collectonly:  # nothing runs, so nothing goes missing
+            self.selected.update((r["nodeid"], r) for r in _selection(session.items))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         selection = getattr(report, SELECTION_ATTR, None)
@@ -514,8 +522,9 @@ class Controller:
     def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
         self.session = session
         result = yield
-        # Every worker is done: a violated gate or a blocking regression fails the
-        # session, so the exit status always agrees with the summary.
+        # Every worker is done: whatever the summary's last line names (a gate, an
+        # error, a test that never ran, a blocking regression...) fails the session, so
+        # the exit status always agrees with it.
         if self._failed():
             session.testsfailed += 1
         return result
@@ -528,6 +537,7 @@ class Controller:
         if self._cached is None or self._cached[0] != key:
             order = {p: i for i, p in enumerate(PARTITIONS)}
             everything = self.records + self._unreported()
+            distrust_biased_ties(everything, self.settings.max_position_bias)
             ordered = sorted(everything, key=lambda r: (order.get(r.partition, 99), r.nodeid))
             stats = aggregate(ordered)
             self._cached = (key, (ordered, stats, evaluate_gates(ordered, stats, self.settings)))
@@ -560,9 +570,6 @@ class Controller:
             return f"the run stopped early ({session.shouldfail or session.shouldstop})"
         return None
 
-    def _not_run(self) -> list[Record]:
-        return [r for r in self._outcome()[0] if r.failure_kind == NOT_RUN]
-
     def _other_failures(self) -> int:
         """Failed tests that are not eval tests: they fail the run too."""
         evals = {r.nodeid for r in self.records} | set(self.selected)
@@ -574,14 +581,15 @@ class Controller:
         if self.baseline is None:
             return None
         ordered = self._outcome()[0]
-        if self._compared is None or self._compared[0] != len(ordered):
+        key = self._cached[0] if self._cached is not None else 0
+        if self._compared is None or self._compared[0] != key:
             result: list[Comparison] | str
             try:
                 candidate = [r.to_json() for r in ordered]
                 result = compare_runs(self.baseline, candidate, self.settings.regression)
             except ValueError as exc:
                 result = f"regression: ERROR, cannot compare with the baseline: {exc}"
-            self._compared = (len(ordered), result)
+            self._compared = (key, result)
         return self._compared[1]
 
     def _regression_blocks(self) -> bool:
@@ -600,20 +608,13 @@ class Controller:
     def _reasons(self) -> list[str]:
         """Everything that fails the run, each named as the summary's last line says it."""
         ordered, _, verdicts = self._outcome()
-        reasons = [gate_name(v) for v in verdicts if not v.passed]
-        errors = sum(r.status == "error" for r in ordered)
-        if errors:
-            reasons.append(f"{errors} error{'s' if errors != 1 else ''}")
-        not_run = len(self._not_run())
-        if not_run:
-            reasons.append(f"run incomplete ({not_run} not run)")
-        if self._regression_blocks():
-            reasons.append("regression BLOCK")
-        reasons += [f"time budget of {b.partition}" for b in self._budgets() if b.fails]
-        others = self._other_failures()
-        if others:
-            reasons.append(f"{others} other test{'s' if others != 1 else ''} failed")
-        return reasons
+        return failure_reasons(
+            ordered,
+            verdicts,
+            regression_blocks=self._regression_blocks(),
+            budgets=self._budgets(),
+            other_failures=self._other_failures(),
+        )
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.records and not self.selected:
@@ -624,7 +625,12 @@ class Controller:
         write = terminalreporter.write_line
         terminalreporter.write_sep("=", "llmeval summary", red=failed, green=not failed, bold=True)
         for text, markup in summary_lines(
-            ordered, stats, verdicts, budgets=self._budgets(), verbosity=terminalreporter.verbosity
+            ordered,
+            stats,
+            verdicts,
+            budgets=self._budgets(),
+            verbosity=terminalreporter.verbosity,
+            max_position_bias=self.settings.max_position_bias,
         ):
             write(text, **markup)
         result = self._comparisons()
@@ -639,12 +645,12 @@ class Controller:
                     write(text)
                 line = decision(result, fails=self.settings.regression.fails)[1]
                 write(line, red=blocks, bold=blocks, green=not blocks)
-        not_run = self._not_run()
         write("")
         if self.report_problem:
             write(f"report: {self.report_problem}", yellow=True)
-        if not_run:
-            write(incomplete_line(not_run, len(ordered)), red=True, bold=True)
+        incomplete = incomplete_line(ordered)
+        if incomplete:
+            write(incomplete, red=True, bold=True)
         # The last line names everything that fails the run, so that it always agrees
         # with the exit status.
         if failed:

@@ -234,15 +234,45 @@ def _gate_message(
     )
 
 
-def gate_name(verdict: GateVerdict) -> str:
-    """How the summary's last line names a gate that failed."""
+def failure_reasons(
+    records: Sequence[Record],
+    verdicts: Sequence[GateVerdict],
+    *,
+    regression_blocks: bool = False,
+    budgets: Sequence[BudgetVerdict] = (),
+    other_failures: int = 0,
+) -> list[str]:
+    """Everything that fails the run, as the summary's last line names it: the gates,
+    errors, tests that never ran, a blocking regression, a strict time budget, and
+    failed tests that are not eval tests."""
+    reasons = [_gate_name(v) for v in verdicts if not v.passed]
+    errors = sum(r.status == "error" for r in records)
+    if errors:
+        reasons.append(f"{errors} error{'s' if errors != 1 else ''}")
+    not_run = sum(r.failure_kind == NOT_RUN for r in records)
+    if not_run:
+        reasons.append(f"run incomplete ({not_run} not run)")
+    if regression_blocks:
+        reasons.append("regression BLOCK")
+    reasons += [f"time budget of {b.partition}" for b in budgets if b.fails]
+    if other_failures:
+        reasons.append(f"{other_failures} other test{'s' if other_failures != 1 else ''} failed")
+    return reasons
+
+
+def _gate_name(verdict: GateVerdict) -> str:
     return "golden rule" if verdict.kind == "golden" else f"{verdict.partition} ({verdict.kind})"
 
 
-def incomplete_line(not_run: Sequence[Record], selected: int) -> str:
-    """The one line saying that the run ended before every selected test ran."""
+def incomplete_line(records: Sequence[Record]) -> str | None:
+    """The one line saying that the run ended before every selected test ran, or None."""
+    not_run = [r for r in records if r.failure_kind == NOT_RUN]
+    if not not_run:
+        return None
+    names = labels(records)
     reason = (not_run[0].failure_reason or "").removeprefix("not run: ")
-    ids = _id_list([(r.example_id, "failed") for r in not_run], limit=5)  # listed bare
+    ids = _id_list([(names[r.nodeid], "failed") for r in not_run], limit=5)  # listed bare
+    selected = len(records)
     return (
         f"run incomplete: {reason}; {len(not_run)} of {selected} selected eval tests never "
         f"ran: {ids}"
@@ -305,6 +335,7 @@ def summary_lines(
     *,
     budgets: Sequence[BudgetVerdict] = (),
     verbosity: int = 0,
+    max_position_bias: float = 0.3,
 ) -> list[Line]:
     """The llmeval summary: the partition table, the verdicts and time budgets, usage,
     the slowest examples, failures grouped by reason (these three hidden with -q), and
@@ -317,7 +348,7 @@ def summary_lines(
         lines.append((verdict.message, markup))
     lines += budget_lines(budgets)
     lines += [(text, {"red": True, "bold": True}) for text in _error_lines(records, names)]
-    judged = _judge_lines(records)
+    judged = _judge_lines(records, max_position_bias)
     warnings = [text for text in judged if text.startswith("WARNING")]
     if verbosity >= 0:
         usage = _usage_lines(records) + [t for t in judged if t not in warnings]
@@ -495,7 +526,42 @@ def _usage_lines(records: Sequence[Record]) -> list[str]:
     return lines
 
 
-def _judge_lines(records: Sequence[Record]) -> list[str]:
+def unreliable_judge(records: Sequence[Record], maximum: float) -> str | None:
+    """Why the run's pairwise judge is unreliable: position-biased (its two orders
+    disagree) in more of the run's comparisons than ``maximum``; else None."""
+    pairwise = [v for r in records for v in r.judge if v["kind"] == "pairwise"]
+    biased = sum(v["position_bias"] for v in pairwise)
+    if not pairwise or biased / len(pairwise) <= maximum:
+        return None
+    return (
+        f"the pairwise judge is position-biased in {biased} of {len(pairwise)} comparisons "
+        f"({biased / len(pairwise):.0%}), above llmeval_max_position_bias={maximum:g}: "
+        "its preferences are unreliable"
+    )
+
+
+def distrust_biased_ties(records: Sequence[Record], maximum: float) -> None:
+    """On golden and regression examples, make a preference check whose two orders
+    disagreed an error of class ``judge`` when the run's judge is unreliable: its tie
+    proves nothing. Decided from every comparison of the run, so the same serially and
+    under xdist."""
+    unreliable = unreliable_judge(records, maximum)
+    if unreliable is None:
+        return
+    for record in records:
+        if record.partition in ("golden", "regression") and any(
+            v["kind"] == "pairwise" and v["position_bias"] for v in record.judge
+        ):
+            record.fail(
+                "error",
+                f"{LLM_ERROR}judge",
+                f"{unreliable}; its two orders disagreed on this example, so the tie "
+                "proves nothing: use a judge model that position does not sway "
+                "(--llmeval-judge-model)",
+            )
+
+
+def _judge_lines(records: Sequence[Record], max_position_bias: float) -> list[str]:
     """Judge verdicts over the session, with the pairwise judge's position-bias rate."""
     verdicts = [v for r in records for v in r.judge]
     lines = []
@@ -513,14 +579,9 @@ def _judge_lines(records: Sequence[Record]) -> list[str]:
             f"baseline {won['b']}, tie {won['tie']}; position bias {biased} of "
             f"{len(pairwise)} ({biased / len(pairwise):.0%}), counted as ties"
         )
-        # The maximum travels in the verdicts (the judge fixture has the setting).
-        maximum = max((v.get("max_position_bias") or 0.0 for v in pairwise), default=0.0)
-        if maximum and biased / len(pairwise) > maximum:
-            lines.append(
-                f"WARNING: the pairwise judge is position-biased in {biased} of "
-                f"{len(pairwise)} comparisons ({biased / len(pairwise):.0%}), above "
-                f"llmeval_max_position_bias={maximum:g}: its preferences are unreliable"
-            )
+        unreliable = unreliable_judge(records, max_position_bias)
+        if unreliable:
+            lines.append(f"WARNING: {unreliable}")
     # Which response format each judge endpoint took (verdicts before format memory had
     # none recorded). The formats step down in one order, so what came before the one
     # used was rejected.
@@ -616,11 +677,8 @@ def build_report(
     ``complete``: every selected test ran (``not_run`` lists the others)."""
     not_run = [r for r in records if r.failure_kind == NOT_RUN]
     if failures is None:
-        failures = [gate_name(v) for v in verdicts if not v.passed]
-        failures += ["errors"] if any(r.status == "error" for r in records) else []
-        failures += ["run incomplete"] if not_run else []
-        failures += ["regression BLOCK"] if regression is not None and regression["blocks"] else []
-        failures += [f"time budget of {b.partition}" for b in budgets if b.fails]
+        blocks = regression is not None and bool(regression["blocks"])
+        failures = failure_reasons(records, verdicts, regression_blocks=blocks, budgets=budgets)
     datasets: dict[str, str | None] = {}
     for record in records:
         if record.dataset is not None:

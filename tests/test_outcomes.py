@@ -363,3 +363,28 @@ def test_answer(example, llmeval_record):
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["report: *records[[]0[]].cost_usd is nan*; written as null"])
     assert report(pytester)["records"][0]["cost_usd"] is None
+
+
+def test_collect_only_runs_nothing_and_misses_nothing(pytester: pytest.Pytester) -> None:
+    write_suite(pytester, {"golden": 2}, INTERRUPT.format(stop_at="none"))
+    result = pytester.runpytest("--collect-only", "-q")
+    assert result.ret == pytest.ExitCode.OK
+    assert not any(line.startswith("llmeval") for line in result.outlines)
+
+
+def test_pytest_fail_in_a_test_is_the_tests_verdict_not_an_error(
+    pytester: pytest.Pytester,
+) -> None:
+    body = """
+import pytest
+
+@pytest.mark.llmeval(dataset="data.jsonl")
+def test_answer(example):
+    if example.id == "distribution-03":
+        pytest.fail("the answer is not JSON")
+"""
+    write_suite(pytester, {"distribution": 20}, body)
+    result = pytester.runpytest("--llmeval-report=report.json")
+    assert result.ret == pytest.ExitCode.OK
+    assert verdict(result) == "llmeval: PASS"
+    assert by_id(report(pytester))["distribution-03"] == ("failed", "pytest.fail")

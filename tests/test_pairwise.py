@@ -12,7 +12,7 @@ import pytest
 from pytest_llmeval import LLMEvalAssertionError, assert_preferred
 from pytest_llmeval.client import LLMCallError
 from pytest_llmeval.records import Record, bind
-from pytest_llmeval.session import summary_lines
+from pytest_llmeval.session import distrust_biased_ties, summary_lines
 from pytest_llmeval.testing import FakeOpenAIServer
 
 GOOD = "The Team plan costs $29 per user per month."
@@ -124,23 +124,31 @@ def test_the_pairwise_prompt_has_its_own_version(make_judge: Any) -> None:
     assert judge.compare(GOOD, BAD, **ASK).prompt_sha256 == judge.prompt_sha256("pairwise")
 
 
+def preference(judge: Any, partition: str, candidate: str = GOOD, baseline: str = BAD) -> Record:
+    """A record of ``partition`` holding one passing preference check."""
+    record = Record(example_id=f"{partition}-{candidate}", partition=partition)
+    previous = bind(record)
+    try:
+        assert_preferred(judge, candidate, baseline, **ASK)
+    finally:
+        bind(previous)
+    return record
+
+
 def test_a_biased_tie_of_an_unreliable_judge_is_an_error_on_golden_and_regression(
     make_judge: Any,
 ) -> None:
     judge = make_judge(always_first)
-    for partition in ("distribution", "golden", "regression"):
-        previous = bind(Record(example_id="e", partition=partition))
-        try:
-            if partition == "distribution":
-                assert assert_preferred(judge, GOOD, BAD, **ASK).winner == "tie"
-                continue
-            with pytest.raises(LLMCallError) as info:
-                assert_preferred(judge, GOOD, BAD, **ASK)
-        finally:
-            bind(previous)
-        assert info.value.kind == "judge"
-        assert "the pairwise judge is unreliable: position bias in" in str(info.value)
-    assert (judge.comparisons, judge.position_biased) == (3, 3)
+    records = [preference(judge, p) for p in ("distribution", "golden", "regression")]
+    assert [r.status for r in records] == ["passed"] * 3  # each tie passed in its test
+    distrust_biased_ties(records, 0.3)
+    assert [r.status for r in records] == ["passed", "error", "error"]
+    assert records[1].failure_kind == "llm_error:judge"
+    assert (records[1].failure_reason or "").startswith(
+        "the pairwise judge is position-biased in 3 of 3 comparisons (100%), above "
+        "llmeval_max_position_bias=0.3: its preferences are unreliable; its two orders "
+        "disagreed on this example"
+    )
 
 
 def test_a_judge_biased_less_often_than_the_maximum_keeps_its_ties(make_judge: Any) -> None:
@@ -149,16 +157,15 @@ def test_a_judge_biased_less_often_than_the_maximum_keeps_its_ties(make_judge: A
         return prefers_the_price(request) if has_price else always_first(request)
 
     judge = make_judge(biased_without_a_price)
-    previous = bind(Record(example_id="g", partition="golden"))
-    try:
-        for _ in range(3):
-            assert assert_preferred(judge, GOOD, BAD, **ASK).winner == "a"
-        result = assert_preferred(judge, "Yes.", "No.", **ASK)  # biased: 1 of 4, 25%
-        assert result.winner == "tie" and result.position_bias and not result.unreliable
-        with pytest.raises(LLMCallError, match=r"position bias in 2 of 5 comparisons \(40%\)"):
-            assert_preferred(judge, "Yes.", "No.", **ASK)
-    finally:
-        bind(previous)
+    records = [preference(judge, "golden") for _ in range(3)]
+    records.append(preference(judge, "golden", "Yes.", "No."))  # biased: 1 of 4, 25%
+    distrust_biased_ties(records, 0.3)
+    assert [r.status for r in records] == ["passed"] * 4
+    # The rate over the whole run decides, not the order of the tests: 2 of 5 is 40%,
+    # and then only the biased ties are errors.
+    records.append(preference(judge, "golden", "Yes.", "No."))
+    distrust_biased_ties(records, 0.3)
+    assert [r.status for r in records] == ["passed"] * 3 + ["error"] * 2
 
 
 PREFERRED = """
@@ -187,17 +194,20 @@ def test_a_position_biased_judge_errors_golden_and_warns_in_the_summary(
         "[pytest]\nasyncio_default_fixture_loop_scope = function\nllmeval_cache = off\n"
         f"llmeval_judge_base_url = {fake_openai.base_url}\nllmeval_judge_model = judge-1\n"
     )
-    result = pytester.runpytest()
-    result.assert_outcomes(passed=3, errors=1)
-    assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(
-        [
-            "golden rule: FAIL, 1 of 1 golden examples did not pass*golden-0*",
-            "WARNING: the pairwise judge is position-biased in 4 of 4 comparisons (100%), above "
-            "llmeval_max_position_bias=0.3: its preferences are unreliable",
-        ]
-    )
-    result.stdout.fnmatch_lines(["*LLMCallError: judge after 1 attempt: the pairwise judge is*"])
+    # Decided at the end of the run from every comparison, serially and under xdist alike:
+    # each test's tie passed when it ran, the golden one is then an error of the judge.
+    for xdist in [(), ("-n", "2")]:
+        result = pytester.runpytest(*xdist)
+        assert result.ret == pytest.ExitCode.TESTS_FAILED
+        result.stdout.fnmatch_lines(
+            [
+                "golden rule: FAIL, 1 of 1 golden examples did not pass: golden-0 (error)",
+                "model call errors (after retries, not quality failures): judge 1",
+                "WARNING: the pairwise judge is position-biased in 4 of 4 comparisons (100%), "
+                "above llmeval_max_position_bias=0.3: its preferences are unreliable",
+            ]
+        )
+        assert "llmeval: FAIL (golden rule; 1 error)" in result.outlines
     # On distribution only, the ties pass; the warning counts every worker's comparisons.
     for args in [("-m", "distribution"), ("-m", "distribution", "-n", "2")]:
         result = pytester.runpytest(*args)
