@@ -68,6 +68,7 @@ SOFT_ATTR = "llmeval_soft"  # set on the call report of a failure in a soft part
 ERROR_ATTR = "llmeval_error"  # the class of an error: a lost model call, a broken test
 SELECTION_ATTR = "llmeval_selection"  # a worker's selected eval tests, on its first report
 SELECTION_SENT_KEY = pytest.StashKey[bool]()
+TEST_FILES_KEY = pytest.StashKey[tuple[str, ...]]()
 
 _MARKERS = (
     "llmeval(dataset, partition=None, tags=None): run the test once per example of the "
@@ -293,14 +294,22 @@ def _new_record(nodeid: str, example: Example) -> Record:
     )
 
 
-def _selection(items: list[pytest.Item]) -> list[dict[str, Any]]:
-    """A record of each selected eval test before it runs: what the controller reports
-    for a test that never reports back (a crashed worker, an interrupted run)."""
-    return [
-        _new_record(item.nodeid, example).to_json()
-        for item in items
-        if (example := item.stash.get(EXAMPLE_KEY, None)) is not None
-    ]
+# What the controller knows of a selected eval test before it runs, to record it if it
+# never reports back (a crashed worker, an interrupted run): node id, example id,
+# partition, dataset name and hash, tags. A tuple, as it travels from each xdist worker.
+Selected = tuple[str, str, str, str | None, str | None, list[str]]
+
+
+def _selection(items: list[pytest.Item]) -> list[Selected]:
+    selected: list[Selected] = []
+    for item in items:
+        example = item.stash.get(EXAMPLE_KEY, None)
+        if example is not None:
+            name, digest = example.dataset_info
+            selected.append(
+                (item.nodeid, example.id, example.partition, name, digest, list(example.tags))
+            )
+    return selected
 
 
 @pytest.hookimpl(wrapper=True)
@@ -390,7 +399,10 @@ def _update(
 
 def _test_files(config: pytest.Config) -> tuple[str, ...]:
     """The file name patterns of the test's own code: test modules and conftests."""
-    return (*config.getini("python_files"), "conftest.py")
+    patterns = config.stash.get(TEST_FILES_KEY, None)
+    if patterns is None:
+        patterns = config.stash[TEST_FILES_KEY] = (*config.getini("python_files"), "conftest.py")
+    return patterns
 
 
 def _exconly(call: pytest.CallInfo[None]) -> str:
@@ -490,7 +502,7 @@ class Controller:
             except ValueError as exc:
                 raise pytest.UsageError(f"llmeval_baseline: {exc}") from None
         self._compared: tuple[int, list[Comparison] | str] | None = None
-        self.selected: dict[str, dict[str, Any]] = {}  # node id -> its record before it ran
+        self.selected: dict[str, Selected] = {}  # node id -> what is known before it ran
         self.crashed: dict[str, str] = {}  # node id -> what xdist said of its worker
         self.failed_nodeids: set[str] = set()  # every test with a failed report
         self.session: pytest.Session | None = None
@@ -499,12 +511,12 @@ class Controller:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if not self.config.option.collectonly:  # nothing runs, so nothing goes missing
-            self.selected.update((r["nodeid"], r) for r in _selection(session.items))
+            self.selected.update((entry[0], entry) for entry in _selection(session.items))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         selection = getattr(report, SELECTION_ATTR, None)
         if selection is not None:
-            self.selected.update((r["nodeid"], r) for r in selection)
+            self.selected.update((entry[0], tuple(entry)) for entry in selection)
         if report.failed:
             self.failed_nodeids.add(report.nodeid)
         data = getattr(report, REPORT_ATTR, None)
@@ -548,10 +560,10 @@ class Controller:
         crashed while running it, else a test the run never got to (not run)."""
         reported = {r.nodeid for r in self.records}
         missing = []
-        for nodeid, data in self.selected.items():
+        for nodeid, (_, example_id, partition, dataset, digest, tags) in self.selected.items():
             if nodeid in reported:
                 continue
-            record = Record.from_json(data)
+            record = Record(example_id, partition, nodeid, dataset, digest, list(tags))
             if nodeid in self.crashed:
                 record.fail("error", WORKER_CRASHED, self.crashed[nodeid])
             else:
