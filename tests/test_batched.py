@@ -155,8 +155,12 @@ def test_xdist_computes_each_example_once_with_the_same_summary(
     serial = pytester.runpytest("--llmeval-cache=off")
     sent = fake_openai.requests["/chat/completions"]
     fake_openai.reset_counters()
+    fake_openai.latency = 0.02
     parallel = pytester.runpytest("-n", "2", "--llmeval-cache=off")
     assert sent == fake_openai.requests["/chat/completions"] == 118  # each test's, once
+    # Two workers each run one test at a time: more requests at once means each worker's
+    # batches held several of the examples queued on it (pytest-xdist >= 3.7).
+    assert fake_openai.peak_in_flight > 2
     assert serial.ret == parallel.ret
     assert serial.parseoutcomes() == parallel.parseoutcomes()
 
