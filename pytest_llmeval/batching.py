@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any, TypeVar, overload
 
 import pytest
 
+from .client import DaemonPool
 from .records import Record, bind_task
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -316,16 +316,8 @@ def _run(work: Coroutine[Any, Any, None]) -> None:
         asyncio.run(work)
         return
     # A daemon thread: after a Ctrl-C the process does not wait for the batch to end.
-    raised: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            asyncio.run(work)
-        except BaseException as exc:
-            raised.append(exc)
-
-    thread = threading.Thread(target=run, name="llmeval-batch", daemon=True)
-    thread.start()
-    thread.join()
-    if raised:
-        raise raised[0]
+    pool = DaemonPool(1, "llmeval-batch")
+    try:
+        pool.submit(asyncio.run, work).result()
+    finally:
+        pool.shutdown(wait=False)

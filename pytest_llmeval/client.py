@@ -189,7 +189,7 @@ def _slots(base_url: str, limit: int) -> threading.BoundedSemaphore:
         return _SLOTS.setdefault((base_url, limit), threading.BoundedSemaphore(limit))
 
 
-class _DaemonPool(ThreadPoolExecutor):
+class DaemonPool(ThreadPoolExecutor):
     """A thread pool whose threads are daemons. concurrent.futures' pools join their
     threads at interpreter exit, so after a Ctrl-C the process waited for every request in
     flight (up to the timeout, and then for its retries); these threads are abandoned.
@@ -277,7 +277,7 @@ class LLMClient:
         self.embeddings = _Embeddings(self._embeddings_create)
         self.aio = AsyncLLMClient(self)
         self._openai: openai.OpenAI | None = None
-        self._executor: _DaemonPool | None = None
+        self._executor: DaemonPool | None = None
         self._lock = threading.Lock()
         self._in_flight: dict[str, Future[tuple[Any, dict[str, Any], float]]] = {}
         self._jitter = random.Random()
@@ -551,7 +551,7 @@ class LLMClient:
     def _pool(self) -> ThreadPoolExecutor:
         with self._lock:
             if self._executor is None:
-                self._executor = _DaemonPool(
+                self._executor = DaemonPool(
                     max(32, 2 * self.config.max_concurrency), f"llmeval-{self.config.role}"
                 )
             return self._executor
@@ -616,7 +616,7 @@ class _Embeddings:
 # Threads that only wait on blocking calls made for async code (a batched fixture): their
 # own pool, so that a judge call waiting on its samples (which run on a client's pool)
 # never holds a thread those samples need.
-_waiting: _DaemonPool | None = None
+_waiting: DaemonPool | None = None
 _waiting_lock = threading.Lock()
 
 
@@ -627,7 +627,7 @@ async def off_loop(method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     global _waiting
     with _waiting_lock:
         if _waiting is None:
-            _waiting = _DaemonPool(256, "llmeval-wait")
+            _waiting = DaemonPool(256, "llmeval-wait")
     call = functools.partial(contextvars.copy_context().run, method, *args, **kwargs)
     return await _from_thread(asyncio.get_running_loop().run_in_executor(_waiting, call))
 

@@ -664,7 +664,8 @@ class Judge:
                 )
             except LLMCallError as exc:
                 if fmt != "text" and exc.original is not None and _names_format(exc.original):
-                    self._formats.reject(self._endpoint, fmt)
+                    below = RESPONSE_FORMATS[RESPONSE_FORMATS.index(fmt) + 1]
+                    self._formats.step_down(self._endpoint, below)
                     fmt = self._formats.current(self._endpoint)
                     continue
                 raise
@@ -684,16 +685,10 @@ class _Formats:
         with self._lock:
             return RESPONSE_FORMATS[self._state.get(endpoint, 0)]
 
-    def reject(self, endpoint: tuple[str, str], fmt: str) -> None:
-        """Step down from ``fmt`` (unless a concurrent request already has)."""
-        with self._lock:
-            index = self._state.get(endpoint, 0)
-            if RESPONSE_FORMATS[index] == fmt:
-                self._state[endpoint] = index + 1
-
     def step_down(self, endpoint: tuple[str, str], fmt: str) -> None:
-        """Ask in ``fmt`` from now on, if it is below the current format (a cached reply
-        shows the endpoint rejected those above it in an earlier run)."""
+        """Ask in ``fmt`` from now on, if it is below the current format: the endpoint
+        rejected the one above it (now, or in an earlier run whose reply is cached). A
+        concurrent request may have stepped further already."""
         with self._lock:
             index = self._state.get(endpoint, 0)
             self._state[endpoint] = max(index, RESPONSE_FORMATS.index(fmt))

@@ -275,41 +275,31 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     example = item.stash.get(EXAMPLE_KEY, None)
     if example is None:
         return
-    record = _new_record(item.nodeid, example)
+    record = Record(*_selected(item.nodeid, example))
     if example.human_score is not None or example.human_labels:
         record.human = {"score": example.human_score, "labels": example.human_labels}
     item.stash[RECORD_KEY] = record
     item.stash[PREVIOUS_RECORD_KEY] = records.bind(record)
 
 
-def _new_record(nodeid: str, example: Example) -> Record:
-    name, digest = example.dataset_info
-    return Record(
-        example_id=example.id,
-        partition=example.partition,
-        nodeid=nodeid,
-        dataset=name,
-        dataset_hash=digest,
-        tags=list(example.tags),
-    )
-
-
-# What the controller knows of a selected eval test before it runs, to record it if it
-# never reports back (a crashed worker, an interrupted run): node id, example id,
-# partition, dataset name and hash, tags. A tuple, as it travels from each xdist worker.
+# What is known of an eval test before it runs, in the order of Record's first fields
+# (example id, partition, node id, dataset name and hash, tags): its record's start, and
+# what the controller records for a test that never reports back (a crashed worker, an
+# interrupted run). A tuple, as it travels from each xdist worker.
 Selected = tuple[str, str, str, str | None, str | None, list[str]]
 
 
+def _selected(nodeid: str, example: Example) -> Selected:
+    name, digest = example.dataset_info
+    return (example.id, example.partition, nodeid, name, digest, list(example.tags))
+
+
 def _selection(items: list[pytest.Item]) -> list[Selected]:
-    selected: list[Selected] = []
-    for item in items:
-        example = item.stash.get(EXAMPLE_KEY, None)
-        if example is not None:
-            name, digest = example.dataset_info
-            selected.append(
-                (item.nodeid, example.id, example.partition, name, digest, list(example.tags))
-            )
-    return selected
+    return [
+        _selected(item.nodeid, example)
+        for item in items
+        if (example := item.stash.get(EXAMPLE_KEY, None)) is not None
+    ]
 
 
 @pytest.hookimpl(wrapper=True)
@@ -511,12 +501,12 @@ class Controller:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if not self.config.option.collectonly:  # nothing runs, so nothing goes missing
-            self.selected.update((entry[0], entry) for entry in _selection(session.items))
+            self.selected.update((entry[2], entry) for entry in _selection(session.items))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         selection = getattr(report, SELECTION_ATTR, None)
         if selection is not None:
-            self.selected.update((entry[0], tuple(entry)) for entry in selection)
+            self.selected.update((entry[2], tuple(entry)) for entry in selection)
         if report.failed:
             self.failed_nodeids.add(report.nodeid)
         data = getattr(report, REPORT_ATTR, None)
@@ -560,10 +550,10 @@ class Controller:
         crashed while running it, else a test the run never got to (not run)."""
         reported = {r.nodeid for r in self.records}
         missing = []
-        for nodeid, (_, example_id, partition, dataset, digest, tags) in self.selected.items():
+        for nodeid, known in self.selected.items():
             if nodeid in reported:
                 continue
-            record = Record(example_id, partition, nodeid, dataset, digest, list(tags))
+            record = Record(*known)
             if nodeid in self.crashed:
                 record.fail("error", WORKER_CRASHED, self.crashed[nodeid])
             else:

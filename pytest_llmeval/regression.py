@@ -242,7 +242,7 @@ class _Options:
                 metric=self.metric,
                 partition=self.partition,
                 kind=self.kind,
-                n_min=_n_min(self.alpha_prime),
+                n_min=minimum_n(self.alpha_prime),
                 ci_level=1 - self.alpha_prime,
                 delta=self.delta,
                 alpha=self.alpha,
@@ -457,11 +457,13 @@ def _wilcoxon(d: Array) -> tuple[float, float]:
     return _two_sided_p(null, float(ranks[d > 0].sum()), exact=True), direction
 
 
-def _n_min(alpha_prime: float) -> int:
+def minimum_n(alpha_prime: float) -> int:
+    """STATISTICS.md's n_min: the fewest examples that can reach significance at all."""
     return max(6, math.ceil(1 + math.log2(1 / alpha_prime)))
 
 
-def _mde(se: float, df: float, alpha_prime: float) -> float:
+def mde(se: float, df: float, alpha_prime: float) -> float:
+    """MDE80 of a t-based comparison: the effect detected 80% of the time."""
     return (float(stats.t.ppf(1 - alpha_prime / 2, df)) + float(stats.t.ppf(POWER, df))) * se
 
 
@@ -676,7 +678,7 @@ def _paired(d: Array, x_base: Array, x_cand: Array, binary_single: bool, o: _Opt
         result = _Result("paired_t", _finite(float(t.pvalue)), (float(ci.low), float(ci.high)))
     if n > 1 and sd > 0:
         # With sd(d) = 0 the power formulas say "0 examples detect any change": undefined.
-        result.mde80 = _mde(sd / math.sqrt(n), n - 1, o.alpha_prime)
+        result.mde80 = mde(sd / math.sqrt(n), n - 1, o.alpha_prime)
         result.n_needed = _n_for(sd, o.delta, o.alpha_prime)
     return result
 
@@ -715,7 +717,7 @@ def _clustered(d: Array, groups: NDArray[np.intp], o: _Options) -> _Result:
         return result  # MDE80 and n needed undefined, as in _paired
     # MDE on G - 1 df with SE_cl, and n needed inflated by the design effect.
     sd = float(np.std(d, ddof=1))
-    result.mde80 = _mde(se, n_groups - 1, o.alpha_prime)
+    result.mde80 = mde(se, n_groups - 1, o.alpha_prime)
     design_effect = (se * math.sqrt(n) / sd) ** 2 if sd > 0 else 1.0
     result.n_needed = _n_for(sd, o.delta, o.alpha_prime, design_effect)
     return result
@@ -811,7 +813,7 @@ def _unpaired(
         # variance on either side they are undefined, as in the paired case.
         se = math.sqrt(v_base / n_base + v_cand / n_cand)
         den = (v_base / n_base) ** 2 / (n_base - 1) + (v_cand / n_cand) ** 2 / (n_cand - 1)
-        result.mde80 = _mde(se, se**4 / den if den else n_base + n_cand - 2, o.alpha_prime)
+        result.mde80 = mde(se, se**4 / den if den else n_base + n_cand - 2, o.alpha_prime)
         result.n_needed = _n_for(math.sqrt(v_base + v_cand), o.delta, o.alpha_prime)
         if result.mde80 > o.delta:
             notes.append(f"underpowered: MDE80 {result.mde80:.3g} > δ {o.delta:g}")
@@ -1153,7 +1155,7 @@ def refused(
             n=n,
             n_baseline=n_baseline,
             n_candidate=n_candidate,
-            n_min=_n_min(alpha / m),
+            n_min=minimum_n(alpha / m),
             missing_frac=math.nan,
             ci_level=1 - alpha / m,
             delta=delta,

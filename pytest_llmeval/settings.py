@@ -223,8 +223,8 @@ def from_config(config: pytest.Config) -> Settings:
     except ValueError as exc:
         raise pytest.UsageError(f"llmeval_prices: {exc}") from None
     retries = dict(
-        max_retries=int(_number("max_retries", value("max_retries"), minimum=0)),
-        timeout_retries=int(_number("timeout_retries", value("timeout_retries"), minimum=0)),
+        max_retries=_count("max_retries", value("max_retries"), minimum=0),
+        timeout_retries=_count("timeout_retries", value("timeout_retries"), minimum=0),
         retry_base_delay=_number("retry_base_delay", value("retry_base_delay"), minimum=0),
         prices=prices,
     )
@@ -248,10 +248,10 @@ def from_config(config: pytest.Config) -> Settings:
         datasets_dir=(config.rootpath / datasets_dir) if datasets_dir else None,
         cache_mode=cache_mode,
         cache_dir=config.rootpath / value("cache_dir"),
-        judge_samples=int(_number("judge_samples", value("judge_samples"), minimum=1)),
-        judge_max_tokens=int(_number("judge_max_tokens", value("judge_max_tokens"), minimum=1)),
+        judge_samples=_count("judge_samples", value("judge_samples"), minimum=1),
+        judge_max_tokens=_count("judge_max_tokens", value("judge_max_tokens"), minimum=1),
         max_position_bias=_rate("llmeval_max_position_bias", value("max_position_bias")),
-        concurrency=int(_number("concurrency", value("concurrency"), minimum=1)),
+        concurrency=_count("concurrency", value("concurrency"), minimum=1),
         embedding_model=value("embedding_model").strip() or "local",
         embedding_base_url=value("embedding_base_url") or None,
         regression=regression_settings(value, location),
@@ -278,8 +278,8 @@ def _client_config(
         temperature=_number(f"{prefix}temperature", temperature, minimum=0)
         if temperature
         else None,
-        max_concurrency=int(
-            _number(f"{prefix}max_concurrency", value(f"{prefix}max_concurrency"), minimum=1)
+        max_concurrency=_count(
+            f"{prefix}max_concurrency", value(f"{prefix}max_concurrency"), minimum=1
         ),
         timeout=_number(f"{prefix}timeout", value(f"{prefix}timeout"), minimum=0.001),
         **shared,
@@ -328,31 +328,26 @@ def _yes(name: str, raw: str) -> bool:
     raise pytest.UsageError(f"llmeval_{name}: {raw!r} is not yes or no")
 
 
-# Keys read as counts (their callers take int()): 2.5 is an error, not silently 2.
-_WHOLE_NUMBERS = frozenset(
-    (
-        "max_retries",
-        "judge_samples",
-        "concurrency",
-        "max_concurrency",
-        "judge_max_concurrency",
-        "judge_max_tokens",
-        "timeout_retries",
-    )
-)
-
-
 def _number(name: str, raw: str, *, minimum: float) -> float:
-    """A finite number >= ``minimum`` (a whole one for a key in ``_WHOLE_NUMBERS``): nan
-    and inf would pass a comparison or fail every one, never what was meant."""
-    whole = name in _WHOLE_NUMBERS
+    """A finite number >= ``minimum``: nan and inf would pass a comparison or fail every
+    one, never what was meant."""
     try:
-        number = float(int(raw)) if whole else float(raw)
-    except (ValueError, OverflowError):
+        number = float(raw)
+    except ValueError:
         number = math.nan
     if not (math.isfinite(number) and number >= minimum):
-        kind = "whole number" if whole else "finite number"
-        raise pytest.UsageError(f"llmeval_{name}: {raw!r} is not a {kind} >= {minimum:g}")
+        raise pytest.UsageError(f"llmeval_{name}: {raw!r} is not a finite number >= {minimum:g}")
+    return number
+
+
+def _count(name: str, raw: str, *, minimum: int) -> int:
+    """A whole number >= ``minimum``: 2.5 is an error, not silently 2."""
+    try:
+        number = int(raw)
+    except ValueError:
+        number = minimum - 1
+    if number < minimum:
+        raise pytest.UsageError(f"llmeval_{name}: {raw!r} is not a whole number >= {minimum}")
     return number
 
 

@@ -29,8 +29,6 @@ from ..baseline import JUDGE_SCALE, judged_tests, read_records, samples
 if TYPE_CHECKING:
     from ..regression import Comparison
 
-POWER = 0.8  # the MDE80 of a comparison: the drop detected 80% of the time
-
 
 def baseline_scores(report: str | Path, partitions: Collection[str] | None = None) -> list[float]:
     """The per-example judge scores of a CI run's report (``--llmeval-report``), the
@@ -237,7 +235,7 @@ def compare_weighted(
     baseline's n if smaller."""
     from scipy import stats  # type: ignore[import-untyped, unused-ignore]
 
-    from ..regression import Comparison, apply_holm
+    from ..regression import Comparison, apply_holm, mde, minimum_n
 
     if len(scores) != len(weights) or not scores or min(weights) <= 0:
         raise ValueError("one positive weight per score is needed")
@@ -278,7 +276,7 @@ def compare_weighted(
         crit = float(stats.t.ppf(1 - alpha_prime / 2, df))
         p = float(2 * stats.t.sf(abs(effect) / se, df))
         test, ci = "weighted_welch_t", (effect - crit * se, effect + crit * se)
-        mde80 = (crit + float(stats.t.ppf(POWER, df))) * se
+        mde80 = mde(se, df, alpha_prime)
     note = (
         f"weighted by 1/inclusion probability: {n_window} samples in {len(strata)} "
         f"strata, Kish effective n {n_effective:.1f}"
@@ -292,7 +290,7 @@ def compare_weighted(
         n=n,
         n_baseline=n_base,
         n_candidate=n_window,
-        n_min=max(6, math.ceil(1 + math.log2(1 / alpha_prime))),  # STATISTICS.md's n_min
+        n_min=minimum_n(alpha_prime),
         missing_frac=0.0,
         ci_level=1 - alpha_prime,
         delta=delta,
