@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-IMPORT = "import time; s = time.perf_counter(); import pytest_llmeval.regression; "
+IMPORT = "import time; s = time.perf_counter(); import pytest_llmeval.stats.regression; "
 IMPORT += "print(time.perf_counter() - s)"
 
 
@@ -74,8 +74,8 @@ def main() -> int:
     ]  # fmt: skip
     print(f"import numpy, scipy and the module (fresh process): {statistics.median(imports):.2f} s")
 
-    from pytest_llmeval.baseline import compare_runs
-    from pytest_llmeval.regression import compare
+    from pytest_llmeval.runs.compare import compare_runs
+    from pytest_llmeval.stats.regression import compare
     from pytest_llmeval.settings import RegressionSettings
 
     ordinal: dict[str, Any] = {"kind": "ordinal", "scale": (1, 5), "delta": 0.3}

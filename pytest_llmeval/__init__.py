@@ -49,12 +49,12 @@ _EXPORTS = {
     "Claim": "grounding",
     "GroundingResult": "grounding",
     "Anchor": "judge",
-    "batched": "batching",
+    "batched": "plugin.batching",
     "Similarity": "embeddings",
     "compare_texts": "embeddings",
     "acompare_texts": "embeddings",
-    "detect_regression": "regression",
-    "Comparison": "regression",
+    "detect_regression": "stats.regression",
+    "Comparison": "stats.regression",
     "JudgeFamilyWarning": "errors",
     "DatasetError": "errors",
     "LLMEvalAssertionError": "errors",
@@ -122,7 +122,6 @@ if TYPE_CHECKING:
         assert_similar,
         assert_token_f1,
     )
-    from .batching import batched
     from .dataset import Dataset, Example, load_dataset
     from .embeddings import Similarity, acompare_texts, compare_texts
     from .errors import (
@@ -151,8 +150,9 @@ if TYPE_CHECKING:
         valid_json,
     )
     from .partitions import PARTITIONS
+    from .plugin.batching import batched
     from .records import Record, current_record
-    from .regression import Comparison, detect_regression
+    from .stats.regression import Comparison, detect_regression
 
 
 def __getattr__(name: str) -> Any:

@@ -172,9 +172,7 @@ def _calibrate(path: str, *, as_json: bool) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    import pytest
-
-    from .baseline import check_deltas, compare_runs, decision, read_records, table_lines
+    from .runs.compare import check_deltas, compare_runs, decision, read_records, table_lines
     from .settings import regression_settings
 
     values = {
@@ -190,7 +188,7 @@ def _compare(args: argparse.Namespace) -> int:
         baseline = read_records(Path(args.baseline))
         candidate = read_records(Path(args.candidate))
         comparisons = compare_runs(baseline, candidate, settings)
-    except (pytest.UsageError, ValueError) as exc:
+    except ValueError as exc:  # ConfigError too
         print(f"llmeval compare: {exc}", file=sys.stderr)
         return 2
     blocks, line = decision(comparisons)

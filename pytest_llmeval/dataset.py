@@ -141,12 +141,12 @@ class Dataset:
     def params(self) -> list[Any]:
         """``pytest.param`` per example, id = example id, marked with its partition.
 
-        For ``pytest.mark.parametrize("example", dataset.params())``.
+        For ``pytest.mark.parametrize("example", dataset.params())``. The pytest side lives
+        in the plugin; this method only reaches it, for the API's sake.
         """
-        import pytest
+        from .plugin.collection import params
 
-        marks = {p: [getattr(pytest.mark, p)] for p in PARTITIONS}
-        return [pytest.param(ex, id=ex.id, marks=marks[ex.partition]) for ex in self.examples]
+        return params(self.examples)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the dataset as ``.json``, ``.jsonl``, or (any other path) a directory

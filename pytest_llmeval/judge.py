@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
-from .cache import InvalidResponse
-from .client import LLMCallError, LLMClient, off_loop
+from .client.cache import InvalidResponse
+from .client.llm import LLMClient, off_loop
+from .errors import LLMCallError, call_error
 from .grounding import Claim, GroundingResult, merge, precheck
 from .records import Record, current_record
 
@@ -757,7 +758,7 @@ def _no_verdict(what: str, failures: Sequence[_Failure]) -> LLMCallError:
     kinds = {f.error.kind if isinstance(f.error, LLMCallError) else "judge" for f in failures}
     kind = kinds.pop() if len(kinds) == 1 else "judge"
     attempts = max((getattr(f.error, "attempts", 1) for f in failures), default=1)
-    return LLMCallError(kind, f"{what}: {'; '.join(map(str, failures))}", attempts=attempts)
+    return call_error(kind, f"{what}: {'; '.join(map(str, failures))}", attempts=attempts)
 
 
 _PROMPTS = {

@@ -1,7 +1,7 @@
 """One frozen Settings built from ``--llmeval-*`` options and ``llmeval_*`` ini keys.
 
 Every flag defaults to None and falls back to its ini key. Bad values raise
-``pytest.UsageError`` naming the value and the valid ones.
+``ConfigError`` naming the value and the valid ones.
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from .cache import CACHE_MODES
-from .client import ClientConfig
+from .client.cache import CACHE_MODES
+from .client.llm import ClientConfig
+from .client.pricing import parse_prices
+from .errors import ConfigError
 from .partitions import PARTITIONS
-from .pricing import parse_prices
 
 DEFAULT_HARD = ("golden", "regression")
 DEFAULT_MIN_PASS_RATE = {"regression": 1.0, "adversarial": 0.9, "distribution": 0.85}
@@ -189,39 +188,35 @@ class Settings:
         return ", ".join(parts)
 
 
-def from_config(config: pytest.Config) -> Settings:
-    """Build Settings from the command line, falling back to ini."""
-
-    def value(name: str) -> str:
-        flag = config.getoption(f"llmeval_{name}")
-        return str(flag if flag is not None else config.getini(f"llmeval_{name}")).strip()
-
-    def location(name: str) -> Path | None:
-        """A path given as a flag is relative to where pytest was invoked; one from the
-        ini file, to the rootdir (where the ini file is)."""
-        flag = config.getoption(f"llmeval_{name}")
-        base = config.invocation_params.dir if flag is not None else config.rootpath
-        return base / value(name) if value(name) else None
-
+def build(
+    value: Callable[[str], str],
+    location: Callable[[str], Path | None],
+    *,
+    rootpath: Path,
+    datasets_dir: str,
+) -> Settings:
+    """Settings from ``value(name)`` (an option's text: the flag, else the ini key) and
+    ``location(name)`` (a path option resolved where it was given); relative paths of
+    the ini file are relative to ``rootpath``. Raises ConfigError naming a bad value."""
     hard = _parse_hard(value("hard_partitions"))
     minimums = dict(DEFAULT_MIN_PASS_RATE)
     minimums.update(_parse_pairs("min_pass_rate", value("min_pass_rate"), _rate, PARTITIONS))
     clash = sorted(hard & set(_keys(value("min_pass_rate"))))
     if clash:
-        raise pytest.UsageError(
+        raise ConfigError(
             f"llmeval_min_pass_rate: {clash[0]!r} is a hard partition (every failure fails "
             f"the session); remove it from llmeval_hard_partitions to give it a minimum"
         )
-    datasets_dir = config.getini("llmeval_datasets_dir").strip()
+    datasets_dir = datasets_dir.strip()
     cache_mode = value("cache")
     if cache_mode not in CACHE_MODES:
-        raise pytest.UsageError(
+        raise ConfigError(
             f"llmeval_cache: unknown mode {cache_mode!r}; valid: {', '.join(CACHE_MODES)}"
         )
     try:
         prices = parse_prices(value("prices"))
     except ValueError as exc:
-        raise pytest.UsageError(f"llmeval_prices: {exc}") from None
+        raise ConfigError(f"llmeval_prices: {exc}") from None
     retries = dict(
         max_retries=_count("max_retries", value("max_retries"), minimum=0),
         timeout_retries=_count("timeout_retries", value("timeout_retries"), minimum=0),
@@ -233,7 +228,7 @@ def from_config(config: pytest.Config) -> Settings:
     judge_url = os.environ.get("LLMEVAL_JUDGE_BASE_URL") or app.base_url
     judge = _client_config(value, "judge_", judge_url, retries, api_key=judge_key)
     if judge.temperature is not None and judge.temperature > 0.3:
-        raise pytest.UsageError(
+        raise ConfigError(
             f"llmeval_judge_temperature: {judge.temperature:g} is above 0.3: a judge's "
             "temperature must be between 0 and 0.3, so that its verdicts repeat"
         )
@@ -245,9 +240,9 @@ def from_config(config: pytest.Config) -> Settings:
         thresholds=_parse_pairs("thresholds", value("thresholds"), _threshold, None),
         time_budget=_parse_pairs("time_budget", value("time_budget"), _positive, PARTITIONS),
         time_budget_strict=_yes("time_budget_strict", value("time_budget_strict")),
-        datasets_dir=(config.rootpath / datasets_dir) if datasets_dir else None,
+        datasets_dir=(rootpath / datasets_dir) if datasets_dir else None,
         cache_mode=cache_mode,
-        cache_dir=config.rootpath / value("cache_dir"),
+        cache_dir=rootpath / value("cache_dir"),
         judge_samples=_count("judge_samples", value("judge_samples"), minimum=1),
         judge_max_tokens=_count("judge_max_tokens", value("judge_max_tokens"), minimum=1),
         max_position_bias=_rate("llmeval_max_position_bias", value("max_position_bias")),
@@ -290,16 +285,16 @@ def regression_settings(
     value: Callable[[str], str], location: Callable[[str], Path | None]
 ) -> RegressionSettings:
     """The regression keys from ``value(name)`` (shared by the plugin and ``llmeval
-    compare``). pytest.UsageError names the key of a bad value."""
+    compare``). ConfigError names the key of a bad value."""
     gate = []
     for item in value("gate").replace(",", " ").split():
         metric, _, partition = item.partition(".")
         if metric not in GATED_METRICS:
-            raise pytest.UsageError(
+            raise ConfigError(
                 f"llmeval_gate: unknown metric {metric!r}; valid: {', '.join(GATED_METRICS)}"
             )
         if partition and partition not in PARTITIONS:
-            raise pytest.UsageError(
+            raise ConfigError(
                 f"llmeval_gate: unknown partition {partition!r}; valid: {', '.join(PARTITIONS)}"
             )
         gate.append((metric, partition or None))
@@ -307,7 +302,7 @@ def regression_settings(
     delta.update(_parse_pairs("delta", value("delta"), _delta, GATED_METRICS, "metric"))
     alpha = _number("alpha", value("alpha"), minimum=0)
     if not 0 < alpha < 1:
-        raise pytest.UsageError(f"llmeval_alpha: {alpha:g} is not between 0 and 1")
+        raise ConfigError(f"llmeval_alpha: {alpha:g} is not between 0 and 1")
     return RegressionSettings(
         baseline=location("baseline"),
         save_baseline=location("save_baseline"),
@@ -325,7 +320,7 @@ def _yes(name: str, raw: str) -> bool:
         return True
     if lowered in ("no", "false", "0", "off"):
         return False
-    raise pytest.UsageError(f"llmeval_{name}: {raw!r} is not yes or no")
+    raise ConfigError(f"llmeval_{name}: {raw!r} is not yes or no")
 
 
 def _number(name: str, raw: str, *, minimum: float) -> float:
@@ -336,7 +331,7 @@ def _number(name: str, raw: str, *, minimum: float) -> float:
     except ValueError:
         number = math.nan
     if not (math.isfinite(number) and number >= minimum):
-        raise pytest.UsageError(f"llmeval_{name}: {raw!r} is not a finite number >= {minimum:g}")
+        raise ConfigError(f"llmeval_{name}: {raw!r} is not a finite number >= {minimum:g}")
     return number
 
 
@@ -347,7 +342,7 @@ def _count(name: str, raw: str, *, minimum: int) -> int:
     except ValueError:
         number = minimum - 1
     if number < minimum:
-        raise pytest.UsageError(f"llmeval_{name}: {raw!r} is not a whole number >= {minimum}")
+        raise ConfigError(f"llmeval_{name}: {raw!r} is not a whole number >= {minimum}")
     return number
 
 
@@ -355,12 +350,12 @@ def _parse_hard(spec: str) -> frozenset[str]:
     names = spec.replace(",", " ").split()
     for name in names:
         if name not in PARTITIONS:
-            raise pytest.UsageError(
+            raise ConfigError(
                 f"llmeval_hard_partitions: unknown partition {name!r}; "
                 f"valid: {', '.join(PARTITIONS)}"
             )
     if "golden" not in names:
-        raise pytest.UsageError(
+        raise ConfigError(
             "llmeval_hard_partitions must include 'golden': every golden example must pass"
         )
     return frozenset(names)
@@ -382,11 +377,9 @@ def _parse_pairs(
     for item in spec.replace(",", " ").split():
         key, sep, raw = item.partition(":")
         if not sep or not key or not raw:
-            raise pytest.UsageError(f"llmeval_{name}: {item!r} is not of the form key:value")
+            raise ConfigError(f"llmeval_{name}: {item!r} is not of the form key:value")
         if valid is not None and key not in valid:
-            raise pytest.UsageError(
-                f"llmeval_{name}: unknown {what} {key!r}; valid: {', '.join(valid)}"
-            )
+            raise ConfigError(f"llmeval_{name}: unknown {what} {key!r}; valid: {', '.join(valid)}")
         pairs[key] = convert(f"llmeval_{name}", raw)
     return pairs
 
@@ -397,7 +390,7 @@ def _rate(name: str, raw: str) -> float:
     except ValueError:
         rate = -1.0
     if not 0.0 <= rate <= 1.0:
-        raise pytest.UsageError(f"{name}: {raw!r} is not a rate between 0 and 1 (or 0% to 100%)")
+        raise ConfigError(f"{name}: {raw!r} is not a rate between 0 and 1 (or 0% to 100%)")
     return rate
 
 
@@ -405,16 +398,16 @@ def _threshold(name: str, raw: str) -> float:
     try:
         number = float(raw)
     except ValueError:
-        raise pytest.UsageError(f"{name}: {raw!r} is not a number") from None
+        raise ConfigError(f"{name}: {raw!r} is not a number") from None
     if not math.isfinite(number):
-        raise pytest.UsageError(f"{name}: {raw!r} is not a number (it must be finite)")
+        raise ConfigError(f"{name}: {raw!r} is not a number (it must be finite)")
     return number
 
 
 def _delta(name: str, raw: str) -> float:
     number = _threshold(name, raw)
     if number <= 0:
-        raise pytest.UsageError(
+        raise ConfigError(
             f"{name}: {raw!r} is not a positive number (δ is the smallest change that matters)"
         )
     return number
@@ -426,19 +419,5 @@ def _positive(name: str, raw: str) -> float:
     except ValueError:
         number = float("nan")
     if not 0 < number < float("inf"):
-        raise pytest.UsageError(f"{name}: {raw!r} is not a positive number of seconds")
+        raise ConfigError(f"{name}: {raw!r} is not a positive number of seconds")
     return number
-
-
-def add_options(parser: pytest.Parser) -> None:
-    """Register the option group and ini keys."""
-    group = parser.getgroup("llmeval", "LLM evaluations (pytest-llmeval)")
-    for name, help_text, default in OPTIONS:
-        flag = "--llmeval-" + name.replace("_", "-")
-        group.addoption(flag, dest=f"llmeval_{name}", default=None, help=help_text)
-        parser.addini(f"llmeval_{name}", help_text, default=default)
-    parser.addini(
-        "llmeval_datasets_dir",
-        "folder (relative to the rootdir) where relative dataset paths are also looked up",
-        default="",
-    )

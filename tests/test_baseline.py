@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pytest_llmeval.baseline import (
+from pytest_llmeval.runs.compare import (
     compare_runs,
     decision,
     metadata,
@@ -18,7 +18,7 @@ from pytest_llmeval.baseline import (
     table_lines,
 )
 from pytest_llmeval.records import LLM_ERROR
-from pytest_llmeval.regression import holm
+from pytest_llmeval.stats.regression import holm
 
 
 def record(example: str, status: str = "passed", **extra: Any) -> dict[str, Any]:
@@ -250,7 +250,7 @@ def test_a_bad_delta_is_an_error_even_for_a_metric_the_runs_lack() -> None:
 
 
 def test_the_decision_line_says_why_an_inconclusive_comparison_blocks_in_strict_mode() -> None:
-    from pytest_llmeval.regression import compare
+    from pytest_llmeval.stats.regression import compare
 
     base = {f"x{i}": [4.0] for i in range(8)}
     worse = {f"x{i}": [4.0 if i % 2 else 3.0] for i in range(8)}
@@ -265,7 +265,7 @@ def test_the_decision_line_says_why_an_inconclusive_comparison_blocks_in_strict_
 
 
 def test_the_table_shows_an_undefined_mde_as_a_dash() -> None:
-    from pytest_llmeval.regression import compare
+    from pytest_llmeval.stats.regression import compare
 
     same = {f"x{i}": [4.0] for i in range(8)}
     (line,) = table_lines(
@@ -306,7 +306,7 @@ def test_read_records_names_the_file_and_the_problem(tmp_path: Path) -> None:
 
 
 def test_the_table_shows_every_comparison_and_the_line_of_each_verdict_that_matters() -> None:
-    from pytest_llmeval.regression import compare
+    from pytest_llmeval.stats.regression import compare
 
     same = {f"x{i}": [4.0] for i in range(60)}
     worse = {f"x{i}": [2.0 if i < 30 else 4.0] for i in range(60)}

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from pytest_llmeval.cache import (
+from pytest_llmeval.client.cache import (
     CacheCorruptError,
     CacheMissError,
     InvalidResponse,
@@ -208,7 +208,7 @@ def test_concurrent_processes_never_tear_an_entry(tmp_path: Path) -> None:
 WRITER = """
 import sys
 from pathlib import Path
-from pytest_llmeval.cache import ResponseCache, keyed_request
+from pytest_llmeval.client.cache import ResponseCache, keyed_request
 cache = ResponseCache(Path(sys.argv[1]), "use")
 i = 0
 while True:

@@ -83,7 +83,7 @@ def test_a_failed_call_shows_the_users_line_not_the_plugins_frames(
     result = pytester.runpytest("-p", "no:randomly")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
-        [">*" + line, "E *pytest_llmeval.client.LLMCallError: bad_request after 1 attempt: *"]
+        [">*" + line, "E *pytest_llmeval.errors.BadRequestError: bad_request after 1 attempt: *"]
     )
     output = result.stdout.str()
     assert "pytest_llmeval/client.py" not in output

@@ -25,7 +25,7 @@ from pytest_llmeval.metrics import (
     valid_json,
 )
 from pytest_llmeval.records import Record
-from pytest_llmeval.session import PartitionStats
+from pytest_llmeval.runs.summary import PartitionStats
 
 
 def test_normalize_answer_follows_squad() -> None:

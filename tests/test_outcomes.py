@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pytest_llmeval.outcomes import raised_by_app
+from pytest_llmeval.plugin.outcomes import raised_by_app
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 

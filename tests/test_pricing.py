@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from pytest_llmeval.pricing import cost_usd, parse_prices
+from pytest_llmeval.client.pricing import cost_usd, parse_prices
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 

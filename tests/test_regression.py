@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from scipy import stats  # type: ignore[import-untyped, unused-ignore]
 
-from pytest_llmeval import regression
-from pytest_llmeval.regression import (
+from pytest_llmeval.stats import regression
+from pytest_llmeval.stats.regression import (
     VERDICTS,
     Comparison,
     apply_holm,
@@ -703,7 +703,7 @@ def test_a_run_against_a_rerun_of_itself_rarely_regresses() -> None:
 
 
 def test_a_confidence_level_never_rounds_up_to_100_percent() -> None:
-    from pytest_llmeval.regression import ci_percent
+    from pytest_llmeval.stats.regression import ci_percent
 
     assert [ci_percent(x) for x in (0.95, 0.975, 1 - 0.001 / 2, 1 - 0.05 / 3)] == [
         "95",

@@ -13,7 +13,7 @@ import pytest
 
 # Imported before the in-process runs: pytester drops the modules a run imports, and
 # numpy cannot be imported twice in one process.
-import pytest_llmeval.regression  # noqa: F401
+import pytest_llmeval.stats.regression  # noqa: F401
 from pytest_llmeval.cli import main
 from pytest_llmeval.testing import FakeOpenAIServer
 

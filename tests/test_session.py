@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_llmeval.records import Record
-from pytest_llmeval.session import (
+from pytest_llmeval.runs.summary import (
     aggregate,
     build_report,
     evaluate_gates,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from pytest_llmeval.records import Record
-from pytest_llmeval.session import (
+from pytest_llmeval.runs.summary import (
     aggregate,
     budget_lines,
     build_report,

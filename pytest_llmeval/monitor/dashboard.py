@@ -28,9 +28,9 @@ from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..baseline import JUDGE_SCALE, read_report
 from ..files import write_text_atomic
 from ..partitions import PARTITIONS
+from ..runs.compare import JUDGE_SCALE, read_report
 from .evaluators import SEVERITIES
 from .store import Store
 

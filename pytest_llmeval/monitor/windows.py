@@ -24,10 +24,10 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..baseline import JUDGE_SCALE, judged_tests, read_records, samples
+from ..runs.compare import JUDGE_SCALE, judged_tests, read_records, samples
 
 if TYPE_CHECKING:
-    from ..regression import Comparison
+    from ..stats.regression import Comparison
 
 
 def baseline_scores(report: str | Path, partitions: Collection[str] | None = None) -> list[float]:
@@ -161,7 +161,7 @@ def drift(
     are the scores' weights in the window and in the window before."""
     if len(baseline) < 2 or len(window) < 2:
         return None
-    from ..regression import compare_unpaired
+    from ..stats.regression import compare_unpaired
 
     window_weights = list(_weights(window, weights))
     tests = {"window": (list(window), window_weights)}
@@ -235,7 +235,7 @@ def compare_weighted(
     baseline's n if smaller."""
     from scipy import stats  # type: ignore[import-untyped, unused-ignore]
 
-    from ..regression import Comparison, apply_holm, mde, minimum_n
+    from ..stats.regression import Comparison, apply_holm, mde, minimum_n
 
     if len(scores) != len(weights) or not scores or min(weights) <= 0:
         raise ValueError("one positive weight per score is needed")

@@ -9,11 +9,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from .partitions import PARTITIONS
-from .records import LLM_ERROR, NOT_RUN, Record
+from ..partitions import PARTITIONS
+from ..records import LLM_ERROR, NOT_RUN, Record
 
 if TYPE_CHECKING:
-    from .settings import Settings
+    from ..settings import Settings
 
 REPORT_FORMAT = "pytest-llmeval-report"
 REPORT_VERSION = 1
@@ -362,7 +362,7 @@ def summary_lines(
     lines += _soft_failures(records, names, None if verbosity > 0 else 10)
     calibrated = calibration(records)
     if calibrated is not None:
-        from .calibration import summary_lines as calibration_lines
+        from ..calibration import summary_lines as calibration_lines
 
         lines += [("", {}), *((text, {}) for text in calibration_lines(calibrated))]
     return lines
@@ -394,7 +394,7 @@ def calibration(records: Sequence[Record]) -> dict[str, Any] | None:
     if not labelled:
         return None
     try:
-        from .calibration import from_records
+        from ..calibration import from_records
 
         return from_records(labelled)
     except Exception as exc:  # a bad label must not cost the summary or the report

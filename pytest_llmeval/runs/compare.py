@@ -15,13 +15,13 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .partitions import PARTITIONS
-from .records import LLM_ERROR
-from .session import REPORT_FORMAT, aligned
+from ..partitions import PARTITIONS
+from ..records import LLM_ERROR
+from .summary import REPORT_FORMAT, aligned
 
 if TYPE_CHECKING:
-    from .regression import Comparison
-    from .settings import RegressionSettings
+    from ..settings import RegressionSettings
+    from ..stats.regression import Comparison
 
 Samples = dict[str, list[float | None]]  # example id -> its k samples (None: lost)
 
@@ -174,7 +174,7 @@ def compare_runs(
     for which the baseline holds fewer than half of this run's examples: those are not
     runs of the same dataset. ValueError on duplicate ids, a score off the scale (hard
     errors, not verdicts) or a δ that is not a positive number."""
-    from .regression import apply_holm, comparable, compare, refused
+    from ..stats.regression import apply_holm, comparable, compare, refused
 
     check_deltas(settings.delta)
     check_unique(baseline, "the baseline")
@@ -297,7 +297,7 @@ def table_lines(comparisons: Sequence[Comparison], *, verbose: bool = False) -> 
                 c.verdict,
             ]
         )
-    from .regression import ci_percent
+    from ..stats.regression import ci_percent
 
     lines = [
         f"alpha {first.alpha:g} over {first.m} gated comparison{'s' if first.m != 1 else ''} "
@@ -338,7 +338,7 @@ def decision(comparisons: Sequence[Comparison], *, fails: bool = True) -> tuple[
 
 def _why(c: Comparison) -> str:
     """Why a comparison blocks, in a few words ("" for a REGRESSION: it says it)."""
-    from .regression import differing
+    from ..stats.regression import differing
 
     if c.verdict == "REFUSED":
         if c.mismatches:
@@ -350,7 +350,7 @@ def _why(c: Comparison) -> str:
 
 
 def _fixed(value: float | None, *, signed: bool = False) -> str:
-    from .regression import fmt_number
+    from ..stats.regression import fmt_number
 
     if value is None:
         return _NONE

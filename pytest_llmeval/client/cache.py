@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import CacheCorruptWarning, LLMEvalError
+from ..errors import CacheCorruptError, CacheCorruptWarning, CacheMissError
 
 CACHE_MODES = ("use", "replay", "refresh", "off")
 ENTRY_FORMAT = 1
@@ -32,14 +32,6 @@ ENTRY_FORMAT = 1
 TRANSPORT_OPTIONS = frozenset(
     {"timeout", "extra_headers", "extra_query", "max_retries", "idempotency_key", "stream"}
 )
-
-
-class CacheMissError(LLMEvalError):
-    """A replay-mode lookup found no recorded response."""
-
-
-class CacheCorruptError(CacheMissError):
-    """A replay-mode lookup found an entry that is not a valid recorded response."""
 
 
 class InvalidResponse(ValueError):

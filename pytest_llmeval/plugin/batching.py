@@ -19,8 +19,8 @@ from typing import Any, TypeVar, overload
 
 import pytest
 
-from .client import DaemonPool
-from .records import Record, bind_task
+from ..client.llm import DaemonPool
+from ..records import Record, bind_task
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -205,7 +205,7 @@ class Batches:
 
     async def _one(self, spec: Spec, item: pytest.Item, shared: dict[str, Any]) -> None:
         __tracebackhide__ = True
-        from .plugin import EXAMPLE_KEY
+        from .keys import EXAMPLE_KEY
 
         example = item.stash[EXAMPLE_KEY]
         record = self.scratch.setdefault(
@@ -238,7 +238,7 @@ class Batches:
 
     def _absorb(self, item: pytest.Item) -> None:
         """Move what the batch recorded for this test's example into its record."""
-        from .plugin import RECORD_KEY
+        from .keys import RECORD_KEY
 
         scratch = self.scratch.pop(item.nodeid, None)
         record = item.stash.get(RECORD_KEY, None)
@@ -261,7 +261,7 @@ def batches(config: pytest.Config) -> Batches:
     """This process's batched fixture values (created on first use)."""
     found = config.stash.get(BATCHES_KEY, None)
     if found is None:
-        from .plugin import SETTINGS_KEY
+        from .keys import SETTINGS_KEY
 
         found = config.stash[BATCHES_KEY] = Batches(config, config.stash[SETTINGS_KEY].concurrency)
     return found

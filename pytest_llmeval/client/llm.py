@@ -6,8 +6,8 @@ It looks like the OpenAI client (``client.chat.completions.create(...)``,
 and adds the response cache, retries with backoff and jitter that honour ``Retry-After``,
 a bound on requests in flight per endpoint, and usage, cost and latency written into the
 running test's record. Every response is validated before it is returned or cached. After
-the last retry a failure raises :class:`LLMCallError` classified as one of
-``ERROR_CLASSES``: the test is then an error, not a quality failure.
+the last retry a failure raises a subclass of :class:`LLMCallError` (errors.py) named by
+its cause: the test is then an error, not a quality failure.
 
 Async calls run the same code on a thread pool: nothing is bound to an event loop, so
 the client works under any loop pytest-asyncio creates, and the bound on requests in
@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from ..errors import AuthError, CacheMissError, LLMCallError, LLMEvalError, call_error
+from ..records import Record, current_record
 from .cache import (
-    CacheCorruptError,
-    CacheMissError,
     Entry,
     InvalidResponse,
     ResponseCache,
@@ -42,47 +42,18 @@ from .cache import (
     keyed_request,
     parse_body,
 )
-from .errors import LLMEvalError
 from .pricing import cost_usd
-from .records import Record, current_record
 
 if TYPE_CHECKING:
     import openai
     from openai.types import CreateEmbeddingResponse
     from openai.types.chat import ChatCompletion
 
-# "judge": too few judge samples gave a valid verdict (see judge.py). "connection": no
-# connection could be made (refused: nothing listening). "bad_response": a 200 whose body
-# is not a valid response. "cache_corrupt": a replay-mode cache entry that is not one.
-ERROR_CLASSES = (
-    "rate_limit",
-    "timeout",
-    "server_error",
-    "auth",
-    "bad_request",
-    "cache_miss",
-    "judge",
-    "connection",
-    "bad_response",
-    "cache_corrupt",
-)
 CHAT = "chat.completions"
 EMBEDDINGS = "embeddings"
 # The most retries of a refused connection in a call (below llmeval_max_retries): most
 # likely a server that is down or restarting. Timeouts have their own setting.
 CONNECTION_RETRIES = 2
-
-
-class LLMCallError(LLMEvalError):
-    """A model call that failed for good (after retries), classified by ``kind``."""
-
-    def __init__(self, kind: str, message: str, *, attempts: int = 1) -> None:
-        super().__init__(
-            f"{kind} after {attempts} attempt{'s' if attempts != 1 else ''}: {message}"
-        )
-        self.kind = kind
-        self.attempts = attempts
-        self.original: BaseException | None = None  # the last API exception, if any
 
 
 @dataclass(frozen=True)
@@ -384,9 +355,8 @@ class LLMClient:
         try:
             return self.cache.get(request)
         except CacheMissError as exc:  # replay mode, which never calls the API
-            kind = "cache_corrupt" if isinstance(exc, CacheCorruptError) else "cache_miss"
-            self.stats.error(kind)
-            raise LLMCallError(kind, str(exc)) from None
+            self.stats.error(exc.kind)
+            raise
 
     def _send_once(
         self,
@@ -486,9 +456,7 @@ class LLMClient:
                     # The message says what failed; the openai and httpx frames behind it
                     # would only bury the user's line, so the chain is kept as .original.
                     name = "" if isinstance(exc, InvalidResponse) else f"{type(exc).__name__}: "
-                    error = LLMCallError(
-                        kind, f"{name}{exc} ({describe(request)})", attempts=attempt
-                    )
+                    error = call_error(kind, f"{name}{exc} ({describe(request)})", attempts=attempt)
                     error.original = exc
                     raise error from None
                 if self._interrupted.wait(self._delay(attempt, retry_after)):
@@ -545,7 +513,7 @@ class LLMClient:
                         max_retries=0,
                     )
                 except openai.OpenAIError as exc:
-                    raise LLMCallError("auth", f"{exc} (set OPENAI_API_KEY)") from None
+                    raise AuthError(f"{exc} (set OPENAI_API_KEY)") from None
             return self._openai
 
     def _pool(self) -> ThreadPoolExecutor:

@@ -1,0 +1,33 @@
+"""The client layer over the official ``openai`` package: the sync client and its async
+twin with retries and limits (llm.py), the response cache (cache.py), prices (pricing.py)."""
+
+from ..errors import ERROR_CLASSES, LLMCallError
+from .llm import (
+    CHAT,
+    EMBEDDINGS,
+    AsyncLLMClient,
+    CallStats,
+    ClientConfig,
+    DaemonPool,
+    LLMClient,
+    build_client,
+    classify,
+    interrupt_all,
+    off_loop,
+)
+
+__all__ = [
+    "CHAT",
+    "EMBEDDINGS",
+    "ERROR_CLASSES",
+    "AsyncLLMClient",
+    "CallStats",
+    "ClientConfig",
+    "DaemonPool",
+    "LLMCallError",
+    "LLMClient",
+    "build_client",
+    "classify",
+    "interrupt_all",
+    "off_loop",
+]

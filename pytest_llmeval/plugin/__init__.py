@@ -1,0 +1,160 @@
+"""The pytest edge, the only package that imports pytest. This module is the entry point
+(``pytest11``): its hooks make records from reports; collection.py turns datasets into
+tests, fixtures.py provides ``llm``/``judge``/``llmeval_record``, controller.py gates and
+summarises the run, batching.py runs ``@batched`` fixtures, settings.py reads options.
+
+Everything heavier than this module (pydantic, the dataset models) is imported only when
+a test uses the ``llmeval`` marker or an example parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+import pytest
+
+from .. import embeddings, records, thresholds
+from ..client.llm import interrupt_all
+from ..records import Record
+from . import settings
+from .collection import _selected, _selection
+from .collection import pytest_collection_modifyitems as pytest_collection_modifyitems
+from .collection import pytest_generate_tests as pytest_generate_tests
+from .controller import Controller
+from .fixtures import _session_embedder
+from .fixtures import embedder as embedder
+from .fixtures import judge as judge
+from .fixtures import judge_client as judge_client
+from .fixtures import llm as llm
+from .fixtures import llmeval_record as llmeval_record
+from .keys import (
+    CONTROLLER_KEY,
+    DATASETS_KEY,
+    EMBEDDING_CLIENTS_KEY,
+    ERROR_ATTR,
+    EXAMPLE_KEY,
+    PREVIOUS_RECORD_KEY,
+    PREVIOUS_THRESHOLDS_KEY,
+    RECORD_KEY,
+    REPORT_ATTR,
+    SELECTION_ATTR,
+    SELECTION_SENT_KEY,
+    SETTINGS_KEY,
+    SOFT_ATTR,
+)
+from .outcomes import test_files, update_record
+
+_MARKERS = (
+    "llmeval(dataset, partition=None, tags=None): run the test once per example of the "
+    "dataset, passed as the 'example' argument",
+    "golden: eval example of the golden partition: every one must pass",
+    "regression: eval example of the regression partition (hard by default)",
+    "adversarial: eval example of the adversarial partition (soft by default)",
+    "distribution: eval example of the distribution partition (soft by default)",
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    settings.add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for line in _MARKERS:
+        config.addinivalue_line("markers", line)
+    effective = settings.from_config(config)
+    # The controller reads the baseline: a bad one stops the run before anything changed.
+    controller = None if hasattr(config, "workerinput") else Controller(config, effective)
+    config.stash[SETTINGS_KEY] = effective
+    config.stash[DATASETS_KEY] = {}
+    config.stash[PREVIOUS_THRESHOLDS_KEY] = thresholds.configure(effective.thresholds)
+    embeddings.set_default(lambda: _session_embedder(config))
+    if controller is not None:
+        config.stash[CONTROLLER_KEY] = controller
+        config.pluginmanager.register(controller, "llmeval-controller")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    previous = config.stash.get(PREVIOUS_THRESHOLDS_KEY, None)
+    if previous is not None:
+        thresholds.configure(previous)
+    embeddings.set_default(None)
+    for client in config.stash.get(EMBEDDING_CLIENTS_KEY, []):
+        client.close()
+    controller = config.stash.get(CONTROLLER_KEY, None)
+    if controller is not None:
+        config.pluginmanager.unregister(controller)
+        del config.stash[CONTROLLER_KEY]
+
+
+def pytest_keyboard_interrupt() -> None:
+    # Whichever thread the Ctrl-C reached: no client sends or retries anything more.
+    interrupt_all()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"llmeval: {config.stash[SETTINGS_KEY].describe()}"
+
+
+# --- records --------------------------------------------------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # A plain hook, not a protocol wrapper: this runs for every test of the session.
+    example = item.stash.get(EXAMPLE_KEY, None)
+    if example is None:
+        return
+    record = Record(*_selected(item.nodeid, example))
+    if example.human_score is not None or example.human_labels:
+        record.human = {"score": example.human_score, "labels": example.human_labels}
+    item.stash[RECORD_KEY] = record
+    item.stash[PREVIOUS_RECORD_KEY] = records.bind(record)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    record = item.stash.get(RECORD_KEY, None)
+    if record is None:
+        return report
+    if report.when == "setup" and not item.config.stash.get(SELECTION_SENT_KEY, False):
+        # Under xdist the controller collects nothing: each worker's first eval test
+        # tells it which eval tests were selected, so none can go missing.
+        item.config.stash[SELECTION_SENT_KEY] = True
+        if hasattr(item.config, "workerinput"):
+            setattr(report, SELECTION_ATTR, _selection(item.session.items))
+    update_record(record, report, call, test_files(item.config))
+    if report.when in ("setup", "call") and record.status == "error":
+        # An error (a model call lost after its retries, a broken test), not a failure
+        # of the model's quality: shown as pytest shows errors, never softened.
+        setattr(report, ERROR_ATTR, record.failure_kind)
+    elif (
+        report.when in ("setup", "call")
+        and report.failed
+        and record.status == "failed"
+        and not item.config.stash[SETTINGS_KEY].is_hard(record.partition)
+    ):
+        # A soft partition's failure is shown and recorded but does not fail the
+        # session by itself: the partition's minimum pass rate decides.
+        record.soft = True
+        report.outcome = "skipped"
+        report.wasxfail = f"soft failure ({record.partition}): {record.failure_kind}"
+        setattr(report, SOFT_ATTR, True)
+    if report.when == "teardown":
+        setattr(report, REPORT_ATTR, record.to_json())
+        records.bind(item.stash[PREVIOUS_RECORD_KEY])
+        del item.stash[RECORD_KEY]  # it travels on the report now; items live all session
+    return report
+
+
+@pytest.hookimpl(tryfirst=True)  # before the xfail plugin claims the report
+def pytest_report_teststatus(
+    report: pytest.TestReport,
+) -> tuple[str, str, tuple[str, dict[str, bool]]] | None:
+    if getattr(report, SOFT_ATTR, False):
+        return "softfailed", "f", ("SOFTFAIL", {"yellow": True})
+    if getattr(report, ERROR_ATTR, None):
+        return "error", "E", ("ERROR", {"red": True})
+    return None

@@ -1,0 +1,307 @@
+"""The controller: on the controlling process (the only one without xdist) it gathers
+every eval test's record, gives one to each selected test that never reported back,
+applies the gates to the exit status, and writes the summary and the JSON report."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import time
+from collections.abc import Generator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .. import __version__
+from ..files import nonfinite_as_null, write_json
+from ..partitions import PARTITIONS
+from ..records import NOT_RUN, WORKER_CRASHED, Record
+from ..runs.compare import compare_runs, decision, read_records, table_lines
+from ..runs.summary import (
+    BudgetVerdict,
+    GateVerdict,
+    PartitionStats,
+    aggregate,
+    build_report,
+    check_time_budgets,
+    distrust_biased_ties,
+    evaluate_gates,
+    failure_reasons,
+    incomplete_line,
+    summary_lines,
+)
+from ..settings import Settings
+from .keys import (
+    REPORT_ATTR,
+    SELECTION_ATTR,
+)
+
+if TYPE_CHECKING:
+    from ..stats.regression import Comparison
+from .collection import Selected, _selection
+
+
+class Controller:
+    """Session state on the controlling process (the only process without xdist)."""
+
+    def __init__(self, config: pytest.Config, effective: Settings) -> None:
+        self.config = config
+        self.settings = effective
+        self.records: list[Record] = []
+        self.started = time.time()
+        self._cached: (
+            tuple[int, tuple[list[Record], dict[str, PartitionStats], list[GateVerdict]]] | None
+        ) = None
+        self.baseline: list[dict[str, Any]] | None = None
+        if effective.regression.baseline is not None:
+            try:
+                self.baseline = read_records(effective.regression.baseline)
+            except ValueError as exc:
+                raise pytest.UsageError(f"llmeval_baseline: {exc}") from None
+        self._compared: tuple[int, list[Comparison] | str] | None = None
+        self.selected: dict[str, Selected] = {}  # node id -> what is known before it ran
+        self.crashed: dict[str, str] = {}  # node id -> what xdist said of its worker
+        self.failed_nodeids: set[str] = set()  # every test with a failed report
+        self.session: pytest.Session | None = None
+        self.interrupted = False
+        self.report_problem: str | None = None  # why the report needed repair
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if not self.config.option.collectonly:  # nothing runs, so nothing goes missing
+            self.selected.update((entry[2], entry) for entry in _selection(session.items))
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        selection = getattr(report, SELECTION_ATTR, None)
+        if selection is not None:
+            self.selected.update((entry[2], tuple(entry)) for entry in selection)
+        if report.failed:
+            self.failed_nodeids.add(report.nodeid)
+        data = getattr(report, REPORT_ATTR, None)
+        if data is not None and report.when == "teardown":
+            self.records.append(Record.from_json(data))
+        elif report.when not in ("setup", "call", "teardown") and report.failed:
+            # xdist's report of a worker that died while running this test: no teardown,
+            # so no record will come from it.
+            self.crashed[report.nodeid] = str(report.longrepr)
+
+    def pytest_keyboard_interrupt(self) -> None:
+        self.interrupted = True
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
+        self.session = session
+        result = yield
+        # Every worker is done: whatever the summary's last line names (a gate, an
+        # error, a test that never ran, a blocking regression...) fails the session, so
+        # the exit status always agrees with it.
+        if self._failed():
+            session.testsfailed += 1
+        return result
+
+    def _outcome(self) -> tuple[list[Record], dict[str, PartitionStats], list[GateVerdict]]:
+        """Records in a stable order (the same serially and under xdist), their stats and
+        the gates' verdicts; computed once per set of records. Every selected eval test
+        has a record: one that never reported back gets one saying why."""
+        key = hash((len(self.records), len(self.selected), len(self.crashed), self._stopped()))
+        if self._cached is None or self._cached[0] != key:
+            order = {p: i for i, p in enumerate(PARTITIONS)}
+            everything = self.records + self._unreported()
+            distrust_biased_ties(everything, self.settings.max_position_bias)
+            ordered = sorted(everything, key=lambda r: (order.get(r.partition, 99), r.nodeid))
+            stats = aggregate(ordered)
+            self._cached = (key, (ordered, stats, evaluate_gates(ordered, stats, self.settings)))
+        return self._cached[1]
+
+    def _unreported(self) -> list[Record]:
+        """A record for each selected eval test without one: an error when its worker
+        crashed while running it, else a test the run never got to (not run)."""
+        reported = {r.nodeid for r in self.records}
+        missing = []
+        for nodeid, known in self.selected.items():
+            if nodeid in reported:
+                continue
+            record = Record(*known)
+            if nodeid in self.crashed:
+                record.fail("error", WORKER_CRASHED, self.crashed[nodeid])
+            else:
+                record.status = "skipped"
+                record.failure_kind = NOT_RUN
+                record.failure_reason = f"not run: {self._stopped() or 'it never reported back'}"
+            missing.append(record)
+        return missing
+
+    def _stopped(self) -> str | None:
+        """Why the run ended before every test ran, or None."""
+        if self.interrupted:
+            return "the run was interrupted"
+        session = self.session
+        if session is not None and (session.shouldfail or session.shouldstop):
+            return f"the run stopped early ({session.shouldfail or session.shouldstop})"
+        return None
+
+    def _other_failures(self) -> int:
+        """Failed tests that are not eval tests: they fail the run too."""
+        evals = {r.nodeid for r in self.records} | set(self.selected)
+        return len(self.failed_nodeids - evals)
+
+    def _comparisons(self) -> list[Comparison] | str | None:
+        """The gated comparisons with the baseline (None without one), or the hard error
+        (duplicate ids, a score off the scale) that prevented them."""
+        if self.baseline is None:
+            return None
+        ordered = self._outcome()[0]
+        key = self._cached[0] if self._cached is not None else 0
+        if self._compared is None or self._compared[0] != key:
+            result: list[Comparison] | str
+            try:
+                candidate = [r.to_json() for r in ordered]
+                result = compare_runs(self.baseline, candidate, self.settings.regression)
+            except ValueError as exc:
+                result = f"regression: ERROR, cannot compare with the baseline: {exc}"
+            self._compared = (key, result)
+        return self._compared[1]
+
+    def _regression_blocks(self) -> bool:
+        result = self._comparisons()
+        if isinstance(result, str):
+            return self.settings.regression.fails
+        return result is not None and decision(result, fails=self.settings.regression.fails)[0]
+
+    def _budgets(self) -> list[BudgetVerdict]:
+        stats, budgets = self._outcome()[1], self.settings.time_budget
+        return check_time_budgets(stats, budgets, strict=self.settings.time_budget_strict)
+
+    def _failed(self) -> bool:
+        return bool(self._reasons())
+
+    def _reasons(self) -> list[str]:
+        """Everything that fails the run, each named as the summary's last line says it."""
+        ordered, _, verdicts = self._outcome()
+        return failure_reasons(
+            ordered,
+            verdicts,
+            regression_blocks=self._regression_blocks(),
+            budgets=self._budgets(),
+            other_failures=self._other_failures(),
+        )
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.records and not self.selected:
+            return
+        ordered, stats, verdicts = self._outcome()
+        reasons = self._reasons()
+        failed = bool(reasons)
+        write = terminalreporter.write_line
+        terminalreporter.write_sep("=", "llmeval summary", red=failed, green=not failed, bold=True)
+        for text, markup in summary_lines(
+            ordered,
+            stats,
+            verdicts,
+            budgets=self._budgets(),
+            verbosity=terminalreporter.verbosity,
+            max_position_bias=self.settings.max_position_bias,
+        ):
+            write(text, **markup)
+        result = self._comparisons()
+        if result is not None:
+            write("")
+            write(f"regression against the baseline {self._baseline_name()}:")
+            if isinstance(result, str):
+                write(result, red=True, bold=True)
+            else:
+                blocks = self._regression_blocks()
+                for text in table_lines(result, verbose=terminalreporter.verbosity > 0):
+                    write(text)
+                line = decision(result, fails=self.settings.regression.fails)[1]
+                write(line, red=blocks, bold=blocks, green=not blocks)
+        write("")
+        if self.report_problem:
+            write(f"report: {self.report_problem}", yellow=True)
+        incomplete = incomplete_line(ordered)
+        if incomplete:
+            write(incomplete, red=True, bold=True)
+        # The last line names everything that fails the run, so that it always agrees
+        # with the exit status.
+        if failed:
+            write(f"llmeval: FAIL ({'; '.join(reasons)})", red=True, bold=True)
+        else:
+            write("llmeval: PASS", green=True, bold=True)
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        self.session = session
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            self.interrupted = True
+        targets = [self.settings.report, self.settings.regression.save_baseline]
+        if not any(targets):
+            return
+        document = build_report(
+            *self._outcome(),
+            self._run_metadata(int(exitstatus)),
+            regression=self._regression_json(),
+            budgets=self._budgets(),
+            failures=self._reasons(),
+        )
+        for path in filter(None, targets):
+            target = path if path.is_absolute() else self.config.invocation_params.dir / path
+            try:
+                write_json(target, document)
+            except ValueError as exc:
+                # A non-finite number from a test's own values: the report is still
+                # written (standard JSON, null in its place), and the summary says so.
+                self.report_problem = f"{exc}; written as null"
+                write_json(target, nonfinite_as_null(document))
+
+    def _baseline_name(self) -> str:
+        """The baseline's path as the user would type it: relative to the current
+        directory when it is below it."""
+        path = self.settings.regression.baseline
+        assert path is not None
+        try:
+            return str(path.relative_to(self.config.invocation_params.dir))
+        except ValueError:
+            return str(path)
+
+    def _regression_json(self) -> dict[str, Any] | None:
+        result = self._comparisons()
+        if result is None:
+            return None
+        return {
+            "baseline": str(self.settings.regression.baseline),
+            "blocks": self._regression_blocks(),
+            "fails_session": self.settings.regression.fails,
+            "error": result if isinstance(result, str) else None,
+            "comparisons": [] if isinstance(result, str) else [c.to_json() for c in result],
+        }
+
+    def _run_metadata(self, exitstatus: int) -> dict[str, Any]:
+        finished = time.time()
+        return {
+            "started_at": datetime.fromtimestamp(self.started, UTC).isoformat(),
+            "finished_at": datetime.fromtimestamp(finished, UTC).isoformat(),
+            "duration_s": round(finished - self.started, 3),
+            "exit_status": exitstatus,
+            "args": list(self.config.invocation_params.args),
+            "rootdir": str(self.config.rootpath),
+            "git_commit": _git_commit(self.config.rootpath),
+            "plugin_version": __version__,
+            "pytest_version": pytest.__version__,
+            "python": platform.python_version(),
+            "settings": self.settings.describe(),
+        }
+
+
+def _git_commit(where: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None

@@ -1,0 +1,111 @@
+"""The plugin's fixtures: ``llm``, ``judge_client``, ``judge``, ``embedder`` and
+``llmeval_record``."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Generator
+from typing import TYPE_CHECKING
+
+import pytest
+
+from .. import embeddings
+from ..client.llm import LLMClient, build_client
+from ..errors import (
+    JudgeFamilyWarning,
+)
+from ..records import Record
+from .keys import (
+    EMBEDDING_CLIENTS_KEY,
+    RECORD_KEY,
+    SETTINGS_KEY,
+)
+
+if TYPE_CHECKING:
+    from ..embeddings import Embedder
+    from ..judge import Judge
+
+
+def _session_embedder(config: pytest.Config) -> Embedder:
+    """The embedder of ``llmeval_embedding_model``, built on first use: an OpenAI
+    embedding model gets a client of its own (cached, retried, not the app's role)."""
+    effective = config.stash[SETTINGS_KEY]
+
+    def client() -> LLMClient:
+        # Its own endpoint: a chat server and an embedding server are often two processes.
+        base_url = effective.embedding_base_url or effective.app.base_url
+        app = dataclasses.replace(effective.app, role="embeddings", base_url=base_url)
+        built = build_client(app, effective.cache_dir, effective.cache_mode)
+        config.stash.setdefault(EMBEDDING_CLIENTS_KEY, []).append(built)
+        return built
+
+    return embeddings.build_embedder(effective.embedding_model, client)
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    """The session's embedder (``llmeval_embedding_model``): ``embedder.embed(texts)``;
+    ``assert_similar`` uses it unless given another."""
+    return embeddings.default_embedder()
+
+
+@pytest.fixture
+def llmeval_record(request: pytest.FixtureRequest) -> Record:
+    """The running eval test's record: set ``output``, ``model``, ``prompt_version``,
+    ``latency_s``, ``tokens``/``add_usage(...)``, or custom values with ``record[key] = v``."""
+    record: Record | None = request.node.stash.get(RECORD_KEY, None)
+    if record is None:
+        pytest.fail(
+            "llmeval_record is only available in eval tests (tests parametrized over dataset "
+            "examples with @pytest.mark.llmeval or dataset.params())",
+            pytrace=False,
+        )
+    return record
+
+
+@pytest.fixture(scope="session")
+def llm(pytestconfig: pytest.Config) -> Generator[LLMClient, None, None]:
+    """The client for the app under test: ``llm.chat.completions.create(...)``,
+    ``llm.complete(prompt)``, ``await llm.aio.chat.completions.create(...)``. Cached,
+    retried, bounded, and recorded (model, tokens, cost, latency) in the running test."""
+    settings_ = pytestconfig.stash[SETTINGS_KEY]
+    client = build_client(settings_.app, settings_.cache_dir, settings_.cache_mode)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def judge_client(pytestconfig: pytest.Config) -> Generator[LLMClient, None, None]:
+    """The client for the judge model (``--llmeval-judge-model``), with the same cache,
+    retries and bounds as ``llm``."""
+    settings_ = pytestconfig.stash[SETTINGS_KEY]
+    client = build_client(settings_.judge, settings_.cache_dir, settings_.cache_mode)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def judge(pytestconfig: pytest.Config, judge_client: LLMClient) -> Judge:
+    """The LLM judge: ``judge.score(response, task=..., criteria=...)`` on a 1-5 rubric,
+    or ``assert_judge(judge, response, task=..., criteria=...)``."""
+    from ..judge import Judge, model_family
+
+    settings_ = pytestconfig.stash[SETTINGS_KEY]
+    judge_model, app_model = settings_.judge.model, settings_.app.model
+    if judge_model and app_model and model_family(judge_model) == model_family(app_model):
+        warnings.warn(
+            JudgeFamilyWarning(
+                f"the judge ({judge_model}) and the model under test ({app_model}) are both "
+                f"{model_family(app_model)} models: judges tend to favour their own family; "
+                "prefer a judge from another family (--llmeval-judge-model)"
+            ),
+            stacklevel=2,
+        )
+    # The temperature was checked at start-up (settings.from_config).
+    return Judge(
+        judge_client,
+        n_samples=settings_.judge_samples,
+        temperature=settings_.judge.temperature,
+        max_tokens=settings_.judge_max_tokens,
+    )

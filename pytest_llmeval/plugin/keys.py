@@ -1,0 +1,33 @@
+"""The plugin's stash keys (per config and per item) and the attributes it sets on
+reports, in one place so that every module of the plugin names them alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from ..client.llm import LLMClient
+from ..records import Record
+from ..settings import Settings
+
+if TYPE_CHECKING:
+    # Named in the keys' string annotations only.
+    from ..dataset import Dataset, Example  # noqa: F401
+    from .controller import Controller  # noqa: F401
+
+SETTINGS_KEY = pytest.StashKey[Settings]()
+CONTROLLER_KEY = pytest.StashKey["Controller"]()
+PREVIOUS_THRESHOLDS_KEY = pytest.StashKey[dict[str, float]]()
+DATASETS_KEY = pytest.StashKey[dict[Path, "Dataset"]]()
+EXAMPLE_KEY = pytest.StashKey["Example"]()
+RECORD_KEY = pytest.StashKey[Record]()
+PREVIOUS_RECORD_KEY = pytest.StashKey[Record | None]()
+EMBEDDING_CLIENTS_KEY = pytest.StashKey[list[LLMClient]]()  # restored after the test (pytester)
+REPORT_ATTR = "llmeval_record"  # the record's JSON form, on each eval test's teardown report
+SOFT_ATTR = "llmeval_soft"  # set on the call report of a failure in a soft partition
+ERROR_ATTR = "llmeval_error"  # the class of an error: a lost model call, a broken test
+SELECTION_ATTR = "llmeval_selection"  # a worker's selected eval tests, on its first report
+SELECTION_SENT_KEY = pytest.StashKey[bool]()
+TEST_FILES_KEY = pytest.StashKey[tuple[str, ...]]()

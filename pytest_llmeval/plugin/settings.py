@@ -1,0 +1,50 @@
+"""The plugin's options and ini keys, read into one frozen Settings at start-up: a bad
+value is a ``pytest.UsageError`` naming the key, the value and the valid ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ..errors import ConfigError
+from ..settings import OPTIONS, Settings, build
+
+
+def from_config(config: pytest.Config) -> Settings:
+    """Build Settings from the command line, falling back to ini."""
+
+    def value(name: str) -> str:
+        flag = config.getoption(f"llmeval_{name}")
+        return str(flag if flag is not None else config.getini(f"llmeval_{name}")).strip()
+
+    def location(name: str) -> Path | None:
+        """A path given as a flag is relative to where pytest was invoked; one from the
+        ini file, to the rootdir (where the ini file is)."""
+        flag = config.getoption(f"llmeval_{name}")
+        base = config.invocation_params.dir if flag is not None else config.rootpath
+        return base / value(name) if value(name) else None
+
+    try:
+        return build(
+            value,
+            location,
+            rootpath=config.rootpath,
+            datasets_dir=str(config.getini("llmeval_datasets_dir")),
+        )
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Register the option group and ini keys."""
+    group = parser.getgroup("llmeval", "LLM evaluations (pytest-llmeval)")
+    for name, help_text, default in OPTIONS:
+        flag = "--llmeval-" + name.replace("_", "-")
+        group.addoption(flag, dest=f"llmeval_{name}", default=None, help=help_text)
+        parser.addini(f"llmeval_{name}", help_text, default=default)
+    parser.addini(
+        "llmeval_datasets_dir",
+        "folder (relative to the rootdir) where relative dataset paths are also looked up",
+        default="",
+    )
