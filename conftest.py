@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from pytest_llmeval.client.cache import ResponseCache
 from pytest_llmeval.client import ClientConfig, LLMClient
+from pytest_llmeval.client.cache import ResponseCache
 from pytest_llmeval.judge import Judge
 from pytest_llmeval.testing import FakeOpenAIServer
 

@@ -75,8 +75,8 @@ def main() -> int:
     print(f"import numpy, scipy and the module (fresh process): {statistics.median(imports):.2f} s")
 
     from pytest_llmeval.runs.compare import compare_runs
-    from pytest_llmeval.stats.regression import compare
     from pytest_llmeval.settings import RegressionSettings
+    from pytest_llmeval.stats.regression import compare
 
     ordinal: dict[str, Any] = {"kind": "ordinal", "scale": (1, 5), "delta": 0.3}
     binary: dict[str, Any] = {"kind": "binary", "scale": (0, 1), "delta": 0.05}

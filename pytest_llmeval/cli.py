@@ -172,7 +172,9 @@ def _calibrate(path: str, *, as_json: bool) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .runs.compare import check_deltas, compare_runs, decision, read_records, table_lines
+    from .runs.compare import check_deltas, compare_runs, decision
+    from .runs.render import table_lines
+    from .runs.report import read_records
     from .settings import regression_settings
 
     values = {

@@ -9,15 +9,10 @@ from typing import Any
 
 import pytest
 
-from pytest_llmeval.runs.compare import (
-    compare_runs,
-    decision,
-    metadata,
-    read_records,
-    samples,
-    table_lines,
-)
 from pytest_llmeval.records import LLM_ERROR
+from pytest_llmeval.runs.compare import compare_runs, decision, metadata, samples
+from pytest_llmeval.runs.render import table_lines
+from pytest_llmeval.runs.report import read_records
 from pytest_llmeval.stats.regression import holm
 
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from pytest_llmeval.client.cache import Entry, ResponseCache
 from pytest_llmeval.client import ERROR_CLASSES, ClientConfig, LLMCallError, LLMClient
-from pytest_llmeval.errors import CacheCorruptWarning
+from pytest_llmeval.client.cache import Entry, ResponseCache
 from pytest_llmeval.client.pricing import cost_usd, parse_prices
+from pytest_llmeval.errors import CacheCorruptWarning
 from pytest_llmeval.records import Record, bind
 from pytest_llmeval.testing import FakeOpenAIServer, embed_text
 

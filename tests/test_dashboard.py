@@ -12,7 +12,7 @@ import pytest
 from pytest_llmeval.cli import main
 from pytest_llmeval.monitor.dashboard import write_dashboard
 from pytest_llmeval.monitor.store import Store
-from pytest_llmeval.runs.summary import REPORT_FORMAT
+from pytest_llmeval.runs.report import REPORT_FORMAT
 
 HOUR = 3600.0
 T0 = 1_780_000_000.0 // HOUR * HOUR

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from pytest_llmeval.client.cache import ResponseCache
 from pytest_llmeval.client import ClientConfig, LLMCallError, LLMClient
+from pytest_llmeval.client.cache import ResponseCache
 from pytest_llmeval.judge import Judge
 from pytest_llmeval.records import Record, bind
-from pytest_llmeval.runs.summary import summary_lines
+from pytest_llmeval.runs.render import summary_lines
 from pytest_llmeval.testing import FakeOpenAIServer
 
 VERDICT = json.dumps({"reasoning": "right price", "score": 4})

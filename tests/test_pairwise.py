@@ -12,7 +12,8 @@ import pytest
 from pytest_llmeval import LLMEvalAssertionError, assert_preferred
 from pytest_llmeval.client import LLMCallError
 from pytest_llmeval.records import Record, bind
-from pytest_llmeval.runs.summary import distrust_biased_ties, summary_lines
+from pytest_llmeval.runs.render import summary_lines
+from pytest_llmeval.runs.summary import distrust_biased_ties
 from pytest_llmeval.testing import FakeOpenAIServer
 
 GOOD = "The Team plan costs $29 per user per month."

@@ -5,13 +5,9 @@ from __future__ import annotations
 import pytest
 
 from pytest_llmeval.records import Record
-from pytest_llmeval.runs.summary import (
-    aggregate,
-    build_report,
-    evaluate_gates,
-    percentile,
-    summary_lines,
-)
+from pytest_llmeval.runs.render import summary_lines
+from pytest_llmeval.runs.report import build_report
+from pytest_llmeval.runs.summary import aggregate, evaluate_gates, percentile
 from pytest_llmeval.settings import Settings
 
 

@@ -9,14 +9,9 @@ from typing import Any
 import pytest
 
 from pytest_llmeval.records import Record
-from pytest_llmeval.runs.summary import (
-    aggregate,
-    budget_lines,
-    build_report,
-    check_time_budgets,
-    evaluate_gates,
-    summary_lines,
-)
+from pytest_llmeval.runs.render import budget_lines, summary_lines
+from pytest_llmeval.runs.report import build_report
+from pytest_llmeval.runs.summary import aggregate, check_time_budgets, evaluate_gates
 from pytest_llmeval.settings import Settings
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..files import write_text_atomic
 from ..partitions import PARTITIONS
-from ..runs.compare import JUDGE_SCALE, read_report
+from ..runs.compare import JUDGE_SCALE
+from ..runs.report import read_report
 from .evaluators import SEVERITIES
 from .store import Store
 

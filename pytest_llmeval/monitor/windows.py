@@ -24,7 +24,8 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..runs.compare import JUDGE_SCALE, judged_tests, read_records, samples
+from ..runs.compare import JUDGE_SCALE, judged_tests, samples
+from ..runs.report import read_records
 
 if TYPE_CHECKING:
     from ..stats.regression import Comparison

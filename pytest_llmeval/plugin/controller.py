@@ -18,19 +18,19 @@ from .. import __version__
 from ..files import nonfinite_as_null, write_json
 from ..partitions import PARTITIONS
 from ..records import NOT_RUN, WORKER_CRASHED, Record
-from ..runs.compare import compare_runs, decision, read_records, table_lines
+from ..runs.compare import compare_runs, decision
+from ..runs.render import summary_lines, table_lines
+from ..runs.report import build_report, read_records
 from ..runs.summary import (
     BudgetVerdict,
     GateVerdict,
     PartitionStats,
     aggregate,
-    build_report,
     check_time_budgets,
     distrust_biased_ties,
     evaluate_gates,
     failure_reasons,
     incomplete_line,
-    summary_lines,
 )
 from ..settings import Settings
 from .keys import (

@@ -1,6 +1,6 @@
 """A run against its baseline: per-example samples of each gated metric by partition,
 the metadata that decides whether two runs are comparable, the gated family's
-comparisons, and the table that shows them (terminal summary and ``llmeval compare``).
+comparisons and the decision they make (render.py shows them).
 
 Works on records in their JSON form (``Record.to_json()`` or a report's ``records``), so
 the same code reads this run and a stored baseline. The statistics (numpy, scipy) are
@@ -9,15 +9,13 @@ imported only when two runs are compared.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Collection, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..partitions import PARTITIONS
 from ..records import LLM_ERROR
-from .summary import REPORT_FORMAT, aligned
+from .report import check_unique
 
 if TYPE_CHECKING:
     from ..settings import RegressionSettings
@@ -102,50 +100,6 @@ def metadata(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def read_report(path: Path) -> dict[str, Any]:
-    """A JSON report written by ``--llmeval-report`` or ``--llmeval-save-baseline``.
-    ValueError names the file and what is wrong with it."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise ValueError(f"{path} is not standard JSON: {exc}") from None
-    if not isinstance(document, dict) or document.get("format") != REPORT_FORMAT:
-        raise ValueError(f"{path} is not a pytest-llmeval report (no format {REPORT_FORMAT!r})")
-    records = document.get("records")
-    needed = ("example_id", "partition", "status")
-    if not isinstance(records, list) or not all(
-        isinstance(r, dict) and all(k in r for k in needed) for r in records
-    ):
-        raise ValueError(f"{path}: 'records' must be a list of records with {', '.join(needed)}")
-    check_unique(records, str(path))
-    return document
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number in standard JSON")
-
-
-def check_unique(records: Sequence[Mapping[str, Any]], where: str) -> None:
-    """ValueError naming the first example with two records of the same test: a run
-    records each (test, example) once, and a second record would count twice (a hard
-    error, STATISTICS.md §1). Records without a node id cannot be told apart and pass."""
-    seen: set[tuple[str, str]] = set()
-    for record in records:
-        nodeid = record.get("nodeid")
-        if not nodeid:
-            continue
-        key = (str(nodeid), str(record["example_id"]))
-        if key in seen:
-            raise ValueError(
-                f"{where}: duplicate example id {key[1]!r}: two records of the test "
-                f"{key[0]}; a run records each test of an example once (was the report "
-                "merged or edited?)"
-            )
-        seen.add(key)
-
-
 def check_deltas(delta: Mapping[str, float]) -> None:
     """ValueError unless every δ is a positive number: checked whether or not the
     reports hold the metric, so a typo never waits for the run that needs it."""
@@ -155,12 +109,6 @@ def check_deltas(delta: Mapping[str, float]) -> None:
                 f"llmeval_delta: {metric}:{value:g} is not a positive number (δ is the "
                 f"smallest change in {metric} that matters)"
             )
-
-
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """The records of a report (see ``read_report``)."""
-    records: list[dict[str, Any]] = read_report(path)["records"]
-    return records
 
 
 def compare_runs(
@@ -269,50 +217,6 @@ def _shared(
     return keep, {i: v for i, v in cand.items() if i in shared}, notes
 
 
-# -- the regression section: the same table in the terminal summary and `llmeval compare`
-
-_NONE = "\N{EM DASH}"  # an undefined value (None, null in JSON)
-_COLUMNS = ("metric", "partition", "baseline", "candidate", "Δ", "CI", "p adj", "n", "MDE80")
-
-
-def table_lines(comparisons: Sequence[Comparison], *, verbose: bool = False) -> list[str]:
-    """One row per comparison, then the plain-language line of each verdict other than
-    NO_CHANGE (and, verbose, every warning)."""
-    if not comparisons:
-        return ["no gated metric to compare (llmeval_gate, and the partitions of this run)"]
-    first = comparisons[0]
-    rows = [[*_COLUMNS, "verdict"]]
-    for c in comparisons:
-        rows.append(
-            [
-                c.metric,
-                c.partition,
-                _fixed(c.mean_baseline),
-                _fixed(c.mean_candidate),
-                _fixed(c.effect, signed=True),
-                _NONE if c.ci_low is None else f"[{_fixed(c.ci_low)}, {_fixed(c.ci_high)}]",
-                _p(c.p_adj),
-                str(c.n),
-                _fixed(c.mde80),
-                c.verdict,
-            ]
-        )
-    from ..stats.regression import ci_percent
-
-    lines = [
-        f"alpha {first.alpha:g} over {first.m} gated comparison{'s' if first.m != 1 else ''} "
-        f"(Holm); CIs at {ci_percent(first.ci_level)}%; δ "
-        + ", ".join(f"{m} {d:g}" for m, d in {c.metric: c.delta for c in comparisons}.items())
-    ]
-    lines += aligned(rows, left={0, 1, 5, len(rows[0]) - 1})  # names, CI and verdict
-    for c in comparisons:
-        if c.verdict != "NO_CHANGE":
-            lines.append(f"  {c.metric}[{c.partition}]: {c.line}")
-        if verbose:
-            lines += [f"    warning: {w}" for w in c.warnings]
-    return lines
-
-
 def decision(comparisons: Sequence[Comparison], *, fails: bool = True) -> tuple[bool, str]:
     """(blocks, the line saying so). ``fails`` False: a block is reported, not enforced.
     The line names each blocking comparison and, unless it is a REGRESSION, why it
@@ -347,18 +251,3 @@ def _why(c: Comparison) -> str:
     if c.verdict == "INSUFFICIENT_DATA":
         return "strict: the interval reaches \N{MINUS SIGN}δ"
     return ""
-
-
-def _fixed(value: float | None, *, signed: bool = False) -> str:
-    from ..stats.regression import fmt_number
-
-    if value is None:
-        return _NONE
-    text = fmt_number(value, 3)
-    return f"+{text}" if signed and value > 0 and float(text) else text
-
-
-def _p(p: float | None) -> str:
-    if p is None:
-        return _NONE
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
