@@ -90,25 +90,21 @@ def test_only_the_plugin_imports_pytest_in_its_source() -> None:
     assert wrong == []
 
 
-# Each module imported alone, in a child forked from a clean interpreter that has not
-# imported pytest: what the child's sys.modules holds afterwards.
+# Modules imported in a clean interpreter (which has not imported pytest), all in one
+# process, then, if pytest arrived, each alone to name the culprits.
 PROBE = """
-import json, os, sys
-assert "pytest" not in sys.modules
-result = {}
-for name in json.loads(sys.argv[1]):
-    read, write = os.pipe()
-    if os.fork() == 0:
-        os.close(read)
-        import importlib
-        importlib.import_module(name)
-        os.write(write, str(int("pytest" in sys.modules or "_pytest" in sys.modules)).encode())
-        os._exit(0)
-    os.close(write)
-    result[name] = os.read(read, 10).decode()
-    os.close(read)
-    os.wait()
-print(json.dumps(result))
+import importlib, json, subprocess, sys
+names = json.loads(sys.argv[1])
+for name in names:
+    importlib.import_module(name)
+if "pytest" not in sys.modules and "_pytest" not in sys.modules:
+    print(json.dumps([]))
+else:
+    alone = ("import importlib, sys; importlib.import_module(sys.argv[1]); "
+             "print('pytest' in sys.modules)")
+    run = [subprocess.run([sys.executable, "-c", alone, n], capture_output=True, text=True)
+           for n in names]
+    print(json.dumps([n for n, r in zip(names, run) if r.stdout.strip() != "False"]))
 """
 
 
@@ -118,10 +114,8 @@ def test_no_module_outside_the_plugin_imports_pytest_when_imported() -> None:
         [sys.executable, "-c", PROBE, json.dumps(names)],
         capture_output=True,
         text=True,
-        timeout=120,
-        check=True,
+        timeout=300,
+        check=False,
     )
-    result = json.loads(out.stdout)
-    assert set(result) == set(names)
-    assert "" not in result.values(), out.stderr  # a module that failed to import
-    assert sorted(name for name, loaded in result.items() if loaded == "1") == []
+    assert out.returncode == 0, out.stderr  # a module that failed to import
+    assert json.loads(out.stdout) == []
