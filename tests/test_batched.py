@@ -304,3 +304,23 @@ def test_a_batch_asked_for_inside_an_event_loop_runs_beside_it(
     result = pytester.runpytest("--llmeval-cache=off")
     result.assert_outcomes(passed=12)
     assert fake_openai.requests["/chat/completions"] == 12
+
+
+def test_a_worker_queue_of_another_shape_is_said_once_not_silently_shrunk(
+    pytester: pytest.Pytester,
+) -> None:
+    """pytest-xdist 3.6's queue has no lock(): batching cannot see what is queued."""
+    from pytest_llmeval.errors import LLMEvalWarning
+    from pytest_llmeval.plugin.batching import _queued_on_worker
+
+    class OldInteractor:  # the shape of pytest-xdist < 3.7's WorkerInteractor
+        torun: list[int] = [3, 4]
+        nextitem_index = 2
+
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    config = pytester.parseconfigure()
+    config.pluginmanager.register(OldInteractor())
+    with pytest.warns(LLMEvalWarning, match="pytest-xdist>=3.7") as caught:
+        assert _queued_on_worker(config) == []
+        assert _queued_on_worker(config) == []
+    assert len(caught) == 1

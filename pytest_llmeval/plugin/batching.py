@@ -13,14 +13,16 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
 import pytest
 
-from ..client.llm import DaemonPool
-from ..records import Record, bind_task
+from ..client.pools import DaemonPool
+from ..errors import LLMEvalWarning
+from ..records import Record, bind
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -211,7 +213,7 @@ class Batches:
         record = self.scratch.setdefault(
             item.nodeid, Record(example_id=example.id, partition=example.partition)
         )
-        bind_task(record)  # this task's calls and verdicts go to the example's record
+        bind(record)  # this task's calls and verdicts go to the example's record
         try:
             args: dict[str, Any] = {}
             for name in spec.params:
@@ -255,6 +257,7 @@ class Batches:
 
 
 BATCHES_KEY = pytest.StashKey[Batches]()
+_QUEUE_UNREADABLE_KEY = pytest.StashKey[bool]()
 
 
 def batches(config: pytest.Config) -> Batches:
@@ -292,10 +295,22 @@ def _same_instance(item: pytest.Item, first: pytest.Item, name: str) -> bool:
 
 def _queued_on_worker(config: pytest.Config) -> list[int]:
     """Indices of the tests an xdist worker has been given and not started: the next one
-    and its queue (pytest-xdist's WorkerInteractor; if that changes shape, no batching
-    beyond the running test)."""
+    and its queue. xdist has no public API for it: this reads its WorkerInteractor (the
+    shape of pytest-xdist 3.7 and later, pyproject's floor), and says so, once, if that
+    shape changed: batches would then hold one test each."""
     interactor = next((p for p in config.pluginmanager.get_plugins() if hasattr(p, "torun")), None)
-    if interactor is None or not hasattr(interactor.torun, "lock"):
+    if interactor is None:
+        return []
+    if not hasattr(interactor.torun, "lock"):
+        if not config.stash.get(_QUEUE_UNREADABLE_KEY, False):
+            config.stash[_QUEUE_UNREADABLE_KEY] = True
+            warnings.warn(
+                LLMEvalWarning(
+                    "batched fixtures: this pytest-xdist's worker queue cannot be read, so "
+                    "each batch holds one test (slow, but correct); use pytest-xdist>=3.7"
+                ),
+                stacklevel=1,
+            )
         return []
     with interactor.torun.lock() as queue:
         queued = [i for i in queue if isinstance(i, int)]
@@ -315,7 +330,8 @@ def _run(work: Coroutine[Any, Any, None]) -> None:
     if not running:  # outside the except block: a batch's errors carry no context
         asyncio.run(work)
         return
-    # A daemon thread: after a Ctrl-C the process does not wait for the batch to end.
+    # A daemon thread (after a Ctrl-C the process does not wait for the batch to end),
+    # which runs the batch in this context: the run's and the test's.
     pool = DaemonPool(1, "llmeval-batch")
     try:
         pool.submit(asyncio.run, work).result()
