@@ -88,17 +88,21 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "relative to the current directory, an ini key's to the rootdir",
         "",
     ),
-    ("save_baseline", "write this run as a baseline (a JSON report) to this path", ""),
+    ("save_baseline", "regression: write this run as a baseline (a JSON report) to this path", ""),
     (
         "gate",
-        "gated metrics: 'metric' for every partition or 'metric.partition' "
-        "(metrics: pass_rate, judge)",
+        "regression: the gated metrics, 'metric' for every partition or "
+        "'metric.partition' (metrics: pass_rate, judge)",
         "pass_rate judge",
     ),
-    ("delta", "practical threshold per metric, e.g. 'judge:0.3 pass_rate:0.05'", ""),
-    ("alpha", "significance level of the gated family (Holm across it)", "0.05"),
-    ("strict", "yes: an inconclusive comparison whose CI reaches -delta blocks", "no"),
-    ("regression_fails", "whether REGRESSION and REFUSED fail the session", "yes"),
+    (
+        "delta",
+        "regression: the practical threshold δ per metric, e.g. 'judge:0.3 pass_rate:0.05'",
+        "",
+    ),
+    ("alpha", "regression: significance level of the gated family (Holm across it)", "0.05"),
+    ("strict", "regression: yes, an inconclusive comparison whose CI reaches -delta blocks", "no"),
+    ("regression_fails", "regression: whether REGRESSION and REFUSED fail the session", "yes"),
     *(
         (f"{prefix}{name}", f"{role}: {text}", default)
         for prefix, role, defaults in (

@@ -20,6 +20,26 @@ def test_readme_starts_with_the_two_commands_that_ci_runs() -> None:
     assert example in ci_lines and tests in ci_lines
 
 
+def test_every_option_is_in_the_configuration_reference() -> None:
+    """Each flag and ini key is in one of the README's tables: its ini key, or for the
+    judge's copies of the app's keys, the shared row that names each flag."""
+    from pytest_llmeval.settings import OPTIONS
+
+    readme = (ROOT / "README.md").read_text()
+    missing = [
+        name
+        for name, _, _ in OPTIONS
+        if f"| `llmeval_{name}` |" not in readme
+        and not (
+            name.startswith("judge_")
+            and f"-{name.replace('_', '-')}`" in readme
+            and "`llmeval_judge_*`" in readme
+        )
+    ]
+    assert missing == []
+    assert "| `llmeval_datasets_dir` |" in readme
+
+
 def test_readme_tutorial_runs_as_written(pytester: pytest.Pytester) -> None:
     readme = (ROOT / "README.md").read_text()
     dataset = re.search(r"Save this as `evals/support.jsonl`:\n\n```json\n(.*?)```", readme, re.S)
