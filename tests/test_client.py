@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+import pytest_llmeval
 from pytest_llmeval.client import ERROR_CLASSES, ClientConfig, LLMCallError, LLMClient
 from pytest_llmeval.client.cache import Entry, ResponseCache
 from pytest_llmeval.client.pricing import cost_usd, parse_prices
@@ -150,6 +151,12 @@ def test_failures_after_retries_are_classified(
     with pytest.raises(LLMCallError) as info:
         ask(client)
     assert info.value.kind == kind and kind in ERROR_CLASSES
+    # One exception class per cause, as openai and httpx have: catchable alone.
+    by_kind = {"rate_limit": "RateLimitError", "server_error": "ServerError",
+               "timeout": "CallTimeoutError", "bad_response": "BadResponseError",
+               "auth": "AuthError", "bad_request": "BadRequestError"}  # fmt: skip
+    assert type(info.value).__name__ == by_kind[kind]
+    assert type(info.value) is getattr(pytest_llmeval, by_kind[kind])
     assert info.value.attempts == attempts == fake_openai.total_requests
     assert client.stats.errors == {kind: 1}
 
