@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .context import current_run
+
 if TYPE_CHECKING:
     from openai.types import CreateEmbeddingResponse
 
@@ -258,33 +260,15 @@ def build_embedder(spec: str, client_factory: Callable[[], LLMClient]) -> Embedd
     return OpenAIEmbedder(client_factory(), spec)
 
 
+def default_embedder() -> Embedder:
+    """The current run's embedder (``llmeval_embedding_model``), else the local model."""
+    return current_run().embedder() or _shared_local()
+
+
+# A cache of loaded weights, not a run's state: the local model is the same in every run
+# and no setting changes it, so runs in one process (pytester's) share it.
 _LOCAL: LocalEmbedder | None = None
 _LOCAL_LOCK = threading.Lock()
-_DEFAULT: list[Callable[[], Embedder]] = []  # the session's, set by the plugin
-
-
-def set_default(factory: Callable[[], Embedder] | None) -> None:
-    """Make ``factory()`` the embedder of :func:`default_embedder` (the plugin sets it
-    from ``llmeval_embedding_model``; it is called on first use, then kept)."""
-    _DEFAULT[:] = [] if factory is None else [_once(factory)]
-
-
-def default_embedder() -> Embedder:
-    """The session's embedder: the configured one, else the local model."""
-    return _DEFAULT[0]() if _DEFAULT else _shared_local()
-
-
-def _once(factory: Callable[[], Embedder]) -> Callable[[], Embedder]:
-    built: list[Embedder] = []
-    lock = threading.Lock()
-
-    def get() -> Embedder:
-        with lock:
-            if not built:
-                built.append(factory())
-            return built[0]
-
-    return get
 
 
 def _shared_local() -> LocalEmbedder:

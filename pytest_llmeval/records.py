@@ -200,30 +200,22 @@ def _not_serialisable(key: str, exc: Exception) -> TypeError:
     )
 
 
-# The record of the test running in this process. Tests run one at a time per process
-# (xdist runs a process per worker), and a plain global, unlike a ContextVar, is also
-# seen by helpers that a test calls from its own threads.
-_current: Record | None = None
-# A batched fixture computes many examples at once, one asyncio task each: a task's own
-# record (a ContextVar, so copied into each task) wins over the test's.
-_task_record: ContextVar[Record | None] = ContextVar("llmeval_task_record", default=None)
+# The record of the eval test running in this context. A ContextVar: an asyncio task (a
+# batched fixture's example) binds its own in its copy of the context, and our pools run
+# work in a copy of the submitter's; a thread a test starts itself sees it only when run
+# in a copy of the test's context (contextvars.copy_context().run, asyncio.to_thread).
+_current: ContextVar[Record | None] = ContextVar("llmeval_record", default=None)
 
 
 def current_record() -> Record | None:
     """The record of the eval test now running (or of the example a batched fixture is
     computing in this task), or None outside one."""
-    task = _task_record.get()
-    return _current if task is None else task
-
-
-def bind_task(record: Record) -> None:
-    """Make ``record`` current in this asyncio task (and the threads it hands work to with
-    the task's context)."""
-    _task_record.set(record)
+    return _current.get()
 
 
 def bind(record: Record | None) -> Record | None:
-    """Make ``record`` current; returns the previous one so it can be restored."""
-    global _current
-    previous, _current = _current, record
+    """Make ``record`` current in this context (in an asyncio task: in that task alone);
+    returns the previous one so it can be restored."""
+    previous = _current.get()
+    _current.set(record)
     return previous

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_llmeval import LLMEvalAssertionError, assert_exact_match, assert_token_f1, thresholds
+from pytest_llmeval.context import RunContext, activate, deactivate
 from pytest_llmeval.records import Record, bind
 
 
@@ -22,7 +23,7 @@ def test_reference_free_examples_are_refused_clearly() -> None:
 
 
 def test_threshold_resolution_order() -> None:
-    previous = thresholds.configure({"token_f1": 0.7, "judge.golden": 4.5})
+    token = activate(RunContext(thresholds={"token_f1": 0.7, "judge.golden": 4.5}))
     try:
         assert thresholds.resolve("token_f1", "golden") == 0.7
         assert thresholds.resolve("token_f1", "golden", 0.2) == 0.2
@@ -33,15 +34,15 @@ def test_threshold_resolution_order() -> None:
         with pytest.raises(KeyError, match="pass threshold="):
             thresholds.resolve("bleu", None)
     finally:
-        thresholds.configure(previous)
+        deactivate(token)
 
 
 def test_partition_of_the_bound_record_picks_the_threshold() -> None:
-    previous_thresholds = thresholds.configure({"token_f1.golden": 0.95})
+    token = activate(RunContext(thresholds={"token_f1.golden": 0.95}))
     previous = bind(Record(example_id="x", partition="golden"))
     try:
         with pytest.raises(LLMEvalAssertionError, match=r"threshold 0\.950 \(golden\)"):
             assert_token_f1("b c d e f g h i j k", "b c d e f g h i j")
     finally:
         bind(previous)
-        thresholds.configure(previous_thresholds)
+        deactivate(token)

@@ -1,5 +1,6 @@
 """The client layer over the official ``openai`` package: the sync client and its async
-twin with retries and limits (llm.py), the response cache (cache.py), prices (pricing.py)."""
+twin with retries and limits (llm.py), what one run's clients share and the thread pool
+(pools.py), the response cache (cache.py), prices (pricing.py)."""
 
 from ..errors import ERROR_CLASSES, LLMCallError
 from .llm import (
@@ -8,13 +9,13 @@ from .llm import (
     AsyncLLMClient,
     CallStats,
     ClientConfig,
-    DaemonPool,
     LLMClient,
     build_client,
     classify,
     interrupt_all,
     off_loop,
 )
+from .pools import DaemonPool, Pools
 
 __all__ = [
     "CHAT",
@@ -26,6 +27,7 @@ __all__ = [
     "DaemonPool",
     "LLMCallError",
     "LLMClient",
+    "Pools",
     "build_client",
     "classify",
     "interrupt_all",

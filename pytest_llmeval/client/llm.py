@@ -12,25 +12,26 @@ its cause: the test is then an error, not a quality failure.
 Async calls run the same code on a thread pool: nothing is bound to an event loop, so
 the client works under any loop pytest-asyncio creates, and the bound on requests in
 flight holds across sync and async callers alike. The pools' threads are daemons, so an
-interrupted run never waits at exit for the requests they have in flight.
+interrupted run never waits at exit for the requests they have in flight. The bound, the
+waiting threads of :func:`off_loop` and the list of clients a Ctrl-C stops belong to the
+run (pools.py): a client takes the current run's unless given ``pools=``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
-import queue
 import random
 import threading
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+# The module, not its names: context.py imports client.pools, so this may run while it loads.
+from .. import context
 from ..errors import AuthError, CacheMissError, LLMCallError, LLMEvalError, call_error
 from ..records import Record, current_record
 from .cache import (
@@ -42,6 +43,7 @@ from .cache import (
     keyed_request,
     parse_body,
 )
+from .pools import DaemonPool, Pools
 from .pricing import cost_usd
 
 if TYPE_CHECKING:
@@ -148,99 +150,19 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
 
 T = TypeVar("T")
 GiveUp = Callable[[BaseException], bool]  # whether a failed request is final at once
-P = ParamSpec("P")
-
-# One bound per endpoint and limit, shared by every client of the process.
-_SLOTS: dict[tuple[str, int], threading.BoundedSemaphore] = {}
-_SLOTS_LOCK = threading.Lock()
-
-
-def _slots(base_url: str, limit: int) -> threading.BoundedSemaphore:
-    with _SLOTS_LOCK:
-        return _SLOTS.setdefault((base_url, limit), threading.BoundedSemaphore(limit))
-
-
-class DaemonPool(ThreadPoolExecutor):
-    """A thread pool whose threads are daemons. concurrent.futures' pools join their
-    threads at interpreter exit, so after a Ctrl-C the process waited for every request in
-    flight (up to the timeout, and then for its retries); these threads are abandoned.
-    Its own submit and shutdown (it is a ThreadPoolExecutor only to its callers)."""
-
-    def __init__(self, max_workers: int, name: str) -> None:
-        super().__init__(max_workers, name)
-        self._name = name
-        self._work: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
-            queue.SimpleQueue()
-        )
-        self._idle = threading.Semaphore(0)
-        self._workers: list[threading.Thread] = []
-        self._lock = threading.Lock()
-        self._shut = False
-
-    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
-        future: Future[T] = Future()
-        with self._lock:
-            if self._shut:
-                raise RuntimeError("cannot schedule new futures after shutdown")
-            self._work.put((future, functools.partial(fn, *args, **kwargs)))
-            if not self._idle.acquire(blocking=False) and len(self._workers) < self._max_workers:
-                thread = threading.Thread(
-                    target=self._worker, name=f"{self._name}_{len(self._workers)}", daemon=True
-                )
-                self._workers.append(thread)
-                thread.start()
-        return future
-
-    def _worker(self) -> None:
-        while True:
-            item = self._work.get()
-            if item is None:
-                self._work.put(None)  # wake the next worker: the pool is shut
-                return
-            future, call = item
-            del item
-            if future.set_running_or_notify_cancel():
-                try:
-                    result = call()
-                except BaseException as exc:
-                    future.set_exception(exc)
-                else:
-                    future.set_result(result)
-            del future, call
-            self._idle.release()
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        with self._lock:
-            self._shut = True
-            if cancel_futures:
-                while True:
-                    try:
-                        item = self._work.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is not None:
-                        item[0].cancel()
-            self._work.put(None)
-        if wait:
-            for thread in self._workers:
-                thread.join()
-
-
-# Every live client, so that a Ctrl-C (seen by one, or by the plugin) stops the sends
-# and retries of all.
-_CLIENTS: weakref.WeakSet[LLMClient] = weakref.WeakSet()
 
 
 def interrupt_all() -> None:
-    """Stop every client of the process from sending anything more (a Ctrl-C)."""
-    for client in list(_CLIENTS):
-        client._interrupted.set()
+    """Stop every client of the current run from sending anything more (a Ctrl-C)."""
+    context.current_run().pools.interrupt()
 
 
 class LLMClient:
     """The synchronous client; ``.aio`` is its asynchronous twin."""
 
-    def __init__(self, config: ClientConfig, cache: ResponseCache) -> None:
+    def __init__(
+        self, config: ClientConfig, cache: ResponseCache, *, pools: Pools | None = None
+    ) -> None:
         self.config = config
         self.cache = cache
         self.stats = CallStats()
@@ -253,7 +175,9 @@ class LLMClient:
         self._in_flight: dict[str, Future[tuple[Any, dict[str, Any], float]]] = {}
         self._jitter = random.Random()
         self._interrupted = threading.Event()  # set by a Ctrl-C: send nothing more
-        _CLIENTS.add(self)
+        # The run's, so that its bound per endpoint holds across all of its clients.
+        self.pools = context.current_run().pools if pools is None else pools
+        self.pools.add(self)
 
     def complete(self, prompt: str | list[dict[str, Any]], **params: Any) -> str:
         """The reply's text for a prompt string or a list of messages."""
@@ -419,7 +343,7 @@ class LLMClient:
         sent = dict(params)
         if endpoint == EMBEDDINGS:  # the API's default; the client would ask for base64
             sent.setdefault("encoding_format", "float")
-        slots = _slots(str(client.base_url), self.config.max_concurrency)
+        slots = self.pools.slots(str(client.base_url), self.config.max_concurrency)
         attempt = 0
         failures: dict[str, int] = {}
         while True:
@@ -438,7 +362,7 @@ class LLMClient:
                 response, parsed = parse_body(endpoint, body)
                 return parsed, response, latency
             except KeyboardInterrupt:
-                interrupt_all()
+                self.pools.interrupt()
                 raise
             except Exception as exc:
                 verdict = classify(exc)
@@ -516,7 +440,7 @@ class LLMClient:
                     raise AuthError(f"{exc} (set OPENAI_API_KEY)") from None
             return self._openai
 
-    def _pool(self) -> ThreadPoolExecutor:
+    def _pool(self) -> DaemonPool:
         with self._lock:
             if self._executor is None:
                 self._executor = DaemonPool(
@@ -581,24 +505,16 @@ class _Embeddings:
         self.create = create
 
 
-# Threads that only wait on blocking calls made for async code (a batched fixture): their
-# own pool, so that a judge call waiting on its samples (which run on a client's pool)
-# never holds a thread those samples need.
-_waiting: DaemonPool | None = None
-_waiting_lock = threading.Lock()
-
-
 async def off_loop(method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Await a blocking call, run in a waiting thread in this task's context (its
-    record), so that other tasks' calls proceed meanwhile."""
+    """Await a blocking call, run in one of the run's waiting threads in this task's
+    context (its record), so that other tasks' calls proceed meanwhile."""
     __tracebackhide__ = True
-    global _waiting
-    with _waiting_lock:
-        if _waiting is None:
-            _waiting = DaemonPool(256, "llmeval-wait")
-    call = functools.partial(contextvars.copy_context().run, method, *args, **kwargs)
-    return await _from_thread(asyncio.get_running_loop().run_in_executor(_waiting, call))
+    call = functools.partial(method, *args, **kwargs)
+    waiting = context.current_run().pools.waiting()
+    return await _from_thread(asyncio.get_running_loop().run_in_executor(waiting, call))
 
 
-def build_client(config: ClientConfig, cache_dir: Path, cache_mode: str) -> LLMClient:
-    return LLMClient(config, ResponseCache(cache_dir, cache_mode))
+def build_client(
+    config: ClientConfig, cache_dir: Path, cache_mode: str, pools: Pools | None = None
+) -> LLMClient:
+    return LLMClient(config, ResponseCache(cache_dir, cache_mode), pools=pools)

@@ -13,7 +13,7 @@ from collections.abc import Generator
 
 import pytest
 
-from .. import embeddings, records, thresholds
+from .. import context, records
 from ..client.llm import interrupt_all
 from ..records import Record
 from . import settings
@@ -30,13 +30,13 @@ from .fixtures import llmeval_record as llmeval_record
 from .keys import (
     CONTROLLER_KEY,
     DATASETS_KEY,
-    EMBEDDING_CLIENTS_KEY,
     ERROR_ATTR,
     EXAMPLE_KEY,
     PREVIOUS_RECORD_KEY,
-    PREVIOUS_THRESHOLDS_KEY,
     RECORD_KEY,
     REPORT_ATTR,
+    RUN_KEY,
+    RUN_TOKEN_KEY,
     SELECTION_ATTR,
     SELECTION_SENT_KEY,
     SETTINGS_KEY,
@@ -66,20 +66,19 @@ def pytest_configure(config: pytest.Config) -> None:
     controller = None if hasattr(config, "workerinput") else Controller(config, effective)
     config.stash[SETTINGS_KEY] = effective
     config.stash[DATASETS_KEY] = {}
-    config.stash[PREVIOUS_THRESHOLDS_KEY] = thresholds.configure(effective.thresholds)
-    embeddings.set_default(lambda: _session_embedder(config))
+    run = context.RunContext(effective.thresholds, lambda: _session_embedder(config))
+    config.stash[RUN_KEY] = run
+    config.stash[RUN_TOKEN_KEY] = context.activate(run)
     if controller is not None:
         config.stash[CONTROLLER_KEY] = controller
         config.pluginmanager.register(controller, "llmeval-controller")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    previous = config.stash.get(PREVIOUS_THRESHOLDS_KEY, None)
-    if previous is not None:
-        thresholds.configure(previous)
-    embeddings.set_default(None)
-    for client in config.stash.get(EMBEDDING_CLIENTS_KEY, []):
-        client.close()
+    token = config.stash.get(RUN_TOKEN_KEY, None)
+    if token is not None:  # pytest_configure got as far as making the run current
+        context.deactivate(token)
+        config.stash[RUN_KEY].close()
     controller = config.stash.get(CONTROLLER_KEY, None)
     if controller is not None:
         config.pluginmanager.unregister(controller)
@@ -87,7 +86,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_keyboard_interrupt() -> None:
-    # Whichever thread the Ctrl-C reached: no client sends or retries anything more.
+    # Whichever thread the Ctrl-C reached: no client of the run sends or retries anything.
     interrupt_all()
 
 

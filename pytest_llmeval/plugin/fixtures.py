@@ -16,11 +16,7 @@ from ..errors import (
     JudgeFamilyWarning,
 )
 from ..records import Record
-from .keys import (
-    EMBEDDING_CLIENTS_KEY,
-    RECORD_KEY,
-    SETTINGS_KEY,
-)
+from .keys import RECORD_KEY, RUN_KEY, SETTINGS_KEY
 
 if TYPE_CHECKING:
     from ..embeddings import Embedder
@@ -30,15 +26,14 @@ if TYPE_CHECKING:
 def _session_embedder(config: pytest.Config) -> Embedder:
     """The embedder of ``llmeval_embedding_model``, built on first use: an OpenAI
     embedding model gets a client of its own (cached, retried, not the app's role)."""
-    effective = config.stash[SETTINGS_KEY]
+    effective, run = config.stash[SETTINGS_KEY], config.stash[RUN_KEY]
 
     def client() -> LLMClient:
         # Its own endpoint: a chat server and an embedding server are often two processes.
         base_url = effective.embedding_base_url or effective.app.base_url
         app = dataclasses.replace(effective.app, role="embeddings", base_url=base_url)
-        built = build_client(app, effective.cache_dir, effective.cache_mode)
-        config.stash.setdefault(EMBEDDING_CLIENTS_KEY, []).append(built)
-        return built
+        # The run's pools close it at the run's end.
+        return build_client(app, effective.cache_dir, effective.cache_mode, run.pools)
 
     return embeddings.build_embedder(effective.embedding_model, client)
 
@@ -70,7 +65,8 @@ def llm(pytestconfig: pytest.Config) -> Generator[LLMClient, None, None]:
     ``llm.complete(prompt)``, ``await llm.aio.chat.completions.create(...)``. Cached,
     retried, bounded, and recorded (model, tokens, cost, latency) in the running test."""
     settings_ = pytestconfig.stash[SETTINGS_KEY]
-    client = build_client(settings_.app, settings_.cache_dir, settings_.cache_mode)
+    pools = pytestconfig.stash[RUN_KEY].pools
+    client = build_client(settings_.app, settings_.cache_dir, settings_.cache_mode, pools)
     yield client
     client.close()
 
@@ -80,7 +76,8 @@ def judge_client(pytestconfig: pytest.Config) -> Generator[LLMClient, None, None
     """The client for the judge model (``--llmeval-judge-model``), with the same cache,
     retries and bounds as ``llm``."""
     settings_ = pytestconfig.stash[SETTINGS_KEY]
-    client = build_client(settings_.judge, settings_.cache_dir, settings_.cache_mode)
+    pools = pytestconfig.stash[RUN_KEY].pools
+    client = build_client(settings_.judge, settings_.cache_dir, settings_.cache_mode, pools)
     yield client
     client.close()
 

@@ -3,12 +3,13 @@ reports, in one place so that every module of the plugin names them alike."""
 
 from __future__ import annotations
 
+from contextvars import Token
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from ..client.llm import LLMClient
+from ..context import RunContext
 from ..records import Record
 from ..settings import Settings
 
@@ -19,12 +20,12 @@ if TYPE_CHECKING:
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 CONTROLLER_KEY = pytest.StashKey["Controller"]()
-PREVIOUS_THRESHOLDS_KEY = pytest.StashKey[dict[str, float]]()
+RUN_KEY = pytest.StashKey[RunContext]()  # the run's thresholds, embedder, pools
+RUN_TOKEN_KEY = pytest.StashKey[Token[RunContext | None]]()  # resets the current run at its end
 DATASETS_KEY = pytest.StashKey[dict[Path, "Dataset"]]()
 EXAMPLE_KEY = pytest.StashKey["Example"]()
 RECORD_KEY = pytest.StashKey[Record]()
 PREVIOUS_RECORD_KEY = pytest.StashKey[Record | None]()
-EMBEDDING_CLIENTS_KEY = pytest.StashKey[list[LLMClient]]()  # restored after the test (pytester)
 REPORT_ATTR = "llmeval_record"  # the record's JSON form, on each eval test's teardown report
 SOFT_ATTR = "llmeval_soft"  # set on the call report of a failure in a soft partition
 ERROR_ATTR = "llmeval_error"  # the class of an error: a lost model call, a broken test
