@@ -14,7 +14,8 @@ import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+
+from .records import ClaimEntry, GroundingVerdict
 
 SUPPORTED = "SUPPORTED"
 UNSUPPORTED = "UNSUPPORTED"
@@ -58,7 +59,7 @@ class Claim:
     kind: str = "claim"
     evidence: str = ""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> ClaimEntry:
         return {
             "text": self.text,
             "label": self.label,
@@ -84,7 +85,7 @@ class GroundingResult:
     def faithfulness(self) -> float:
         return faithfulness(self.claims)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> GroundingVerdict:
         return {
             "kind": "grounding",
             "method": self.method,

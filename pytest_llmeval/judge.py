@@ -28,7 +28,13 @@ from .client.cache import InvalidResponse
 from .client.llm import LLMClient, off_loop
 from .errors import LLMCallError, call_error
 from .grounding import Claim, GroundingResult, merge, precheck
-from .records import Record, current_record
+from .records import (
+    JudgedGroundingVerdict,
+    PairwiseVerdict,
+    Record,
+    RubricVerdict,
+    current_record,
+)
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -191,7 +197,7 @@ class JudgeResult:
     def valid(self) -> list[int]:
         return [s for s in self.scores if s is not None]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> RubricVerdict:
         return {
             "kind": "rubric",
             "mean": None if math.isnan(self.mean) else self.mean,
@@ -229,7 +235,7 @@ class PairwiseResult:
     def position_bias(self) -> bool:
         return self.a_first != self.b_first
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> PairwiseVerdict:
         return {
             "kind": "pairwise",
             "winner": self.winner,
@@ -253,7 +259,7 @@ class JudgedGrounding(GroundingResult):
     response_format: str | None = None
     endpoint: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JudgedGroundingVerdict:
         return {
             **super().to_json(),
             "response_format": self.response_format,

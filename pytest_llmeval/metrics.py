@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .records import CheckEntry, MetricEntry
+
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
@@ -28,7 +30,7 @@ class MetricResult:
     passed: bool
     details: dict[str, Any] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> MetricEntry:
         # An undefined score (a NaN from a broken embedding, say) is null: standard JSON has
         # no NaN, and the report's means skip a null.
         return {
@@ -86,8 +88,8 @@ class CheckOutcome:
     detail: str = ""
     error: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"name": self.name, "passed": self.passed}
+    def to_json(self) -> CheckEntry:
+        data: CheckEntry = {"name": self.name, "passed": self.passed}
         if self.detail:
             data["detail"] = self.detail
         if self.error is not None:

@@ -1,5 +1,11 @@
 """The per-test record and its JSON form: the one wire format between xdist workers
-and the controller, and the unit of the JSON report."""
+and the controller, and the unit of the JSON report.
+
+Every entry of a record is a TypedDict here, written by the ``to_json`` of metrics.py,
+judge.py and grounding.py and read by runs/, calibration.py and the monitor, so that a
+renamed key is a type error. Python 3.11 cannot tell ``NotRequired`` keys under
+postponed annotations, so a TypedDict with optional keys is a ``total=False`` subclass.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import json
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, TypeGuard, cast
 
 from .files import nonfinite_as_null
 
@@ -16,6 +22,167 @@ STATUSES: tuple[Status, ...] = ("passed", "failed", "error", "skipped")
 LLM_ERROR = "llm_error:"  # failure kind prefix of a model call that failed after retries
 WORKER_CRASHED = "worker crashed"  # failure kind of a test whose xdist worker died in it
 NOT_RUN = "not run"  # failure kind of a selected test the run ended before
+
+
+class _CheckRequired(TypedDict):
+    name: str
+    passed: bool
+
+
+class CheckEntry(_CheckRequired, total=False):
+    """One named check of ``assert_constraints`` (``CheckOutcome.to_json``)."""
+
+    detail: str  # only when the check said something
+    error: str  # only when the check raised
+
+
+class ClaimEntry(TypedDict):
+    """One labelled claim of a grounding check (``Claim.to_json``)."""
+
+    text: str
+    label: str
+    kind: str
+    evidence: str
+
+
+class MetricEntry(TypedDict):
+    """One metric of a record (``MetricResult.to_json``)."""
+
+    name: str
+    score: float | None  # None: undefined (a NaN)
+    threshold: float | None
+    passed: bool
+    # Each metric's own: token_f1's precision and recall, grounding's claims
+    # (ClaimEntry), constraints' checks (CheckEntry), ...; a user's metric adds any.
+    details: dict[str, Any]
+
+
+class RubricVerdict(TypedDict):
+    """A rubric verdict over the judge's samples (``JudgeResult.to_json``)."""
+
+    kind: Literal["rubric"]
+    mean: float | None  # None: no valid sample
+    scores: list[int | None]  # None: a sample that gave no verdict
+    variance: float
+    stable: bool
+    reasoning: str
+    strengths: list[str]
+    weaknesses: list[str]
+    model: str
+    prompt_sha256: str
+    parser: str
+    scale: list[int]
+    failures: list[str]
+    response_format: str | None
+    endpoint: str | None
+
+
+class PairwiseVerdict(TypedDict):
+    """A comparison asked in both orders (``PairwiseResult.to_json``)."""
+
+    kind: Literal["pairwise"]
+    winner: str  # "a", "b" or "tie"
+    a_first: str
+    b_first: str
+    position_bias: bool
+    reasoning: list[str]
+    model: str
+    prompt_sha256: str
+    parser: str
+    response_format: str | None
+    endpoint: str | None
+
+
+class GroundingVerdict(TypedDict):
+    """The labelled claims of an answer (``GroundingResult.to_json``)."""
+
+    kind: Literal["grounding"]
+    method: str  # "precheck" or "judge+precheck"
+    faithfulness: float
+    unsupported: int
+    claims: list[ClaimEntry]
+    model: str | None
+    prompt_sha256: str | None
+
+
+class JudgedGroundingVerdict(GroundingVerdict):
+    """The judge's grounding verdict, as a record keeps it (``JudgedGrounding``)."""
+
+    response_format: str | None
+    endpoint: str | None
+
+
+JudgeVerdict = RubricVerdict | PairwiseVerdict | JudgedGroundingVerdict
+
+
+def is_rubric(verdict: JudgeVerdict) -> TypeGuard[RubricVerdict]:
+    # .get: a report's verdict is read as it was written, a hand-made one may lack a kind.
+    return verdict.get("kind") == "rubric"
+
+
+def is_pairwise(verdict: JudgeVerdict) -> TypeGuard[PairwiseVerdict]:
+    return verdict.get("kind") == "pairwise"
+
+
+class ModelUsage(TypedDict):
+    """One model's calls of one record (``Record.usage[model]``)."""
+
+    calls: int
+    cache_hits: int
+    requests: int  # absent from reports written before requests were counted
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None  # None: the model has no known price
+
+
+class Tokens(TypedDict, total=False):
+    """A record's token totals; a count is absent until it is not 0."""
+
+    prompt: int
+    completion: int
+
+
+class HumanLabels(TypedDict):
+    """An example's human labels, for calibration (``Example.human_*``)."""
+
+    score: float | None
+    # The dataset's free-form labels; calibration reads "acceptable" (bool) and "claims"
+    # (claim text -> label).
+    labels: dict[str, Any]
+
+
+class RecordJSON(TypedDict):
+    """``Record.to_json()``: one key per field of :class:`Record`. A report read from
+    disk may be older and lack some, so its readers ``.get`` what came later."""
+
+    example_id: str
+    partition: str
+    nodeid: str
+    dataset: str | None
+    dataset_hash: str | None
+    tags: list[str]
+    model: str | None
+    prompt_version: str | None
+    output: Any  # any JSON value
+    metrics: list[MetricEntry]
+    judge: list[JudgeVerdict]
+    latency_s: float | None
+    duration_s: float | None
+    elapsed_s: float | None
+    started_at: float | None
+    finished_at: float | None
+    tokens: Tokens
+    cost_usd: float | None
+    llm_calls: int
+    cache_hits: int
+    requests: int
+    usage: dict[str, ModelUsage]
+    status: Status
+    failure_kind: str | None
+    failure_reason: str | None
+    soft: bool
+    human: HumanLabels | None
+    extra: dict[str, Any]
 
 
 @dataclass
@@ -32,8 +199,8 @@ class Record:
     model: str | None = None
     prompt_version: str | None = None
     output: Any = None
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-    judge: list[dict[str, Any]] = field(default_factory=list)
+    metrics: list[MetricEntry] = field(default_factory=list)
+    judge: list[JudgeVerdict] = field(default_factory=list)
     latency_s: float | None = None
     duration_s: float | None = None
     # The test's own time: its setup, call and teardown, with a batched fixture's window
@@ -41,17 +208,17 @@ class Record:
     elapsed_s: float | None = None
     started_at: float | None = None  # epoch seconds: setup's start, for partition wall time
     finished_at: float | None = None  # epoch seconds: teardown's end
-    tokens: dict[str, int] = field(default_factory=dict)
+    tokens: Tokens = field(default_factory=Tokens)
     cost_usd: float | None = None
     llm_calls: int = 0
     cache_hits: int = 0
     requests: int = 0  # HTTP requests sent for the calls: retries and failed ones included
-    usage: dict[str, dict[str, Any]] = field(default_factory=dict)  # per model
+    usage: dict[str, ModelUsage] = field(default_factory=dict)  # per model
     status: Status = "passed"
     failure_kind: str | None = None
     failure_reason: str | None = None
     soft: bool = False
-    human: dict[str, Any] | None = None  # the example's human labels, for calibration
+    human: HumanLabels | None = None  # for calibration
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __setitem__(self, key: str, value: Any) -> None:
@@ -66,9 +233,10 @@ class Record:
         self, *, prompt_tokens: int = 0, completion_tokens: int = 0, cost_usd: float = 0.0
     ) -> None:
         """Add one call's token counts and cost to the totals."""
-        for key, value in (("prompt", prompt_tokens), ("completion", completion_tokens)):
-            if value:
-                self.tokens[key] = self.tokens.get(key, 0) + int(value)
+        if prompt_tokens:
+            self.tokens["prompt"] = self.tokens.get("prompt", 0) + int(prompt_tokens)
+        if completion_tokens:
+            self.tokens["completion"] = self.tokens.get("completion", 0) + int(completion_tokens)
         if cost_usd:
             self.cost_usd = (self.cost_usd or 0.0) + float(cost_usd)
 
@@ -107,12 +275,7 @@ class Record:
     def absorb(self, other: Record) -> None:
         """Add what ``other`` collected (a batched fixture computed it for this test's
         example ahead of the test): calls, usage, verdicts, metrics, values set on it."""
-        for model, usage in other.usage.items():
-            mine = self.usage.setdefault(model, _no_usage())
-            for key in ("calls", "cache_hits", "requests", "prompt_tokens", "completion_tokens"):
-                mine[key] = mine.get(key, 0) + usage.get(key, 0)
-            if usage["cost_usd"] is not None:
-                mine["cost_usd"] = (mine["cost_usd"] or 0.0) + usage["cost_usd"]
+        merge_usage(self.usage, other.usage)
         self.llm_calls += other.llm_calls
         self.cache_hits += other.cache_hits
         self.requests += other.requests
@@ -144,16 +307,19 @@ class Record:
         """The model's latency when known, else the test's own call duration."""
         return self.latency_s if self.latency_s is not None else self.duration_s
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> RecordJSON:
         # A shallow copy: every value is JSON-safe already (dataclasses.asdict's deep copy
-        # was most of the plugin's per-test cost).
-        data = dict(self.__dict__)
+        # was most of the plugin's per-test cost). Its keys are the fields, RecordJSON's
+        # (tests/test_record_types.py checks both against a real run's report).
+        data = cast(RecordJSON, dict(self.__dict__))
         if not isinstance(self.output, str | None):
             data["output"] = _json_safe("output", self.output)
         return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Record:
+        """The record of a :class:`RecordJSON` (a worker's, or a report's: a newer
+        report's may hold keys this version does not know, which are dropped)."""
         if data.keys() <= _FIELDS:
             return cls(**data)
         return cls(**{k: v for k, v in data.items() if k in _FIELDS})  # a newer report
@@ -162,7 +328,12 @@ class Record:
 _FIELDS = frozenset(f.name for f in fields(Record))
 
 
-def _no_usage() -> dict[str, Any]:
+_USAGE_COUNTS: tuple[
+    Literal["calls", "cache_hits", "requests", "prompt_tokens", "completion_tokens"], ...
+] = ("calls", "cache_hits", "requests", "prompt_tokens", "completion_tokens")
+
+
+def _no_usage() -> ModelUsage:
     """One model's usage before its first call."""
     return {
         "calls": 0,
@@ -172,6 +343,17 @@ def _no_usage() -> dict[str, Any]:
         "completion_tokens": 0,
         "cost_usd": None,
     }
+
+
+def merge_usage(into: dict[str, ModelUsage], usage: Mapping[str, ModelUsage]) -> None:
+    """Add per-model usage to ``into``: a batched example's to its test's, or each
+    test's to the run's."""
+    for model, counts in usage.items():
+        mine = into.setdefault(model, _no_usage())
+        for key in _USAGE_COUNTS:
+            mine[key] = mine.get(key, 0) + counts.get(key, 0)
+        if counts["cost_usd"] is not None:
+            mine["cost_usd"] = (mine["cost_usd"] or 0.0) + counts["cost_usd"]
 
 
 def _json_safe(key: str, value: Any) -> Any:

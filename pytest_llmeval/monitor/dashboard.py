@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..files import write_text_atomic
 from ..partitions import PARTITIONS
+from ..records import is_rubric
 from ..runs.compare import JUDGE_SCALE
 from ..runs.report import read_report
 from .evaluators import SEVERITIES
@@ -132,13 +133,13 @@ def _read_run(path: Path) -> _Run:
         raise ValueError(f"{path} is not a pytest-llmeval report (no partitions)")
     # The judge mean of a run: of its rubric verdicts' means (each the mean of k scores).
     means = [
-        float(verdict["mean"])
+        mean
         for record in records
         if isinstance(record, dict)
         for verdict in record.get("judge") or []
         if isinstance(verdict, dict)
-        and verdict.get("kind") == "rubric"
-        and _number(verdict.get("mean")) is not None
+        and is_rubric(verdict)
+        and (mean := _number(verdict.get("mean"))) is not None
     ]
     run, passed = document.get("run"), document.get("passed")
     return _Run(
@@ -150,9 +151,10 @@ def _read_run(path: Path) -> _Run:
     )
 
 
-def _number(value: Any) -> float | None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    return float(value) if ok else None
+def _number(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
 
 
 def _started(value: Any) -> str:

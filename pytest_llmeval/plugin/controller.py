@@ -17,7 +17,7 @@ import pytest
 from .. import __version__
 from ..files import nonfinite_as_null, write_json
 from ..partitions import PARTITIONS
-from ..records import NOT_RUN, WORKER_CRASHED, Record
+from ..records import NOT_RUN, WORKER_CRASHED, Record, RecordJSON
 from ..runs.compare import compare_runs, decision
 from ..runs.render import summary_lines, table_lines
 from ..runs.report import build_report, read_records
@@ -54,7 +54,7 @@ class Controller:
         self._cached: (
             tuple[int, tuple[list[Record], dict[str, PartitionStats], list[GateVerdict]]] | None
         ) = None
-        self.baseline: list[dict[str, Any]] | None = None
+        self.baseline: list[RecordJSON] | None = None
         if effective.regression.baseline is not None:
             try:
                 self.baseline = read_records(effective.regression.baseline)

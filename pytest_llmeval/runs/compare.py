@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from ..partitions import PARTITIONS
-from ..records import LLM_ERROR
+from ..records import LLM_ERROR, RecordJSON, is_rubric
 from .report import check_unique
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ METRICS: dict[str, tuple[str, tuple[float, float]]] = {
 
 
 def samples(
-    records: Sequence[Mapping[str, Any]],
+    records: Sequence[RecordJSON],
     metric: str,
     judged: Collection[str] = (),
 ) -> dict[str, Samples]:
@@ -61,7 +61,7 @@ def samples(
         scores = [
             None if s is None else float(s)
             for verdict in record.get("judge", [])
-            if verdict.get("kind") == "rubric"
+            if is_rubric(verdict)
             for s in verdict["scores"]
         ]
         if not scores and record.get("nodeid") in judged and record["status"] != "skipped":
@@ -77,26 +77,37 @@ def samples(
     return found
 
 
-def judged_tests(*runs: Sequence[Mapping[str, Any]]) -> set[str]:
+def judged_tests(*runs: Sequence[RecordJSON]) -> set[str]:
     """Node ids of the tests that produced a rubric verdict in any of the runs."""
     return {
         r["nodeid"]
         for records in runs
         for r in records
-        if r.get("nodeid") and any(v.get("kind") == "rubric" for v in r.get("judge", []))
+        if r.get("nodeid") and any(is_rubric(v) for v in r.get("judge", []))
     }
 
 
-def metadata(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+class RunMetadata(TypedDict):
     """What must match between a baseline and a candidate for their judge scores to be
-    compared (judge model, prompt sha256, scale, parser), and the dataset hashes."""
-    verdicts = [v for r in records for v in r.get("judge", []) if v.get("kind") == "rubric"]
+    compared, and the dataset hashes (the regression report's ``metadata``)."""
+
+    judge_model: list[str]
+    judge_prompt_sha256: list[str]
+    scale: list[list[float]]
+    parser: list[str]
+    datasets: dict[str, str | None]
+
+
+def metadata(records: Sequence[RecordJSON]) -> RunMetadata:
+    """The run's :class:`RunMetadata`: judge model, prompt sha256, scale and parser of
+    its rubric verdicts, and the hash of each dataset."""
+    verdicts = [v for r in records for v in r.get("judge", []) if is_rubric(v)]
     return {
         "judge_model": sorted({v["model"] for v in verdicts}),
         "judge_prompt_sha256": sorted({v["prompt_sha256"] for v in verdicts}),
         "scale": [list(s) for s in sorted({tuple(v.get("scale", JUDGE_SCALE)) for v in verdicts})],
         "parser": sorted({v.get("parser", "") for v in verdicts}),
-        "datasets": {r["dataset"]: r.get("dataset_hash") for r in records if r.get("dataset")},
+        "datasets": {d: r.get("dataset_hash") for r in records if (d := r.get("dataset"))},
     }
 
 
@@ -112,8 +123,8 @@ def check_deltas(delta: Mapping[str, float]) -> None:
 
 
 def compare_runs(
-    baseline: Sequence[Mapping[str, Any]],
-    candidate: Sequence[Mapping[str, Any]],
+    baseline: Sequence[RecordJSON],
+    candidate: Sequence[RecordJSON],
     settings: RegressionSettings,
 ) -> list[Comparison]:
     """Every gated (metric, partition) of the candidate run, compared with the baseline's
@@ -141,7 +152,9 @@ def compare_runs(
     ]
     meta = {"baseline": metadata(baseline), "candidate": metadata(candidate)}
     mismatches, notes = comparable(meta["baseline"], meta["candidate"])
-    clusters = {r["example_id"]: r["cluster"] for r in candidate if r.get("cluster")}
+    # FIXME (issue 13): a record has no "cluster" (the example's is not copied to it), so
+    # this is always empty and the clustered tests of STATISTICS.md never run in a session.
+    clusters = {r["example_id"]: r["cluster"] for r in candidate if r.get("cluster")}  # type: ignore[typeddict-item]
     results = []
     for metric, partition in family:
         kind, scale = METRICS[metric]
@@ -195,7 +208,7 @@ def compare_runs(
     return apply_holm(results)
 
 
-def _examples(records: Sequence[Mapping[str, Any]], partition: str) -> set[str]:
+def _examples(records: Sequence[RecordJSON], partition: str) -> set[str]:
     return {r["example_id"] for r in records if r["partition"] == partition}
 
 

@@ -5,9 +5,9 @@ verdicts, usage, judge, slowest examples, failures) and the regression table, wh
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..records import LLM_ERROR, Record
+from ..records import LLM_ERROR, ModelUsage, Record, is_pairwise, is_rubric, merge_usage
 from .summary import (
     BudgetVerdict,
     GateVerdict,
@@ -187,22 +187,15 @@ def _usage_lines(records: Sequence[Record]) -> list[str]:
             f"model calls: {calls:,} ({hits:,} cache hits, free; {calls - hits:,} misses), "
             f"{sent:,} requests sent (retries and failures included)"
         )
-    by_model: dict[str, dict[str, Any]] = {}
+    by_model: dict[str, ModelUsage] = {}
     for record in records:
-        for model, usage in record.usage.items():
-            total = by_model.setdefault(
-                model, {"calls": 0, "requests": 0, "tokens": 0, "cost": None}
-            )
-            total["calls"] += usage["calls"]
-            total["requests"] += usage.get("requests", 0)
-            total["tokens"] += usage["prompt_tokens"] + usage["completion_tokens"]
-            if usage["cost_usd"] is not None:
-                total["cost"] = (total["cost"] or 0.0) + usage["cost_usd"]
+        merge_usage(by_model, record.usage)
     for model, total in sorted(by_model.items()):
-        cost = "no price" if total["cost"] is None else f"${total['cost']:.4f}"
+        cost = "no price" if total["cost_usd"] is None else f"${total['cost_usd']:.4f}"
+        tokens = total["prompt_tokens"] + total["completion_tokens"]
         lines.append(
             f"  {model}: {total['calls']:,} calls, {total['requests']:,} requests, "
-            f"{total['tokens']:,} tokens, {cost}"
+            f"{tokens:,} tokens, {cost}"
         )
     return lines
 
@@ -211,12 +204,12 @@ def _judge_lines(records: Sequence[Record], max_position_bias: float) -> list[st
     """Judge verdicts over the session, with the pairwise judge's position-bias rate."""
     verdicts = [v for r in records for v in r.judge]
     lines = []
-    rubric = [v for v in verdicts if v["kind"] == "rubric" and v["mean"] is not None]
+    rubric = [(v["mean"], v["stable"]) for v in verdicts if is_rubric(v) and v["mean"] is not None]
     if rubric:
-        mean = sum(v["mean"] for v in rubric) / len(rubric)
-        unstable = sum(not v["stable"] for v in rubric)
+        mean = sum(m for m, _ in rubric) / len(rubric)
+        unstable = sum(not stable for _, stable in rubric)
         lines.append(f"judge: {len(rubric)} rubric verdicts, mean {mean:.2f}, {unstable} unstable")
-    pairwise = [v for v in verdicts if v["kind"] == "pairwise"]
+    pairwise = [v for v in verdicts if is_pairwise(v)]
     if pairwise:
         won = {w: sum(v["winner"] == w for v in pairwise) for w in ("a", "b", "tie")}
         biased = sum(v["position_bias"] for v in pairwise)
@@ -234,9 +227,10 @@ def _judge_lines(records: Sequence[Record], max_position_bias: float) -> list[st
     order = ("json_schema", "json_object", "text")
     used: dict[tuple[str, str], dict[str, int]] = {}
     for v in verdicts:
-        if v.get("response_format") in order:
+        fmt = v.get("response_format")
+        if fmt in order:
             counts = used.setdefault((v.get("endpoint") or "?", v.get("model") or "?"), {})
-            counts[v["response_format"]] = counts.get(v["response_format"], 0) + 1
+            counts[fmt] = counts.get(fmt, 0) + 1
     endpoints = []
     for (url, model), counts in sorted(used.items()):
         formats = sorted(counts, key=order.index)

@@ -7,15 +7,49 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
-from ..records import NOT_RUN, Record
-from .summary import BudgetVerdict, GateVerdict, PartitionStats, calibration, failure_reasons
+from ..records import NOT_RUN, Record, RecordJSON
+from .summary import (
+    BudgetJSON,
+    BudgetVerdict,
+    GateJSON,
+    GateVerdict,
+    PartitionJSON,
+    PartitionStats,
+    calibration,
+    failure_reasons,
+)
 
 REPORT_FORMAT = "pytest-llmeval-report"
 
 
 REPORT_VERSION = 1
+
+
+class NotRunEntry(TypedDict):
+    example_id: str
+    partition: str
+    nodeid: str
+
+
+class ReportJSON(TypedDict):
+    """The JSON report (``build_report``). One read from disk may be older and lack
+    keys that came later: its readers ``.get`` them."""
+
+    format: str
+    version: int
+    run: dict[str, Any]  # the controller's run metadata, with models, prompts, datasets
+    passed: bool
+    complete: bool
+    failures: list[str]
+    not_run: list[NotRunEntry]
+    partitions: dict[str, PartitionJSON]
+    gates: list[GateJSON]
+    time_budgets: list[BudgetJSON]
+    regression: dict[str, Any] | None
+    calibration: dict[str, Any] | None
+    records: list[RecordJSON]
 
 
 def build_report(
@@ -27,7 +61,7 @@ def build_report(
     regression: dict[str, Any] | None = None,
     budgets: Sequence[BudgetVerdict] = (),
     failures: Sequence[str] | None = None,
-) -> dict[str, Any]:
+) -> ReportJSON:
     """The whole run as one JSON-safe document; also the baseline format. ``passed``:
     nothing failed the run (``failures``, the summary's reasons; by default every gate
     passed, no error, no regression blocks, no strict time budget was overrun), and
@@ -65,7 +99,7 @@ def build_report(
     }
 
 
-def read_report(path: Path) -> dict[str, Any]:
+def read_report(path: Path) -> ReportJSON:
     """A JSON report written by ``--llmeval-report`` or ``--llmeval-save-baseline``.
     ValueError names the file and what is wrong with it."""
     try:
@@ -83,14 +117,16 @@ def read_report(path: Path) -> dict[str, Any]:
     ):
         raise ValueError(f"{path}: 'records' must be a list of records with {', '.join(needed)}")
     check_unique(records, str(path))
-    return document
+    # Untrusted JSON, checked above as far as every reader relies on it (a report, its
+    # records with example_id, partition and status); the rest is read as written.
+    return cast(ReportJSON, document)
 
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number in standard JSON")
 
 
-def check_unique(records: Sequence[Mapping[str, Any]], where: str) -> None:
+def check_unique(records: Sequence[Mapping[str, object]], where: str) -> None:
     """ValueError naming the first example with two records of the same test: a run
     records each (test, example) once, and a second record would count twice (a hard
     error, STATISTICS.md §1). Records without a node id cannot be told apart and pass."""
@@ -109,7 +145,6 @@ def check_unique(records: Sequence[Mapping[str, Any]], where: str) -> None:
         seen.add(key)
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
+def read_records(path: Path) -> list[RecordJSON]:
     """The records of a report (see ``read_report``)."""
-    records: list[dict[str, Any]] = read_report(path)["records"]
-    return records
+    return read_report(path)["records"]

@@ -7,13 +7,29 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from ..partitions import PARTITIONS
 from ..records import LLM_ERROR, NOT_RUN, Record
 
 if TYPE_CHECKING:
     from ..settings import Settings
+
+
+class PartitionJSON(TypedDict):
+    """A partition's aggregates in the JSON report (``PartitionStats.to_json``)."""
+
+    examples: int
+    cases: int
+    passed: int
+    failed: int
+    errors: int
+    skipped: int
+    pass_rate: float
+    metric_means: dict[str, float | None]
+    latency_p50_s: float | None
+    latency_p95_s: float | None
+    wall_s: float | None
 
 
 @dataclass
@@ -77,7 +93,7 @@ class PartitionStats:
     def latency_percentile(self, q: float) -> float | None:
         return percentile(self.latencies, q)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> PartitionJSON:
         return {
             "examples": len(self.example_ids),
             "cases": self.cases,
@@ -115,6 +131,23 @@ def aggregate(records: Iterable[Record]) -> dict[str, PartitionStats]:
 GateKind = Literal["golden", "hard", "soft"]
 
 
+class NotPassedEntry(TypedDict):
+    id: str
+    status: str
+
+
+class GateJSON(TypedDict):
+    """A partition rule's verdict in the JSON report (``GateVerdict.to_json``)."""
+
+    partition: str
+    kind: GateKind
+    passed: bool
+    pass_rate: float
+    minimum: float
+    not_passed: list[NotPassedEntry]
+    message: str
+
+
 @dataclass(frozen=True)
 class GateVerdict:
     """Whether one partition met its rule, and a line saying why."""
@@ -127,7 +160,7 @@ class GateVerdict:
     not_passed: tuple[tuple[str, str], ...]  # (example id, status)
     message: str
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> GateJSON:
         return {
             "partition": self.partition,
             "kind": self.kind,
@@ -282,6 +315,16 @@ def _id_list(items: Sequence[tuple[str, str]], limit: int = 10) -> str:
     return ", ".join(shown) + more
 
 
+class BudgetJSON(TypedDict):
+    """A time budget's verdict in the JSON report (``BudgetVerdict.to_json``)."""
+
+    partition: str
+    wall_s: float
+    budget_s: float
+    over: bool
+    strict: bool
+
+
 @dataclass(frozen=True)
 class BudgetVerdict:
     """One partition's wall time against its time budget."""
@@ -299,7 +342,7 @@ class BudgetVerdict:
     def fails(self) -> bool:
         return self.over and self.strict
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> BudgetJSON:
         return {
             "partition": self.partition,
             "wall_s": self.wall_s,
