@@ -8,19 +8,77 @@ this module at start-up, since numpy and scipy are heavy.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypedDict, TypeGuard, cast
 
 import numpy as np
 import numpy.typing as npt
 from scipy import stats  # type: ignore[import-untyped, unused-ignore]
 
 from .grounding import LABELS, UNSUPPORTED
+from .records import ClaimEntry, RecordJSON, is_rubric
 
 # Sentence punctuation, quotes, brackets and spaces only: "$", "%" or a leading "-" carry meaning
 # ("$20", "20%", "-5") and must not make two different claims share a key.
 _EDGE_CHARS = ".,;:!?\u2026\"'`\u201c\u201d\u2018\u2019\u201e\u00ab\u00bb\u2039\u203a()[]{} "
+
+
+class JudgeAgreementJSON(TypedDict):
+    n: int
+    spearman: float | None
+    spearman_p: float | None
+    kappa: float | None
+    mae: float | None
+
+
+class ThresholdChoiceJSON(TypedDict):
+    threshold: float | None
+    balanced_accuracy: float | None
+    tpr: float | None
+    tnr: float | None
+    n_good: int
+    n_bad: int
+    separable: bool
+    note: str | None
+
+
+class ClaimDetectionJSON(TypedDict):
+    n: int
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    agreement: float | None
+
+
+class ConfiguredThreshold(TypedDict):
+    threshold: float
+    balanced_accuracy: float | None
+    tpr: float | None
+    tnr: float | None
+
+
+class SimilarityCalibration(TypedDict):
+    best: ThresholdChoiceJSON
+    configured: ConfiguredThreshold
+
+
+class _CalibrationExamples(TypedDict):
+    examples: int  # the labelled examples
+
+
+class CalibrationJSON(_CalibrationExamples, total=False):
+    """A run's calibration (the report's ``calibration``): a section per metric the
+    labelled records have, or the error that stopped it."""
+
+    judge: JudgeAgreementJSON
+    similarity: SimilarityCalibration
+    grounding: ClaimDetectionJSON
+    error: str
 
 
 @dataclass(frozen=True)
@@ -33,8 +91,8 @@ class JudgeAgreement:
     kappa: float | None
     mae: float | None
 
-    def to_json(self) -> dict[str, Any]:
-        return _json_fields(self)
+    def to_json(self) -> JudgeAgreementJSON:
+        return cast(JudgeAgreementJSON, _json_fields(self))
 
 
 @dataclass(frozen=True)
@@ -50,8 +108,8 @@ class ThresholdChoice:
     separable: bool
     note: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return _json_fields(self)
+    def to_json(self) -> ThresholdChoiceJSON:
+        return cast(ThresholdChoiceJSON, _json_fields(self))
 
 
 @dataclass(frozen=True)
@@ -68,8 +126,8 @@ class ClaimDetection:
     f1: float | None
     agreement: float | None
 
-    def to_json(self) -> dict[str, Any]:
-        return _json_fields(self)
+    def to_json(self) -> ClaimDetectionJSON:
+        return cast(ClaimDetectionJSON, _json_fields(self))
 
 
 def judge_agreement(
@@ -280,6 +338,7 @@ def _finite(value: float) -> float | None:
 
 
 def _json_fields(result: JudgeAgreement | ThresholdChoice | ClaimDetection) -> dict[str, Any]:
+    """The fields as JSON values: the result's ``*JSON`` TypedDict, field for field."""
     return {name: _json_value(value) for name, value in asdict(result).items()}
 
 
@@ -294,43 +353,44 @@ def _json_value(value: Any) -> Any:
 # --- from the records of a run ---------------------------------------------------------
 
 
-def from_records(records: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+def from_records(records: Sequence[RecordJSON]) -> CalibrationJSON | None:
     """Calibration of a run, from its records (``Record.to_json()`` or a JSON report's):
     the judge against ``human_score``, the similarity threshold against
     ``human_labels["acceptable"]`` (or ``human_score >= 3`` when absent), the grounding
     check against ``human_labels["claims"]``. None when no record carries human labels."""
-    labelled = [r for r in records if r.get("human")]
+    labelled = [(r, human) for r in records if (human := r.get("human"))]
     if not labelled:
         return None
     judged: list[tuple[float, float]] = []
     similar: list[tuple[float, bool, float]] = []
     claims: list[tuple[str, str]] = []
-    for record in labelled:
-        human = record["human"]
+    for record, human in labelled:
         score, labels = human.get("score"), human.get("labels") or {}
-        rubric = next(
-            (
-                j
-                for j in record.get("judge", [])
-                if j.get("kind") == "rubric" and j["mean"] is not None
-            ),
+        mean = next(
+            (j["mean"] for j in record.get("judge", []) if is_rubric(j) and j["mean"] is not None),
             None,
         )
-        if _number(score) and rubric is not None:
-            judged.append((rubric["mean"], score))
+        if _number(score) and mean is not None:
+            judged.append((mean, score))
         good = labels.get("acceptable", score >= 3 if _number(score) else None)
         for metric in record.get("metrics", []):
             # An undefined similarity (null, or NaN from an older report) says nothing
             # about the threshold: left out, rather than costing the whole calibration.
-            if metric["name"] == "similarity" and good is not None and _number(metric["score"]):
-                similar.append((metric["score"], bool(good), metric["threshold"]))
+            similarity, limit = metric["score"], metric["threshold"]
+            if (
+                metric["name"] == "similarity"
+                and good is not None
+                and _number(similarity)
+                and limit is not None
+            ):
+                similar.append((similarity, bool(good), limit))
             if metric["name"] == "grounding" and labels.get("claims"):
                 found = metric["details"]["claims"]
                 claims += [(_flagged(text, found), want) for text, want in labels["claims"].items()]
-    result: dict[str, Any] = {"examples": len({r["example_id"] for r in labelled})}
+    result: CalibrationJSON = {"examples": len({r["example_id"] for r, _ in labelled})}
     if judged:
-        judge, human = zip(*judged, strict=True)
-        result["judge"] = judge_agreement(judge, human).to_json()
+        judge, by_humans = zip(*judged, strict=True)
+        result["judge"] = judge_agreement(judge, by_humans).to_json()
     if similar:
         scores, good, limits = zip(*similar, strict=True)
         configured = limits[0]
@@ -350,12 +410,12 @@ def from_records(records: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     return result
 
 
-def _number(value: Any) -> bool:
+def _number(value: object) -> TypeGuard[float]:
     """A finite number (a JSON null, NaN or a bool is not a score)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _flagged(text: str, found: Sequence[Mapping[str, Any]]) -> str:
+def _flagged(text: str, found: Sequence[ClaimEntry]) -> str:
     """The checker's label for a human-labelled claim: the label of the claims that state
     it (equal, or containing it), UNSUPPORTED if any of them is. A claim the checker did
     not mention was not flagged, which counts as SUPPORTED."""
@@ -366,7 +426,7 @@ def _flagged(text: str, found: Sequence[Mapping[str, Any]]) -> str:
     return matches[0] if matches else "SUPPORTED"
 
 
-def summary_lines(calibration: Mapping[str, Any]) -> list[str]:
+def summary_lines(calibration: CalibrationJSON) -> list[str]:
     """The calibration section of the summary and of ``llmeval calibrate``."""
     lines = [f"calibration against human labels ({calibration['examples']} labelled examples):"]
     if "error" in calibration:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from ..records import NOT_RUN, Record, RecordJSON
 from .summary import (
@@ -20,6 +20,9 @@ from .summary import (
     calibration,
     failure_reasons,
 )
+
+if TYPE_CHECKING:
+    from ..calibration import CalibrationJSON
 
 REPORT_FORMAT = "pytest-llmeval-report"
 
@@ -48,7 +51,7 @@ class ReportJSON(TypedDict):
     gates: list[GateJSON]
     time_budgets: list[BudgetJSON]
     regression: dict[str, Any] | None
-    calibration: dict[str, Any] | None
+    calibration: CalibrationJSON | None
     records: list[RecordJSON]
 
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 from ..partitions import PARTITIONS
 from ..records import LLM_ERROR, NOT_RUN, Record
 
 if TYPE_CHECKING:
+    from ..calibration import CalibrationJSON
     from ..settings import Settings
 
 
@@ -363,7 +364,7 @@ def check_time_budgets(
     ]
 
 
-def calibration(records: Sequence[Record]) -> dict[str, Any] | None:
+def calibration(records: Sequence[Record]) -> CalibrationJSON | None:
     """Judge, similarity and grounding against the human labels of the run, if any (the
     statistics import numpy and scipy, so only then)."""
     labelled = [r.to_json() for r in records if r.human]
