@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict, cast
+from typing import TYPE_CHECKING, Any, NoReturn, TypedDict, cast
 
 from ..records import NOT_RUN, Record, RecordJSON
 from .summary import (
@@ -125,7 +125,7 @@ def read_report(path: Path) -> ReportJSON:
     return cast(ReportJSON, document)
 
 
-def _no_constant(name: str) -> Any:
+def _no_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a number in standard JSON")
 
 
