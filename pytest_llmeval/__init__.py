@@ -54,7 +54,7 @@ _EXPORTS = {
     "compare_texts": "embeddings",
     "acompare_texts": "embeddings",
     "detect_regression": "stats.regression",
-    "Comparison": "stats.regression",
+    "Comparison": "stats.comparison",
     "JudgeFamilyWarning": "errors",
     "DatasetError": "errors",
     "LLMEvalAssertionError": "errors",
@@ -188,7 +188,8 @@ if TYPE_CHECKING:
     from .partitions import PARTITIONS
     from .plugin.batching import batched
     from .records import Record, current_record
-    from .stats.regression import Comparison, detect_regression
+    from .stats.comparison import Comparison
+    from .stats.regression import detect_regression
 
 
 def __getattr__(name: str) -> Any:

@@ -13,7 +13,7 @@ from pytest_llmeval.records import LLM_ERROR
 from pytest_llmeval.runs.compare import compare_runs, decision, metadata, samples
 from pytest_llmeval.runs.render import table_lines
 from pytest_llmeval.runs.report import read_records
-from pytest_llmeval.stats.regression import holm
+from pytest_llmeval.stats import holm
 
 
 def record(example: str, status: str = "passed", **extra: Any) -> dict[str, Any]:

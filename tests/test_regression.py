@@ -5,23 +5,24 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
 import pytest
 from scipy import stats  # type: ignore[import-untyped, unused-ignore]
 
-from pytest_llmeval.stats import regression
-from pytest_llmeval.stats.regression import (
+from pytest_llmeval.runs.compare import comparable, refused
+from pytest_llmeval.stats import (
     VERDICTS,
     Comparison,
     apply_holm,
-    comparable,
     compare,
     compare_unpaired,
     detect_regression,
     holm,
-    refused,
+    permutation,
     samples_from_pairs,
 )
 
@@ -156,14 +157,14 @@ def test_the_fast_replays_give_scipys_p_values() -> None:
     for n in (5, 9, 20):
         d = rng.integers(-3, 4, n).astype(float)
         for theta in (-1.5, -0.4, 0.7, 2.2):
-            assert regression._sign_flip_p_replay(d - theta) == regression._sign_flip_p(d - theta)
+            assert permutation.sign_flip_p_replay(d - theta) == permutation.sign_flip_p(d - theta)
     for n_cand, n_base in ((5, 6), (10, 9)):  # C(11, 5) splits enumerated; C(19, 10) drawn
         cand = rng.integers(1, 6, n_cand).astype(float)
         base = rng.integers(1, 6, n_base).astype(float)
         for theta in (-1.3, 0.45, 1.7):
-            assert regression._independent_p_replay(
+            assert permutation.independent_p_replay(
                 cand - theta, base
-            ) == regression._independent_p(cand - theta, base)
+            ) == permutation.independent_p(cand - theta, base)
     for n in (4, 7, 10):
         d = rng.integers(-2, 3, n).astype(float)
         d[0] = 1.0
@@ -173,7 +174,7 @@ def test_the_fast_replays_give_scipys_p_values() -> None:
             correction=False,
             method=stats.PermutationMethod(n_resamples=np.inf),
         )
-        assert regression._wilcoxon(d)[0] == spec.pvalue
+        assert permutation.wilcoxon(d)[0] == spec.pvalue
 
 
 def test_wilcoxon_secondary_warns_when_it_disagrees() -> None:
@@ -703,7 +704,7 @@ def test_a_run_against_a_rerun_of_itself_rarely_regresses() -> None:
 
 
 def test_a_confidence_level_never_rounds_up_to_100_percent() -> None:
-    from pytest_llmeval.stats.regression import ci_percent
+    from pytest_llmeval.stats import ci_percent
 
     assert [ci_percent(x) for x in (0.95, 0.975, 1 - 0.001 / 2, 1 - 0.05 / 3)] == [
         "95",
@@ -711,3 +712,14 @@ def test_a_confidence_level_never_rounds_up_to_100_percent() -> None:
         "99.95",
         "98.3",
     ]
+
+
+def test_the_stats_package_and_the_verdict_import_no_numpy() -> None:
+    """runs/ refuses incomparable runs with the verdict module alone; numpy and scipy
+    arrive with the first test. Every public name of the package resolves."""
+    code = (
+        "import sys, pytest_llmeval.stats as s, pytest_llmeval.stats.verdict\n"
+        "assert not {'numpy', 'scipy'} & set(sys.modules), sys.modules.keys()\n"
+        "assert all(getattr(s, name) is not None for name in s.__all__)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -28,7 +28,7 @@ from ..runs.compare import JUDGE_SCALE, judged_tests, samples
 from ..runs.report import read_records
 
 if TYPE_CHECKING:
-    from ..stats.regression import Comparison
+    from ..stats import Comparison
 
 
 def baseline_scores(report: str | Path, partitions: Collection[str] | None = None) -> list[float]:
@@ -162,7 +162,7 @@ def drift(
     are the scores' weights in the window and in the window before."""
     if len(baseline) < 2 or len(window) < 2:
         return None
-    from ..stats.regression import compare_unpaired
+    from ..stats import compare_unpaired
 
     window_weights = list(_weights(window, weights))
     tests = {"window": (list(window), window_weights)}
@@ -236,7 +236,7 @@ def compare_weighted(
     baseline's n if smaller."""
     from scipy import stats  # type: ignore[import-untyped, unused-ignore]
 
-    from ..stats.regression import Comparison, apply_holm, mde, minimum_n
+    from ..stats import Comparison, apply_holm, mde, minimum_n
 
     if len(scores) != len(weights) or not scores or min(weights) <= 0:
         raise ValueError("one positive weight per score is needed")

@@ -39,7 +39,7 @@ from .keys import (
 )
 
 if TYPE_CHECKING:
-    from ..stats.regression import Comparison
+    from ..stats import Comparison
 from .collection import Selected, _selection
 
 

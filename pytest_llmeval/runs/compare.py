@@ -19,9 +19,7 @@ from .report import check_unique
 
 if TYPE_CHECKING:
     from ..settings import RegressionSettings
-    from ..stats.regression import Comparison
-
-Samples = dict[str, list[float | None]]  # example id -> its k samples (None: lost)
+    from ..stats import Comparison, Kind, Samples
 
 JUDGE_SCALE = (1.0, 5.0)
 # metric -> (kind, scale): what the statistics need to know about it.
@@ -35,7 +33,7 @@ def samples(
     records: Sequence[RecordJSON],
     metric: str,
     judged: Collection[str] = (),
-) -> dict[str, Samples]:
+) -> Mapping[str, Samples]:
     """partition -> example id -> the example's samples of ``metric``.
 
     ``pass_rate``: one 0/1 sample per example, 1 when every test of the example passed.
@@ -47,7 +45,7 @@ def samples(
     a model call was lost."""
     if metric not in METRICS:
         raise ValueError(f"unknown gated metric {metric!r}; valid: {', '.join(METRICS)}")
-    found: dict[str, Samples] = {}
+    found: dict[str, dict[str, list[float | None]]] = {}
     passed: dict[tuple[str, str], list[bool | None]] = {}
     for record in records:
         key = (record["partition"], record["example_id"])
@@ -133,7 +131,7 @@ def compare_runs(
     for which the baseline holds fewer than half of this run's examples: those are not
     runs of the same dataset. ValueError on duplicate ids, a score off the scale (hard
     errors, not verdicts) or a δ that is not a positive number."""
-    from ..stats.regression import apply_holm, comparable, compare, refused
+    from ..stats import apply_holm, compare
 
     check_deltas(settings.delta)
     check_unique(baseline, "the baseline")
@@ -255,8 +253,6 @@ def decision(comparisons: Sequence[Comparison], *, fails: bool = True) -> tuple[
 
 def _why(c: Comparison) -> str:
     """Why a comparison blocks, in a few words ("" for a REGRESSION: it says it)."""
-    from ..stats.regression import differing
-
     if c.verdict == "REFUSED":
         if c.mismatches:
             return differing(c.mismatches)
@@ -264,3 +260,116 @@ def _why(c: Comparison) -> str:
     if c.verdict == "INSUFFICIENT_DATA":
         return "strict: the interval reaches \N{MINUS SIGN}δ"
     return ""
+
+
+# -- comparability: run metadata, not statistics -------------------------------------------
+
+# The metadata that must match for judge scores to be comparable (``metadata()``).
+COMPARED_FIELDS = ("judge_model", "judge_prompt_sha256", "scale", "parser")
+_FIELD_NAMES = {
+    "judge_model": "judge model",
+    "judge_prompt_sha256": "judge prompt",
+    "scale": "score scale",
+    "parser": "verdict parser",
+}
+
+
+def _normal(value: Any) -> Any:
+    """JSON round trips turn tuples into lists and 5 into 5.0; compare what they mean."""
+    if isinstance(value, Mapping):
+        return {str(k): _normal(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_normal(v) for v in value]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def comparable(
+    baseline_meta: Mapping[str, Any], candidate_meta: Mapping[str, Any]
+) -> tuple[list[str], list[str]]:
+    """(mismatches, warnings): which of judge model, judge prompt sha256, scale and parser
+    differ (any mismatch means REFUSED), and a warning per changed dataset hash (allowed:
+    only the shared ids are compared). Keys as in ``metadata()``."""
+    mismatches = [
+        name
+        for name in COMPARED_FIELDS
+        if _normal(baseline_meta.get(name)) != _normal(candidate_meta.get(name))
+    ]
+    base_sets = dict(baseline_meta.get("datasets") or {})
+    cand_sets = dict(candidate_meta.get("datasets") or {})
+    if "dataset_hash" in baseline_meta or "dataset_hash" in candidate_meta:
+        base_sets.setdefault("dataset", baseline_meta.get("dataset_hash"))
+        cand_sets.setdefault("dataset", candidate_meta.get("dataset_hash"))
+    notes = [
+        f"dataset {name!r} changed (hash {base_sets.get(name)} -> {cand_sets.get(name)}): "
+        "only the shared example ids are compared"
+        for name in sorted(set(base_sets) | set(cand_sets))
+        if base_sets.get(name) != cand_sets.get(name)
+    ]
+    return mismatches, notes
+
+
+def differing(mismatches: Sequence[str]) -> str:
+    """What differs, as a clause: the judge prompt differs, the judge model and judge
+    prompt differ."""
+    names = " and ".join(_FIELD_NAMES.get(f, f) for f in mismatches)
+    return f"the {names} {'differs' if len(mismatches) == 1 else 'differ'}"
+
+
+def refused(
+    metric: str,
+    partition: str,
+    mismatches: Sequence[str] = (),
+    *,
+    reason: str = "",
+    n: int = 0,
+    n_baseline: int = 0,
+    n_candidate: int = 0,
+    kind: Kind | None = None,
+    delta: float = math.nan,
+    alpha: float = 0.05,
+    m: int = 1,
+    metadata: Mapping[str, Any] | None = None,
+) -> Comparison:
+    """The REFUSED comparison of two runs that are not comparable: it blocks. Either
+    their judges differ (``comparable``'s mismatches: the line says to re-judge the
+    baseline outputs) or for ``reason``: what is wrong, ": ", what to do (the summary's
+    decision line quotes the first part). ``n``, ``n_baseline`` and ``n_candidate``
+    say what each run has."""
+    from ..stats.comparison import Comparison
+    from ..stats.verdict import finish, minimum_n
+
+    if not mismatches and not reason:
+        raise ValueError("refused() needs at least one mismatching field, or a reason")
+    if mismatches:
+        note = f"not comparable: {differing(mismatches)}"
+        line = (
+            f"Refused: {differing(mismatches)} from the baseline's; re-judge the stored "
+            "baseline outputs with the current judge. Blocking."
+        )
+    else:
+        note, line = reason, f"Refused: {reason}. Blocking."
+    return finish(
+        Comparison(
+            metric=metric,
+            partition=partition,
+            kind=kind,
+            paired=True,
+            test="none",
+            n=n,
+            n_baseline=n_baseline,
+            n_candidate=n_candidate,
+            n_min=minimum_n(alpha / m),
+            missing_frac=math.nan,
+            ci_level=1 - alpha / m,
+            delta=delta,
+            alpha=alpha,
+            m=m,
+            mismatches=tuple(mismatches),
+            refusal="" if mismatches else reason,
+            metadata=dict(metadata or {}),
+            warnings=(note,),
+            line=line,
+        )
+    )

@@ -18,7 +18,7 @@ from .summary import (
 )
 
 if TYPE_CHECKING:
-    from ..stats.regression import Comparison
+    from ..stats import Comparison
 
 
 Line = tuple[str, dict[str, bool]]  # text and terminal markup (red=True, bold=True ...)
@@ -320,13 +320,13 @@ def table_lines(comparisons: Sequence[Comparison], *, verbose: bool = False) -> 
                 _fixed(c.mean_candidate),
                 _fixed(c.effect, signed=True),
                 _NONE if c.ci_low is None else f"[{_fixed(c.ci_low)}, {_fixed(c.ci_high)}]",
-                _p(c.p_adj),
+                _p_cell(c.p_adj),
                 str(c.n),
                 _fixed(c.mde80),
                 c.verdict,
             ]
         )
-    from ..stats.regression import ci_percent
+    from ..stats.verdict import ci_percent
 
     lines = [
         f"alpha {first.alpha:g} over {first.m} gated comparison{'s' if first.m != 1 else ''} "
@@ -343,7 +343,7 @@ def table_lines(comparisons: Sequence[Comparison], *, verbose: bool = False) -> 
 
 
 def _fixed(value: float | None, *, signed: bool = False) -> str:
-    from ..stats.regression import fmt_number
+    from ..stats.verdict import fmt_number
 
     if value is None:
         return _NONE
@@ -351,7 +351,8 @@ def _fixed(value: float | None, *, signed: bool = False) -> str:
     return f"+{text}" if signed and value > 0 and float(text) else text
 
 
-def _p(p: float | None) -> str:
+def _p_cell(p: float | None) -> str:
+    """A p-value in the table, to three decimals (the line's is stats.verdict.p_phrase)."""
     if p is None:
         return _NONE
     return "<0.001" if p < 0.001 else f"{p:.3f}"
