@@ -237,6 +237,7 @@ def compare_weighted(
     from scipy import stats  # type: ignore[import-untyped, unused-ignore]
 
     from ..stats import Comparison, apply_holm, mde, minimum_n
+    from ..stats.intervals import identical
 
     if len(scores) != len(weights) or not scores or min(weights) <= 0:
         raise ValueError("one positive weight per score is needed")
@@ -269,8 +270,7 @@ def compare_weighted(
     mde80: float | None = None
     if max(baseline) == min(baseline) == max(scores) == min(scores):
         # Everything identical: the statistics module's rule, on the smaller side's n.
-        half = (1 - (alpha_prime / 2) ** (1 / max(1, n))) * width
-        test, p, ci = "all_identical", 1.0, (-half, half)
+        test, p, ci = "all_identical", 1.0, identical(max(1, n), alpha_prime, width)
     elif se == 0:
         test, p, ci = "weighted_welch_t", 0.0, (effect, effect)  # two constants
     else:
