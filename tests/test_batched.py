@@ -314,8 +314,9 @@ def test_a_worker_queue_of_another_shape_is_said_once_not_silently_shrunk(
     from pytest_llmeval.plugin.batching import _queued_on_worker
 
     class OldInteractor:  # the shape of pytest-xdist < 3.7's WorkerInteractor
-        torun: list[int] = [3, 4]
-        nextitem_index = 2
+        def __init__(self) -> None:
+            self.torun = [3, 4]  # a plain queue, without lock()
+            self.nextitem_index = 2
 
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     config = pytester.parseconfigure()
