@@ -7,7 +7,7 @@ knows about runs, reports or pytest.
     paired.py       McNemar mid-p, sign flips, paired t, clustered; the variance split
     unpaired.py     the fallback without shared ids: Boschloo, Welch, permutation
     power.py        MDE80 and the n needed for δ
-    verdict.py      the verdict, its plain-language line, Holm across the family
+    verdict.py      the verdict, its plain-language line, Holm (no numpy)
     comparison.py   Comparison, what a comparison reports (no numpy)
     regression.py   compare, compare_unpaired, detect_regression: the entry points
 
