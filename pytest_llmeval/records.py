@@ -161,6 +161,7 @@ class RecordJSON(TypedDict):
     dataset: str | None
     dataset_hash: str | None
     tags: list[str]
+    cluster: str | None
     model: str | None
     prompt_version: str | None
     output: Any  # any JSON value
@@ -196,6 +197,9 @@ class Record:
     dataset: str | None = None
     dataset_hash: str | None = None
     tags: list[str] = field(default_factory=list)
+    # The example's cluster (examples of one document or conversation are not independent:
+    # the regression statistics resample them together).
+    cluster: str | None = None
     model: str | None = None
     prompt_version: str | None = None
     output: Any = None

@@ -257,3 +257,39 @@ def test_llmeval_compare_prints_the_table_and_exits_by_verdict(
     assert main(["compare", base, worse, "--gate", "bleu"]) == 2
     assert "unknown metric 'bleu'" in capsys.readouterr().err
     assert main(["compare", base, worse, "--alpha", "2"]) == 2
+
+
+def test_examples_of_one_cluster_are_compared_as_clusters(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dataset's ``cluster`` reaches the record and the statistics: 12 examples from 4
+    documents are 4 independent units, not 12 (STATISTICS.md, clustered examples)."""
+    pytester.makeini(
+        "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+        "llmeval_gate = pass_rate\nllmeval_min_pass_rate = distribution:0.5\n"
+    )
+    rows = [
+        {"id": f"q-{i:02d}", "partition": "distribution", "input": {}, "cluster": f"doc-{i % 4}"}
+        for i in range(12)
+    ]
+    pytester.path.joinpath("questions.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows)
+    )
+    pytester.makepyfile(
+        test_questions="""
+import os
+import pytest
+
+@pytest.mark.llmeval(dataset="questions.jsonl")
+def test_answer(example):
+    assert example.id not in os.environ.get("FAILING", "").split(",")
+"""
+    )
+    assert pytester.runpytest("--llmeval-save-baseline=baseline.json").ret == 0
+    monkeypatch.setenv("FAILING", "q-00,q-04")  # two examples of doc-0
+    pytester.runpytest("--llmeval-baseline=baseline.json", "--llmeval-report=run.json")
+    report = json.loads(pytester.path.joinpath("run.json").read_text())
+    assert {r["cluster"] for r in report["records"]} == {"doc-0", "doc-1", "doc-2", "doc-3"}
+    [comparison] = report["regression"]["comparisons"]
+    assert comparison["n"] == 12 and comparison["clusters"] == 4
+    assert comparison["test"] == "cluster_sign_flip"

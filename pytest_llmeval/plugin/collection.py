@@ -153,15 +153,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # What is known of an eval test before it runs, in the order of Record's first fields
-# (example id, partition, node id, dataset name and hash, tags): its record's start, and
+# (example id, partition, node id, dataset name and hash, tags, cluster): its record's start, and
 # what the controller records for a test that never reports back (a crashed worker, an
 # interrupted run). A tuple, as it travels from each xdist worker.
-Selected = tuple[str, str, str, str | None, str | None, list[str]]
+Selected = tuple[str, str, str, str | None, str | None, list[str], str | None]
 
 
 def _selected(nodeid: str, example: Example) -> Selected:
     name, digest = example.dataset_info
-    return (example.id, example.partition, nodeid, name, digest, list(example.tags))
+    return (
+        example.id,
+        example.partition,
+        nodeid,
+        name,
+        digest,
+        list(example.tags),
+        example.cluster,
+    )
 
 
 def _selection(items: list[pytest.Item]) -> list[Selected]:

@@ -150,9 +150,7 @@ def compare_runs(
     ]
     meta = {"baseline": metadata(baseline), "candidate": metadata(candidate)}
     mismatches, notes = comparable(meta["baseline"], meta["candidate"])
-    # FIXME (issue 13): a record has no "cluster" (the example's is not copied to it), so
-    # this is always empty and the clustered tests of STATISTICS.md never run in a session.
-    clusters = {r["example_id"]: r["cluster"] for r in candidate if r.get("cluster")}  # type: ignore[typeddict-item]
+    clusters = {r["example_id"]: c for r in candidate if (c := r.get("cluster"))}
     results = []
     for metric, partition in family:
         kind, scale = METRICS[metric]
