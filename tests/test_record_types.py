@@ -27,7 +27,7 @@ from pytest_llmeval.records import (
     Tokens,
 )
 from pytest_llmeval.runs.report import ReportJSON
-from pytest_llmeval.runs.summary import GateJSON, PartitionJSON
+from pytest_llmeval.runs.summary import PartitionJSON, PartitionVerdictJSON
 from pytest_llmeval.testing import FakeOpenAIServer
 
 ANSWER = "The Team plan costs $29."
@@ -97,7 +97,7 @@ def test_a_real_runs_report_has_exactly_the_keys_of_the_typed_dicts(
     report = json.loads(pytester.path.joinpath("report.json").read_text())
     assert set(report) == ReportJSON.__required_keys__
     assert all(set(p) == PartitionJSON.__required_keys__ for p in report["partitions"].values())
-    assert all(set(g) == GateJSON.__required_keys__ for g in report["gates"])
+    assert all(set(g) == PartitionVerdictJSON.__required_keys__ for g in report["gates"])
     assert set(report["calibration"]) <= keys(CalibrationJSON)
     assert set(report["calibration"]["judge"]) == JudgeAgreementJSON.__required_keys__
 

@@ -7,7 +7,7 @@ import pytest
 from pytest_llmeval.records import Record
 from pytest_llmeval.runs.render import summary_lines
 from pytest_llmeval.runs.report import build_report
-from pytest_llmeval.runs.summary import aggregate, evaluate_gates, percentile
+from pytest_llmeval.runs.summary import aggregate, check_partitions, percentile
 from pytest_llmeval.settings import Settings
 
 
@@ -57,7 +57,7 @@ def test_gates_golden_hard_and_soft() -> None:
         *[rec(f"d{i}", "distribution", "failed" if i < 2 else "passed") for i in range(10)],
     ]
     settings = Settings(min_pass_rate={"distribution": 0.8})
-    verdicts = {v.partition: v for v in evaluate_gates(records, aggregate(records), settings)}
+    verdicts = {v.partition: v for v in check_partitions(records, aggregate(records), settings)}
     assert not verdicts["golden"].passed
     assert verdicts["golden"].not_passed == (("g2", "skipped"),)
     assert verdicts["regression"].passed  # a skip in a hard partition is not a failure
@@ -81,7 +81,7 @@ def test_summary_quiet_hides_details_and_report_is_complete() -> None:
         )
     ]
     stats = aggregate(records)
-    verdicts = evaluate_gates(records, stats, Settings())
+    verdicts = check_partitions(records, stats, Settings())
     quiet = [text for text, _ in summary_lines(records, stats, verdicts, verbosity=-1)]
     loud = [text for text, _ in summary_lines(records, stats, verdicts, verbosity=1)]
     assert not any("failures by reason" in line for line in quiet)

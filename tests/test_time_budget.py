@@ -11,7 +11,7 @@ import pytest
 from pytest_llmeval.records import Record
 from pytest_llmeval.runs.render import budget_lines, summary_lines
 from pytest_llmeval.runs.report import build_report
-from pytest_llmeval.runs.summary import aggregate, check_time_budgets, evaluate_gates
+from pytest_llmeval.runs.summary import aggregate, check_partitions, check_time_budgets
 from pytest_llmeval.settings import Settings
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -87,7 +87,7 @@ def test_budgets_all_met_is_one_line_and_none_is_nothing() -> None:
 def test_summary_and_report_carry_wall_time_and_budgets() -> None:
     records = [rec("g1", "golden", 0.0, 0.5)]
     stats = aggregate(records)
-    verdicts = evaluate_gates(records, stats, Settings())
+    verdicts = check_partitions(records, stats, Settings())
     budgets = check_time_budgets(stats, {"golden": 0.1}, strict=True)
     lines = [text for text, _ in summary_lines(records, stats, verdicts, budgets=budgets)]
     assert lines[0].endswith("wall") and lines[1].endswith("500ms")

@@ -17,16 +17,16 @@ from .. import context, records
 from ..client.llm import interrupt_all
 from ..records import Record
 from . import settings
-from .collection import _selected, _selection
+from .collection import known_before_run, selection
 from .collection import pytest_collection_modifyitems as pytest_collection_modifyitems
 from .collection import pytest_generate_tests as pytest_generate_tests
 from .controller import Controller
-from .fixtures import _session_embedder
 from .fixtures import embedder as embedder
 from .fixtures import judge as judge
 from .fixtures import judge_client as judge_client
 from .fixtures import llm as llm
 from .fixtures import llmeval_record as llmeval_record
+from .fixtures import session_embedder
 from .keys import (
     CONTROLLER_KEY,
     DATASETS_KEY,
@@ -66,7 +66,7 @@ def pytest_configure(config: pytest.Config) -> None:
     controller = None if hasattr(config, "workerinput") else Controller(config, effective)
     config.stash[SETTINGS_KEY] = effective
     config.stash[DATASETS_KEY] = {}
-    run = context.RunContext(effective.thresholds, lambda: _session_embedder(config))
+    run = context.RunContext(effective.thresholds, lambda: session_embedder(config))
     config.stash[RUN_KEY] = run
     config.stash[RUN_TOKEN_KEY] = context.activate(run)
     if controller is not None:
@@ -103,7 +103,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     example = item.stash.get(EXAMPLE_KEY, None)
     if example is None:
         return
-    record = Record(*_selected(item.nodeid, example))
+    record = Record(*known_before_run(item.nodeid, example))
     if example.human_score is not None or example.human_labels:
         record.human = {"score": example.human_score, "labels": example.human_labels}
     item.stash[RECORD_KEY] = record
@@ -123,7 +123,7 @@ def pytest_runtest_makereport(
         # tells it which eval tests were selected, so none can go missing.
         item.config.stash[SELECTION_SENT_KEY] = True
         if hasattr(item.config, "workerinput"):
-            setattr(report, SELECTION_ATTR, _selection(item.session.items))
+            setattr(report, SELECTION_ATTR, selection(item.session.items))
     update_record(record, report, call, test_files(item.config))
     if report.when in ("setup", "call") and record.status == "error":
         # An error (a model call lost after its retries, a broken test), not a failure

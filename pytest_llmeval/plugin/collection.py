@@ -159,7 +159,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 Selected = tuple[str, str, str, str | None, str | None, list[str], str | None]
 
 
-def _selected(nodeid: str, example: Example) -> Selected:
+def known_before_run(nodeid: str, example: Example) -> Selected:
     name, digest = example.dataset_info
     return (
         example.id,
@@ -172,9 +172,9 @@ def _selected(nodeid: str, example: Example) -> Selected:
     )
 
 
-def _selection(items: list[pytest.Item]) -> list[Selected]:
+def selection(items: list[pytest.Item]) -> list[Selected]:
     return [
-        _selected(item.nodeid, example)
+        known_before_run(item.nodeid, example)
         for item in items
         if (example := item.stash.get(EXAMPLE_KEY, None)) is not None
     ]

@@ -1,6 +1,7 @@
 """The controller: on the controlling process (the only one without xdist) it gathers
 every eval test's record, gives one to each selected test that never reported back,
-applies the gates to the exit status, and writes the summary and the JSON report."""
+applies the partition rules, budgets and regression to the exit status, and writes the
+summary and the JSON report."""
 
 from __future__ import annotations
 
@@ -23,16 +24,17 @@ from ..runs.render import summary_lines, table_lines
 from ..runs.report import build_report, read_records
 from ..runs.summary import (
     BudgetVerdict,
-    GateVerdict,
     PartitionStats,
+    PartitionVerdict,
     aggregate,
+    check_partitions,
     check_time_budgets,
     distrust_biased_ties,
-    evaluate_gates,
     failure_reasons,
     incomplete_line,
 )
 from ..settings import Settings
+from .collection import Selected, selection
 from .keys import (
     REPORT_ATTR,
     SELECTION_ATTR,
@@ -40,7 +42,10 @@ from .keys import (
 
 if TYPE_CHECKING:
     from ..stats import Comparison
-from .collection import Selected, _selection
+
+
+# The ordered records, their stats per partition, and the partition rules' verdicts.
+Outcome = tuple[list[Record], dict[str, PartitionStats], list[PartitionVerdict]]
 
 
 class Controller:
@@ -52,7 +57,8 @@ class Controller:
         self.records: list[Record] = []
         self.started = time.time()
         self._cached: (
-            tuple[int, tuple[list[Record], dict[str, PartitionStats], list[GateVerdict]]] | None
+            tuple[int, tuple[list[Record], dict[str, PartitionStats], list[PartitionVerdict]]]
+            | None
         ) = None
         self.baseline: list[RecordJSON] | None = None
         if effective.regression.baseline is not None:
@@ -70,7 +76,7 @@ class Controller:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if not self.config.option.collectonly:  # nothing runs, so nothing goes missing
-            self.selected.update((entry[2], entry) for entry in _selection(session.items))
+            self.selected.update((entry[2], entry) for entry in selection(session.items))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         selection = getattr(report, SELECTION_ATTR, None)
@@ -100,10 +106,10 @@ class Controller:
             session.testsfailed += 1
         return result
 
-    def _outcome(self) -> tuple[list[Record], dict[str, PartitionStats], list[GateVerdict]]:
+    def _outcome(self) -> Outcome:
         """Records in a stable order (the same serially and under xdist), their stats and
-        the gates' verdicts; computed once per set of records. Every selected eval test
-        has a record: one that never reported back gets one saying why."""
+        the partition rules' verdicts; computed once per set of records. Every selected
+        eval test has a record: one that never reported back gets one saying why."""
         key = hash((len(self.records), len(self.selected), len(self.crashed), self._stopped()))
         if self._cached is None or self._cached[0] != key:
             order = {p: i for i, p in enumerate(PARTITIONS)}
@@ -111,7 +117,7 @@ class Controller:
             distrust_biased_ties(everything, self.settings.max_position_bias)
             ordered = sorted(everything, key=lambda r: (order.get(r.partition, 99), r.nodeid))
             stats = aggregate(ordered)
-            self._cached = (key, (ordered, stats, evaluate_gates(ordered, stats, self.settings)))
+            self._cached = (key, (ordered, stats, check_partitions(ordered, stats, self.settings)))
         return self._cached[1]
 
     def _unreported(self) -> list[Record]:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ..judge import Judge
 
 
-def _session_embedder(config: pytest.Config) -> Embedder:
+def session_embedder(config: pytest.Config) -> Embedder:
     """The embedder of ``llmeval_embedding_model``, built on first use: an OpenAI
     embedding model gets a client of its own (cached, retried, not the app's role)."""
     effective, run = config.stash[SETTINGS_KEY], config.stash[RUN_KEY]

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 from ..records import LLM_ERROR, ModelUsage, Record, is_pairwise, is_rubric, merge_usage
 from .summary import (
     BudgetVerdict,
-    GateVerdict,
     PartitionStats,
+    PartitionVerdict,
     calibration,
     labels,
     unreliable_judge,
@@ -27,7 +27,7 @@ Line = tuple[str, dict[str, bool]]  # text and terminal markup (red=True, bold=T
 def summary_lines(
     records: Sequence[Record],
     stats: dict[str, PartitionStats],
-    verdicts: Sequence[GateVerdict],
+    verdicts: Sequence[PartitionVerdict],
     *,
     budgets: Sequence[BudgetVerdict] = (),
     verbosity: int = 0,

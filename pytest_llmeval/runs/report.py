@@ -13,10 +13,10 @@ from ..records import NOT_RUN, Record, RecordJSON
 from .summary import (
     BudgetJSON,
     BudgetVerdict,
-    GateJSON,
-    GateVerdict,
     PartitionJSON,
     PartitionStats,
+    PartitionVerdict,
+    PartitionVerdictJSON,
     calibration,
     failure_reasons,
 )
@@ -48,7 +48,7 @@ class ReportJSON(TypedDict):
     failures: list[str]
     not_run: list[NotRunEntry]
     partitions: dict[str, PartitionJSON]
-    gates: list[GateJSON]
+    gates: list[PartitionVerdictJSON]
     time_budgets: list[BudgetJSON]
     regression: dict[str, Any] | None
     calibration: CalibrationJSON | None
@@ -58,7 +58,7 @@ class ReportJSON(TypedDict):
 def build_report(
     records: Sequence[Record],
     stats: dict[str, PartitionStats],
-    verdicts: Sequence[GateVerdict],
+    verdicts: Sequence[PartitionVerdict],
     run: dict[str, Any],
     *,
     regression: dict[str, Any] | None = None,

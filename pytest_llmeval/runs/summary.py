@@ -129,7 +129,7 @@ def aggregate(records: Iterable[Record]) -> dict[str, PartitionStats]:
     return {p: s for p, s in stats.items() if s.cases}
 
 
-GateKind = Literal["golden", "hard", "soft"]
+RuleKind = Literal["golden", "hard", "soft"]
 
 
 class NotPassedEntry(TypedDict):
@@ -137,11 +137,11 @@ class NotPassedEntry(TypedDict):
     status: str
 
 
-class GateJSON(TypedDict):
-    """A partition rule's verdict in the JSON report (``GateVerdict.to_json``)."""
+class PartitionVerdictJSON(TypedDict):
+    """A partition rule's verdict in the JSON report (``PartitionVerdict.to_json``)."""
 
     partition: str
-    kind: GateKind
+    kind: RuleKind
     passed: bool
     pass_rate: float
     minimum: float
@@ -150,18 +150,18 @@ class GateJSON(TypedDict):
 
 
 @dataclass(frozen=True)
-class GateVerdict:
+class PartitionVerdict:
     """Whether one partition met its rule, and a line saying why."""
 
     partition: str
-    kind: GateKind
+    kind: RuleKind
     passed: bool
     pass_rate: float
     minimum: float
     not_passed: tuple[tuple[str, str], ...]  # (example id, status)
     message: str
 
-    def to_json(self) -> GateJSON:
+    def to_json(self) -> PartitionVerdictJSON:
         return {
             "partition": self.partition,
             "kind": self.kind,
@@ -187,16 +187,16 @@ def labels(records: Sequence[Record]) -> dict[str, str]:
     }
 
 
-def evaluate_gates(
+def check_partitions(
     records: Sequence[Record], stats: dict[str, PartitionStats], settings: Settings
-) -> list[GateVerdict]:
+) -> list[PartitionVerdict]:
     """Apply the 100%-golden rule and each partition's hard or soft rule."""
     verdicts = []
     for partition, part in stats.items():
         not_passed = _not_passed_examples(r for r in records if r.partition == partition)
         minimum = settings.minimum(partition)
         if partition == "golden":
-            kind: GateKind = "golden"
+            kind: RuleKind = "golden"
             ok = not not_passed
         elif settings.is_hard(partition):
             kind = "hard"
@@ -205,9 +205,9 @@ def evaluate_gates(
         else:
             kind = "soft"
             ok = part.pass_rate >= minimum - 1e-12
-        message = _gate_message(partition, kind, ok, part, minimum, not_passed)
+        message = _rule_message(partition, kind, ok, part, minimum, not_passed)
         verdicts.append(
-            GateVerdict(partition, kind, ok, part.pass_rate, minimum, not_passed, message)
+            PartitionVerdict(partition, kind, ok, part.pass_rate, minimum, not_passed, message)
         )
     return verdicts
 
@@ -228,9 +228,9 @@ def _not_passed_examples(records: Iterable[Record]) -> tuple[tuple[str, str], ..
     return tuple(worst.items())
 
 
-def _gate_message(
+def _rule_message(
     partition: str,
-    kind: GateKind,
+    kind: RuleKind,
     ok: bool,
     part: PartitionStats,
     minimum: float,
@@ -267,16 +267,16 @@ def _gate_message(
 
 def failure_reasons(
     records: Sequence[Record],
-    verdicts: Sequence[GateVerdict],
+    verdicts: Sequence[PartitionVerdict],
     *,
     regression_blocks: bool = False,
     budgets: Sequence[BudgetVerdict] = (),
     other_failures: int = 0,
 ) -> list[str]:
-    """Everything that fails the run, as the summary's last line names it: the gates,
+    """Everything that fails the run, as the summary's last line names it: the partition rules,
     errors, tests that never ran, a blocking regression, a strict time budget, and
     failed tests that are not eval tests."""
-    reasons = [_gate_name(v) for v in verdicts if not v.passed]
+    reasons = [_rule_name(v) for v in verdicts if not v.passed]
     errors = sum(r.status == "error" for r in records)
     if errors:
         reasons.append(f"{errors} error{'s' if errors != 1 else ''}")
@@ -291,7 +291,7 @@ def failure_reasons(
     return reasons
 
 
-def _gate_name(verdict: GateVerdict) -> str:
+def _rule_name(verdict: PartitionVerdict) -> str:
     return "golden rule" if verdict.kind == "golden" else f"{verdict.partition} ({verdict.kind})"
 
 
