@@ -86,5 +86,5 @@ def test_a_failed_call_shows_the_users_line_not_the_plugins_frames(
         [">*" + line, "E *pytest_llmeval.errors.BadRequestError: bad_request after 1 attempt: *"]
     )
     output = result.stdout.str()
-    assert "pytest_llmeval/client.py" not in output
+    assert "pytest_llmeval/client/" not in output
     assert "asyncio/" not in output and "concurrent/futures" not in output
