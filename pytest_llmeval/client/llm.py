@@ -174,10 +174,9 @@ class LLMClient:
         self._lock = threading.Lock()
         self._in_flight: dict[str, Future[tuple[Any, dict[str, Any], float]]] = {}
         self._jitter = random.Random()
-        self._interrupted = threading.Event()  # set by a Ctrl-C: send nothing more
         # The run's, so that its bound per endpoint holds across all of its clients.
         self.pools = context.current_run().pools if pools is None else pools
-        self.pools.add(self)
+        self._interrupted = self.pools.add(self)  # set by a Ctrl-C: send nothing more
 
     def complete(self, prompt: str | list[dict[str, Any]], **params: Any) -> str:
         """The reply's text for a prompt string or a list of messages."""

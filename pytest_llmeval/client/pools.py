@@ -104,7 +104,10 @@ class Pools:
         self._lock = threading.Lock()
         self._slots: dict[tuple[str, int], threading.BoundedSemaphore] = {}
         self._waiting: DaemonPool | None = None
-        self._clients: weakref.WeakSet[LLMClient] = weakref.WeakSet()
+        # Each client of the run, and the event it watches: set by a Ctrl-C.
+        self._clients: weakref.WeakKeyDictionary[LLMClient, threading.Event] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def slots(self, base_url: str, limit: int) -> threading.BoundedSemaphore:
         """The bound on requests in flight to ``base_url``, shared by the run's clients."""
@@ -120,16 +123,18 @@ class Pools:
                 self._waiting = DaemonPool(WAITING_THREADS, "llmeval-wait")
             return self._waiting
 
-    def add(self, client: LLMClient) -> None:
+    def add(self, client: LLMClient) -> threading.Event:
+        """Count ``client`` among the run's; returns the event it watches, which
+        :meth:`interrupt` sets: from then on it sends nothing more."""
         with self._lock:
-            self._clients.add(client)
+            return self._clients.setdefault(client, threading.Event())
 
     def interrupt(self) -> None:
         """Stop every client of the run from sending anything more (a Ctrl-C)."""
         with self._lock:
-            clients = list(self._clients)
-        for client in clients:
-            client._interrupted.set()
+            events = list(self._clients.values())
+        for event in events:
+            event.set()
 
     def close(self) -> None:
         """The run has ended: its waiting threads exit, its clients are closed."""
