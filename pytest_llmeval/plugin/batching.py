@@ -23,6 +23,7 @@ import pytest
 from ..client.pools import DaemonPool
 from ..errors import LLMEvalWarning
 from ..records import Record, bind
+from .keys import BATCHES_KEY, EXAMPLE_KEY, QUEUE_UNREADABLE_KEY, RECORD_KEY, SETTINGS_KEY
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -207,8 +208,6 @@ class Batches:
 
     async def _one(self, spec: Spec, item: pytest.Item, shared: dict[str, Any]) -> None:
         __tracebackhide__ = True
-        from .keys import EXAMPLE_KEY
-
         example = item.stash[EXAMPLE_KEY]
         record = self.scratch.setdefault(
             item.nodeid, Record(example_id=example.id, partition=example.partition)
@@ -240,8 +239,6 @@ class Batches:
 
     def _absorb(self, item: pytest.Item) -> None:
         """Move what the batch recorded for this test's example into its record."""
-        from .keys import RECORD_KEY
-
         scratch = self.scratch.pop(item.nodeid, None)
         record = item.stash.get(RECORD_KEY, None)
         if record is None:
@@ -256,16 +253,10 @@ class Batches:
         self.scratch.pop(nodeid, None)
 
 
-BATCHES_KEY = pytest.StashKey[Batches]()
-_QUEUE_UNREADABLE_KEY = pytest.StashKey[bool]()
-
-
 def batches(config: pytest.Config) -> Batches:
     """This process's batched fixture values (created on first use)."""
     found = config.stash.get(BATCHES_KEY, None)
     if found is None:
-        from .keys import SETTINGS_KEY
-
         found = config.stash[BATCHES_KEY] = Batches(config, config.stash[SETTINGS_KEY].concurrency)
     return found
 
@@ -302,8 +293,8 @@ def _queued_on_worker(config: pytest.Config) -> list[int]:
     if interactor is None:
         return []
     if not hasattr(interactor.torun, "lock"):
-        if not config.stash.get(_QUEUE_UNREADABLE_KEY, False):
-            config.stash[_QUEUE_UNREADABLE_KEY] = True
+        if not config.stash.get(QUEUE_UNREADABLE_KEY, False):
+            config.stash[QUEUE_UNREADABLE_KEY] = True
             warnings.warn(
                 LLMEvalWarning(
                     "batched fixtures: this pytest-xdist's worker queue cannot be read, so "

@@ -16,6 +16,7 @@ from ..settings import Settings
 if TYPE_CHECKING:
     # Named in the keys' string annotations only.
     from ..dataset import Dataset, Example  # noqa: F401
+    from .batching import Batches  # noqa: F401
     from .controller import Controller  # noqa: F401
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
@@ -32,3 +33,5 @@ ERROR_ATTR = "llmeval_error"  # the class of an error: a lost model call, a brok
 SELECTION_ATTR = "llmeval_selection"  # a worker's selected eval tests, on its first report
 SELECTION_SENT_KEY = pytest.StashKey[bool]()
 TEST_FILES_KEY = pytest.StashKey[tuple[str, ...]]()
+BATCHES_KEY = pytest.StashKey["Batches"]()  # this process's batched fixture values
+QUEUE_UNREADABLE_KEY = pytest.StashKey[bool]()  # said once: xdist's queue has another shape
