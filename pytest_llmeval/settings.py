@@ -1,7 +1,8 @@
-"""One frozen Settings built from ``--llmeval-*`` options and ``llmeval_*`` ini keys.
-
-Every flag defaults to None and falls back to its ini key. Bad values raise
-``ConfigError`` naming the value and the valid ones.
+"""Every option: its name, help and default (``OPTIONS``), and the parsing of their
+values into one frozen Settings (``build``) and the regression's keys
+(``regression_settings``, which ``llmeval compare`` reads too). No pytest here:
+plugin/settings.py registers the options and hands their values over (a flag, else its
+ini key). Bad values raise ``ConfigError`` naming the value and the valid ones.
 """
 
 from __future__ import annotations

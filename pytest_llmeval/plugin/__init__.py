@@ -1,7 +1,9 @@
 """The pytest edge, the only package that imports pytest. This module is the entry point
-(``pytest11``): its hooks make records from reports; collection.py turns datasets into
-tests, fixtures.py provides ``llm``/``judge``/``llmeval_record``, controller.py gates and
-summarises the run, batching.py runs ``@batched`` fixtures, settings.py reads options.
+(``pytest11``): its hooks make records from reports (outcomes.py says what a report means
+for a record); collection.py turns datasets into tests, fixtures.py provides
+``llm``/``judge``/``llmeval_record``, controller.py applies the partition rules, budgets
+and regression to the exit status and writes the summary and the report, batching.py
+runs ``@batched`` fixtures, settings.py reads options, keys.py names the stash keys.
 
 Everything heavier than this module (pydantic, the dataset models) is imported only when
 a test uses the ``llmeval`` marker or an example parameter.

@@ -12,16 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..errors import (
-    DatasetError,
-    EmptySelectionWarning,
-)
+from ..errors import DatasetError, EmptySelectionWarning
 from ..partitions import PARTITIONS
-from .keys import (
-    DATASETS_KEY,
-    EXAMPLE_KEY,
-    SETTINGS_KEY,
-)
+from .keys import DATASETS_KEY, EXAMPLE_KEY, SETTINGS_KEY
 
 if TYPE_CHECKING:
     from ..dataset import Dataset, Example

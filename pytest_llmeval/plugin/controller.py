@@ -35,10 +35,7 @@ from ..runs.summary import (
 )
 from ..settings import Settings
 from .collection import Selected, selection
-from .keys import (
-    REPORT_ATTR,
-    SELECTION_ATTR,
-)
+from .keys import REPORT_ATTR, SELECTION_ATTR
 
 if TYPE_CHECKING:
     from ..stats import Comparison
@@ -56,10 +53,7 @@ class Controller:
         self.settings = effective
         self.records: list[Record] = []
         self.started = time.time()
-        self._cached: (
-            tuple[int, tuple[list[Record], dict[str, PartitionStats], list[PartitionVerdict]]]
-            | None
-        ) = None
+        self._cached: tuple[int, Outcome] | None = None
         self.baseline: list[RecordJSON] | None = None
         if effective.regression.baseline is not None:
             try:
@@ -99,8 +93,8 @@ class Controller:
     def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
         self.session = session
         result = yield
-        # Every worker is done: whatever the summary's last line names (a gate, an
-        # error, a test that never ran, a blocking regression...) fails the session, so
+        # Every worker is done: whatever the summary's last line names (a partition rule,
+        # an error, a test that never ran, a blocking regression...) fails the session, so
         # the exit status always agrees with it.
         if self._failed():
             session.testsfailed += 1

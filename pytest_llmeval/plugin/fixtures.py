@@ -12,9 +12,7 @@ import pytest
 
 from .. import embeddings
 from ..client.llm import LLMClient, build_client
-from ..errors import (
-    JudgeFamilyWarning,
-)
+from ..errors import JudgeFamilyWarning
 from ..records import Record
 from .keys import RECORD_KEY, RUN_KEY, SETTINGS_KEY
 
@@ -99,7 +97,7 @@ def judge(pytestconfig: pytest.Config, judge_client: LLMClient) -> Judge:
             ),
             stacklevel=2,
         )
-    # The temperature was checked at start-up (settings.from_config).
+    # The temperature was checked at start-up (the core's settings.build).
     return Judge(
         judge_client,
         n_samples=settings_.judge_samples,

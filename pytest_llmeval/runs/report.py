@@ -66,9 +66,9 @@ def build_report(
     failures: Sequence[str] | None = None,
 ) -> ReportJSON:
     """The whole run as one JSON-safe document; also the baseline format. ``passed``:
-    nothing failed the run (``failures``, the summary's reasons; by default every gate
-    passed, no error, no regression blocks, no strict time budget was overrun), and
-    ``complete``: every selected test ran (``not_run`` lists the others)."""
+    nothing failed the run (``failures``, the summary's reasons; by default every
+    partition rule passed, no error, no regression blocks, no strict time budget was
+    overrun), and ``complete``: every selected test ran (``not_run`` lists the others)."""
     not_run = [r for r in records if r.failure_kind == NOT_RUN]
     if failures is None:
         blocks = regression is not None and bool(regression["blocks"])
