@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from .. import embeddings
-from ..client.llm import LLMClient, build_client
+from ..client.llm import ClientConfig, LLMClient, build_client
 from ..errors import JudgeFamilyWarning
 from ..records import Record
 from .keys import RECORD_KEY, RUN_KEY, SETTINGS_KEY
@@ -21,17 +21,23 @@ if TYPE_CHECKING:
     from ..judge import Judge
 
 
+def run_client(config: pytest.Config, client_config: ClientConfig) -> LLMClient:
+    """A client with the run's cache, in the run's pools (which close it at its end)."""
+    effective = config.stash[SETTINGS_KEY]
+    pools = config.stash[RUN_KEY].pools
+    return build_client(client_config, effective.cache_dir, effective.cache_mode, pools)
+
+
 def session_embedder(config: pytest.Config) -> Embedder:
     """The embedder of ``llmeval_embedding_model``, built on first use: an OpenAI
     embedding model gets a client of its own (cached, retried, not the app's role)."""
-    effective, run = config.stash[SETTINGS_KEY], config.stash[RUN_KEY]
+    effective = config.stash[SETTINGS_KEY]
 
     def client() -> LLMClient:
         # Its own endpoint: a chat server and an embedding server are often two processes.
         base_url = effective.embedding_base_url or effective.app.base_url
         app = dataclasses.replace(effective.app, role="embeddings", base_url=base_url)
-        # The run's pools close it at the run's end.
-        return build_client(app, effective.cache_dir, effective.cache_mode, run.pools)
+        return run_client(config, app)
 
     return embeddings.build_embedder(effective.embedding_model, client)
 
@@ -62,9 +68,7 @@ def llm(pytestconfig: pytest.Config) -> Generator[LLMClient, None, None]:
     """The client for the app under test: ``llm.chat.completions.create(...)``,
     ``llm.complete(prompt)``, ``await llm.aio.chat.completions.create(...)``. Cached,
     retried, bounded, and recorded (model, tokens, cost, latency) in the running test."""
-    settings_ = pytestconfig.stash[SETTINGS_KEY]
-    pools = pytestconfig.stash[RUN_KEY].pools
-    client = build_client(settings_.app, settings_.cache_dir, settings_.cache_mode, pools)
+    client = run_client(pytestconfig, pytestconfig.stash[SETTINGS_KEY].app)
     yield client
     client.close()
 
@@ -73,9 +77,7 @@ def llm(pytestconfig: pytest.Config) -> Generator[LLMClient, None, None]:
 def judge_client(pytestconfig: pytest.Config) -> Generator[LLMClient, None, None]:
     """The client for the judge model (``--llmeval-judge-model``), with the same cache,
     retries and bounds as ``llm``."""
-    settings_ = pytestconfig.stash[SETTINGS_KEY]
-    pools = pytestconfig.stash[RUN_KEY].pools
-    client = build_client(settings_.judge, settings_.cache_dir, settings_.cache_mode, pools)
+    client = run_client(pytestconfig, pytestconfig.stash[SETTINGS_KEY].judge)
     yield client
     client.close()
 
