@@ -18,7 +18,6 @@ from typing import Any, Literal, TypedDict, TypeGuard, cast
 from .files import nonfinite_as_null
 
 Status = Literal["passed", "failed", "error", "skipped"]
-STATUSES: tuple[Status, ...] = ("passed", "failed", "error", "skipped")
 LLM_ERROR = "llm_error:"  # failure kind prefix of a model call that failed after retries
 WORKER_CRASHED = "worker crashed"  # failure kind of a test whose xdist worker died in it
 NOT_RUN = "not run"  # failure kind of a selected test the run ended before
