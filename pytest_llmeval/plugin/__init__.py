@@ -64,8 +64,9 @@ def pytest_configure(config: pytest.Config) -> None:
     for line in _MARKERS:
         config.addinivalue_line("markers", line)
     effective = settings.from_config(config)
-    # The controller reads the baseline: a bad one stops the run before anything changed.
-    controller = None if hasattr(config, "workerinput") else Controller(config, effective)
+    controller = None
+    if not hasattr(config, "workerinput"):
+        controller = Controller(config, effective, settings.read_baseline(effective))
     config.stash[SETTINGS_KEY] = effective
     config.stash[DATASETS_KEY] = {}
     run = context.RunContext(effective.thresholds, lambda: session_embedder(config))

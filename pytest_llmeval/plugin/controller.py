@@ -21,7 +21,7 @@ from ..partitions import PARTITIONS
 from ..records import NOT_RUN, WORKER_CRASHED, Record, RecordJSON
 from ..runs.compare import compare_runs, decision
 from ..runs.render import summary_lines, table_lines
-from ..runs.report import build_report, read_records
+from ..runs.report import build_report
 from ..runs.summary import (
     BudgetVerdict,
     PartitionStats,
@@ -48,18 +48,15 @@ Outcome = tuple[list[Record], dict[str, PartitionStats], list[PartitionVerdict]]
 class Controller:
     """Session state on the controlling process (the only process without xdist)."""
 
-    def __init__(self, config: pytest.Config, effective: Settings) -> None:
+    def __init__(
+        self, config: pytest.Config, effective: Settings, baseline: list[RecordJSON] | None
+    ) -> None:
         self.config = config
         self.settings = effective
         self.records: list[Record] = []
         self.started = time.time()
         self._cached: tuple[int, Outcome] | None = None
-        self.baseline: list[RecordJSON] | None = None
-        if effective.regression.baseline is not None:
-            try:
-                self.baseline = read_records(effective.regression.baseline)
-            except ValueError as exc:
-                raise pytest.UsageError(f"llmeval_baseline: {exc}") from None
+        self.baseline = baseline  # its records, read by settings.read_baseline
         self._compared: tuple[int, list[Comparison] | str] | None = None
         self.selected: dict[str, Selected] = {}  # node id -> what is known before it ran
         self.crashed: dict[str, str] = {}  # node id -> what xdist said of its worker

@@ -1,5 +1,6 @@
-"""The plugin's options and ini keys, read into one frozen Settings at start-up: a bad
-value is a ``pytest.UsageError`` naming the key, the value and the valid ones."""
+"""The plugin's options and ini keys, read into one frozen Settings at start-up, and the
+baseline they name: a bad value is a ``pytest.UsageError`` naming the key, the value and
+the valid ones (the plugin's only source of one)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from ..errors import ConfigError
+from ..records import RecordJSON
+from ..runs.report import read_records
 from ..settings import OPTIONS, Settings, build
 
 
@@ -34,6 +37,18 @@ def from_config(config: pytest.Config) -> Settings:
         )
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
+
+
+def read_baseline(effective: Settings) -> list[RecordJSON] | None:
+    """The records of ``llmeval_baseline`` (None: no baseline), read at start-up so that a
+    bad one stops the run before anything changed."""
+    path = effective.regression.baseline
+    if path is None:
+        return None
+    try:
+        return read_records(path)
+    except ValueError as exc:
+        raise pytest.UsageError(f"llmeval_baseline: {exc}") from None
 
 
 def add_options(parser: pytest.Parser) -> None:
