@@ -281,7 +281,9 @@ def test_batched_and_plain_style_give_the_same_summary_serially_and_under_xdist(
     plain = outcome(PLAIN)
     assert plain[0] == pytest.ExitCode.TESTS_FAILED
     assert plain[1][1] == "distribution 60 58 0 2 0 96.7% 1.000"
-    assert outcome(CONFTEST) == outcome(CONFTEST, "-n", "2") == outcome(PLAIN, "-n", "2") == plain
+    # One xdist run: plain tests give the same summary under xdist as serially
+    # (tests/test_plugin.py::test_serial_and_xdist_give_the_same_summary_and_exit_status).
+    assert outcome(CONFTEST) == outcome(CONFTEST, "-n", "2") == plain
 
 
 ASYNC_TESTS = """

@@ -14,6 +14,9 @@ from pytest_llmeval.monitor.dashboard import write_dashboard
 from pytest_llmeval.monitor.store import Store
 from pytest_llmeval.runs.report import REPORT_FORMAT
 
+# Every test here draws a page, or reaches the check for matplotlib before its own.
+pytest.importorskip("matplotlib", reason="the dashboard needs the monitor extra")
+
 HOUR = 3600.0
 T0 = 1_780_000_000.0 // HOUR * HOUR
 TYPES = ("hallucination", "constraint", "quality", "drift")

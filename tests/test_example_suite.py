@@ -4,6 +4,8 @@ v2 prompt fails the gates, and xdist changes nothing."""
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -107,17 +109,54 @@ def test_one_wrong_golden_answer_fails_and_is_named(pytester: pytest.Pytester, s
     )
 
 
+# The examples re-recorded: a golden one (the app under both prompt versions, the rubric
+# and the pairwise judge), a distribution one and a calibration one (the grounding judge).
+# The similarity tests are left out: they ask no model (local embeddings), and would cost
+# each of the two runs a torch import.
+RECORDED_SAMPLE = (
+    "(golden-refund-window or distribution-starter-price or calibration-team-price-wrong)"
+    " and not similarity and not means_the_reference"
+)
+
+
+def cache_entries(suite: Path) -> dict[str, str]:
+    """Cache file -> its entry as canonical JSON (keys sorted), without the two fields
+    that differ on every recording: when it was recorded and how long the call took."""
+    entries = {}
+    for path in (suite / "llmeval-cache").glob("*/*.json"):
+        entry = json.loads(path.read_text())
+        del entry["created_at"], entry["latency_s"]
+        entries[path.name] = json.dumps(entry, sort_keys=True, ensure_ascii=False)
+    return entries
+
+
 def test_the_committed_cache_is_what_the_demo_server_records(suite: Path) -> None:
-    """The one documented command regenerates the cache, byte for byte in what matters."""
+    """The one documented command regenerates the cache, byte for byte but for the time
+    of recording and the latency. Run on a sample of the suite (``-k``, through
+    ``PYTEST_ADDOPTS``, which the command's pytest runs inherit) that asks every kind of
+    request the cache holds (the whole suite took three times as long)."""
     committed = cached_replies(suite)
+    committed_entries = cache_entries(suite)
+    addopts = os.environ.get("PYTEST_ADDOPTS", "")
     subprocess.run(
         [sys.executable, str(suite / "demo_server.py"), "record"],
         cwd=suite,
+        env={**os.environ, "PYTEST_ADDOPTS": f"{addopts} -k {shlex.quote(RECORDED_SAMPLE)}"},
         check=True,
         capture_output=True,
         timeout=300,
     )
-    assert cached_replies(suite) == committed
+    recorded = cache_entries(suite)  # the command emptied the cache first: the sample's
+    assert recorded and {name: committed_entries.get(name) for name in recorded} == recorded
+    sample = cached_replies(suite)
+    assert {key: committed.get(key) for key in sample} == sample
+    # The sample asks for every kind of entry: both prompt versions' answers, each judge.
+    versions = {
+        HOLIDAY in json.loads(text)["request"]["messages"][0]["content"]
+        for text in recorded.values()
+    }
+    assert versions == {False, True}
+    assert set(Counter(asker for asker, _ in sample.values())) == {*JUDGE_PROMPTS, "app"}
     askers = Counter(asker for asker, _ in committed.values())
     assert askers["app"] == 100  # 50 questions, two prompt versions
     assert askers["grounding"] == 13  # the calibration set's responses

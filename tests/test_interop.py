@@ -91,9 +91,12 @@ def test_without_llama_cpp_it_skips_with_the_install_command_but_fails_in_ci(
 
 
 class LlamaServer:
-    """``python -m llama_cpp.server`` on a free port of 127.0.0.1, its output in a file."""
+    """``python -m llama_cpp.server`` on a free port of 127.0.0.1, its output in a file.
+    ``wait=False`` returns at once: call :meth:`wait_ready` (servers start side by side)."""
 
-    def __init__(self, model: Path, alias: str, log: Path, *options: str) -> None:
+    def __init__(
+        self, model: Path, alias: str, log: Path, *options: str, wait: bool = True
+    ) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
@@ -117,9 +120,10 @@ class LlamaServer:
         ]
         with log.open("wb") as out:
             self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-        self._wait_ready()
+        if wait:
+            self.wait_ready()
 
-    def _wait_ready(self, timeout: float = 120.0) -> None:
+    def wait_ready(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -132,7 +136,7 @@ class LlamaServer:
                     if reply.status == 200:
                         return
             except OSError:
-                time.sleep(0.2)
+                time.sleep(0.05)
         self.stop()
         pytest.fail(f"llama.cpp's server did not answer in {timeout:g}s:\n{self.tail()}")
 
@@ -230,7 +234,7 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("llama-logs")
 
 
-def chat_server(model: Path, log: Path) -> LlamaServer:
+def chat_server(model: Path, log: Path, wait: bool = True) -> LlamaServer:
     # A base model has no chat template of its own: under the GGUF's gemma template it
     # ends its turn at once (empty replies); chatml gets it talking. --embedding without
     # pooling: /v1/embeddings answers one vector per token, as a chat model's server does.
@@ -246,21 +250,17 @@ def chat_server(model: Path, log: Path) -> LlamaServer:
         "2",
         "--embedding",
         "true",
+        wait=wait,
     )
 
 
 @pytest.fixture(scope="module")
-def chat(model_file: Path, logs: Path) -> Iterator[LlamaServer]:
-    server = chat_server(model_file, logs / "chat.log")
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def pooled(model_file: Path, logs: Path) -> Iterator[LlamaServer]:
-    """An embedding server with mean pooling: one vector per input. llama-cpp-python's
-    server has no pooling flag; the model's metadata key is overridden instead."""
-    server = LlamaServer(
+def servers(model_file: Path, logs: Path) -> Iterator[tuple[LlamaServer, LlamaServer]]:
+    """The chat server and an embedding server with mean pooling (one vector per input),
+    started side by side. llama-cpp-python's server has no pooling flag; the model's
+    metadata key is overridden instead."""
+    chat = chat_server(model_file, logs / "chat.log", wait=False)
+    pooled = LlamaServer(
         model_file,
         EMBEDDING_MODEL,
         logs / "pooled.log",
@@ -270,9 +270,25 @@ def pooled(model_file: Path, logs: Path) -> Iterator[LlamaServer]:
         "gemma3.pooling_type=int:1",  # LLAMA_POOLING_TYPE_MEAN
         "--n_ctx",
         "512",
+        wait=False,
     )
-    yield server
-    server.stop()
+    try:
+        chat.wait_ready()
+        pooled.wait_ready()
+        yield chat, pooled
+    finally:
+        chat.stop()
+        pooled.stop()
+
+
+@pytest.fixture(scope="module")
+def chat(servers: tuple[LlamaServer, LlamaServer]) -> LlamaServer:
+    return servers[0]
+
+
+@pytest.fixture(scope="module")
+def pooled(servers: tuple[LlamaServer, LlamaServer]) -> LlamaServer:
+    return servers[1]
 
 
 # One model on 2 cores is both the app and its judge: the family warning is right, and
