@@ -110,10 +110,11 @@ MIXED_FAULTS = {"429": 0.05, "500": 0.05, "timeout": 0.05, "malformed": 0.05}
 def run_with_faults(
     pytester: pytest.Pytester, fake_openai: FakeOpenAIServer, suite: Any, retries: int
 ) -> pytest.RunResult:
-    """200 examples against a server failing 20% of calls (hanging past the timeout)."""
+    """100 examples against a server failing 20% of calls (hanging past the timeout).
+    The server draws its faults from a seeded generator: the same ones every run."""
     fake_openai.faults = MIXED_FAULTS
     fake_openai.hang = 0.6
-    suite(200)
+    suite(100)
     return pytester.runpytest(
         "--llmeval-cache",
         "off",
@@ -130,8 +131,8 @@ def test_twenty_percent_faults_with_retries_every_example_gets_a_verdict(
     pytester: pytest.Pytester, fake_openai: FakeOpenAIServer, suite: Any
 ) -> None:
     result = run_with_faults(pytester, fake_openai, suite, retries=6)
-    result.assert_outcomes(passed=200)
-    assert sum(fake_openai.injected.values()) >= 20  # the faults did happen
+    result.assert_outcomes(passed=100)
+    assert sum(fake_openai.injected.values()) >= 10  # the faults did happen: every kind
     assert set(fake_openai.injected) == set(MIXED_FAULTS)
     assert {r["status"] for r in report_of(pytester)["records"]} == {"passed"}
 
@@ -145,10 +146,10 @@ def test_twenty_percent_faults_without_retries_are_errors_by_class(
     outcomes = result.parseoutcomes()
     assert (
         outcomes["errors"] == sum(injected.values())
-        and outcomes["passed"] == 200 - outcomes["errors"]
+        and outcomes["passed"] == 100 - outcomes["errors"]
     )
     records = report_of(pytester)["records"]
-    assert len(records) == 200  # every example is evaluated and written
+    assert len(records) == 100  # every example is evaluated and written
     kinds: dict[str, int] = {}
     for record in records:
         if record["status"] == "error":
