@@ -391,9 +391,12 @@ def options(base_url: str, *extra: str) -> list[str]:
         "0",
         "--llmeval-judge-model",
         CHAT_MODEL,
-        # The judge bounds its replies: under a JSON grammar this base model may not stop.
+        # The judge bounds its replies: under a JSON grammar this base model may not stop,
+        # and each token it samples costs ~0.1s (the grammar checks gemma's 262k-token
+        # vocabulary). 20 leaves this model's pairwise replies (17 tokens) and grounding
+        # ones (23, under twice the bound) whole, and cuts its rubric reply, as 64 did.
         "--llmeval-judge-max-tokens",
-        "64",
+        "20",
         "--llmeval-timeout",
         "60",
         "--llmeval-judge-timeout",
