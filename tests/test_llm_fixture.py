@@ -287,12 +287,16 @@ def test_answer(example, judge):
     result.stderr.fnmatch_lines(["*llmeval_judge_temperature: 0.7 is above 0.3*"])
 
 
-@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+# Under xdist the file's tests share one worker (loadfile): the server's fault sequence is
+# then met in the tests' order, as serially (two workers would take it in any order).
+@pytest.mark.parametrize(
+    "workers", [[], ["-n", "2", "--dist", "loadfile"]], ids=["serial", "xdist"]
+)
 def test_the_summary_counts_every_request_the_server_received(
     pytester: pytest.Pytester, fake_openai: FakeOpenAIServer, suite: Any, workers: list[str]
 ) -> None:
-    """Retries and calls lost after retries are requests too: the summary's count is the
-    server's."""
+    """Retries and calls lost after retries are requests too: the summary's count, sent
+    from a worker under xdist, is the server's."""
     fake_openai.fault_sequence = ["500", "500", None, "500", "500", "500"]
     suite(3)
     result = pytester.runpytest("--llmeval-max-retries=2", "-p", "no:randomly", *workers)
