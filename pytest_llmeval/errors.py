@@ -123,21 +123,11 @@ class CacheCorruptError(CacheMissError):
     kind = "cache_corrupt"
 
 
-_BY_KIND: dict[str, type[LLMCallError]] = {
-    cls.kind: cls
-    for cls in (
-        RateLimitError,
-        CallTimeoutError,
-        ServerError,
-        AuthError,
-        BadRequestError,
-        CacheMissError,
-        JudgeError,
-        ConnectionFailedError,
-        BadResponseError,
-        CacheCorruptError,
-    )
-}
+def _causes(cls: type[LLMCallError]) -> list[type[LLMCallError]]:
+    return [c for sub in cls.__subclasses__() for c in (sub, *_causes(sub))]
+
+
+_BY_KIND = {cls.kind: cls for cls in _causes(LLMCallError)}  # every class above, by kind
 ERROR_CLASSES: tuple[str, ...] = tuple(_BY_KIND)  # every kind, for the summary
 
 
