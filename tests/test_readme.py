@@ -15,7 +15,7 @@ def test_readme_starts_with_the_two_commands_that_ci_runs() -> None:
     blocks = re.findall(r"```bash\n(.*?)\n```", readme, flags=re.S)
     example, tests = blocks[0].strip(), blocks[1].strip()
     assert example.endswith("pytest example_suite")
-    assert tests.endswith(".venv/bin/pytest")
+    assert tests.endswith(".venv/bin/pytest -n auto --dist loadfile")
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert example in ci_lines and tests in ci_lines
 
