@@ -245,8 +245,13 @@ def chat_server(model: Path, log: Path, wait: bool = True) -> LlamaServer:
         "chatml",
         "--n_ctx",
         "2048",
+        # One thread each: under `pytest -n 2` another worker has the other core, and
+        # llama.cpp's threads wait for each other spinning, so a second thread costs the
+        # whole run more than it saves this test.
         "--n_threads",
-        "2",
+        "1",
+        "--n_threads_batch",
+        "1",
         "--embedding",
         "true",
         wait=wait,
@@ -265,6 +270,8 @@ def servers(model_file: Path, logs: Path) -> Iterator[tuple[LlamaServer, LlamaSe
         logs / "pooled.log",
         "--embedding",
         "true",
+        "--n_threads_batch",
+        "1",
         "--kv_overrides",
         "gemma3.pooling_type=int:1",  # LLAMA_POOLING_TYPE_MEAN
         "--n_ctx",

@@ -52,7 +52,9 @@ def test_a_valid_verdict(make_judge: Any, fake_openai: FakeOpenAIServer) -> None
 def test_five_samples_run_concurrently_and_one_failure_loses_only_itself(
     make_judge: Any, fake_openai: FakeOpenAIServer
 ) -> None:
-    fake_openai.latency = 0.2
+    # Long enough for all five to be in flight at once on a loaded machine (at 0.2 s, one
+    # was now and then answered before the last had been sent, under `pytest -n 2`).
+    fake_openai.latency = 1.0
     judge = make_judge(verdict(4), n_samples=5)
     fake_openai.fault_sequence = ["500"]  # whichever sample is first to arrive fails
     result = score(judge)
