@@ -43,6 +43,13 @@ _EXPORTS = {
     "assert_grounded": "assertions",
     "assert_preferred": "assertions",
     "assert_similar": "assertions",
+    "assert_tool_calls": "assertions",
+    "assert_retrieval": "assertions",
+    "assert_steps": "assertions",
+    "assert_task_completed": "assertions",
+    "Trajectory": "trajectory",
+    "traced": "trajectory",
+    "StepLimitError": "errors",
     "Judge": "judge",
     "JudgeResult": "judge",
     "PairwiseResult": "judge",
@@ -110,6 +117,8 @@ __all__ = [
     "Record",
     "ServerError",
     "Similarity",
+    "StepLimitError",
+    "Trajectory",
     "__version__",
     "acompare_texts",
     "assert_constraints",
@@ -117,8 +126,12 @@ __all__ = [
     "assert_grounded",
     "assert_judge",
     "assert_preferred",
+    "assert_retrieval",
     "assert_similar",
+    "assert_steps",
+    "assert_task_completed",
     "assert_token_f1",
+    "assert_tool_calls",
     "batched",
     "compare_texts",
     "current_record",
@@ -133,6 +146,7 @@ __all__ = [
     "normalize_answer",
     "required_phrases",
     "token_f1",
+    "traced",
     "valid_json",
 ]
 
@@ -143,8 +157,12 @@ if TYPE_CHECKING:
         assert_grounded,
         assert_judge,
         assert_preferred,
+        assert_retrieval,
         assert_similar,
+        assert_steps,
+        assert_task_completed,
         assert_token_f1,
+        assert_tool_calls,
     )
     from .dataset import Dataset, Example, load_dataset
     from .embeddings import Similarity, acompare_texts, compare_texts
@@ -167,6 +185,7 @@ if TYPE_CHECKING:
         LLMEvalWarning,
         RateLimitError,
         ServerError,
+        StepLimitError,
     )
     from .grounding import Claim, GroundingResult
     from .judge import Anchor, Judge, JudgeResult, PairwiseResult
@@ -190,6 +209,7 @@ if TYPE_CHECKING:
     from .records import Record, current_record
     from .stats.comparison import Comparison
     from .stats.regression import detect_regression
+    from .trajectory import Trajectory, traced
 
 
 def __getattr__(name: str) -> Any:

@@ -3,18 +3,28 @@ and on failure raise an ``AssertionError`` that shows score, threshold and why."
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import thresholds
 from .errors import LLMEvalAssertionError
 from .metrics import Checks, MetricResult, exact_match, run_checks, token_f1
-from .records import current_record
+from .records import Record, StepLimits, ToolCall, as_document, current_record
+from .trajectory import (
+    ArgsRule,
+    Order,
+    Trajectory,
+    call_matches,
+    call_text,
+    expected_call,
+    match_calls,
+)
 
 if TYPE_CHECKING:
     from .embeddings import Embedder, Similarity
     from .grounding import GroundingResult
     from .judge import Judge, JudgeResult, PairwiseResult
+    from .retrieval import RetrievalScores
 
 _SHOWN_CHARS = 300
 
@@ -259,6 +269,219 @@ def assert_preferred(
     ]
     _conclude(metric, candidate, "\n".join(lines), expected=baseline, reference="baseline")
     return result
+
+
+def assert_tool_calls(
+    trajectory: Trajectory | Record | Sequence[ToolCall] | None,
+    expected: Iterable[str | Mapping[str, Any]],
+    *,
+    order: Order = "in_order",
+    args: ArgsRule = "subset",
+) -> MetricResult:
+    """Assert that the app's tool calls hold the ``expected`` ones (tool names, or
+    ``{"name": ..., "args": {...}}``; an example's ``expected_tool_calls`` as they are).
+    ``order``: ``in_order`` (in this order, others may come between), ``exact`` (these
+    calls and no others, in this order) or ``any``; ``args``: ``subset`` (the expected
+    arguments have these values, others may be there) or ``exact``. The calls are the
+    tools the app ran (``@traced``, ``llmeval_record.step``, OpenTelemetry), or when it
+    recorded none, those the model asked for; ``trajectory=None`` is the running test's."""
+    __tracebackhide__ = True
+    if order not in ("in_order", "exact", "any") or args not in ("subset", "exact"):
+        raise ValueError(f"order={order!r}, args={args!r}: see assert_tool_calls' docstring")
+    wanted = [expected_call(e if isinstance(e, str) else _plain(e)) for e in expected]
+    actual = _calls(trajectory)
+    matched = match_calls(actual, wanted, order, args)
+    hits = sum(i is not None for i in matched)
+    extra = order == "exact" and len(actual) > len(wanted)
+    passed = hits == len(wanted) and not extra
+    score = hits / len(wanted) if wanted else float(not actual or order != "exact")
+    result = MetricResult(
+        "tool_calls",
+        score,
+        1.0,
+        passed,
+        {"order": order, "args": args, "expected": wanted, "actual": actual},
+    )
+    lines = [
+        f"tool_calls: {len(wanted) - hits} of {len(wanted)} expected calls not found "
+        f"(order {order}, args {args}){_where()}"
+        if not extra
+        else f"tool_calls: {len(actual) - len(wanted)} calls more than expected (exact){_where()}",
+        "  expected:",
+    ]
+    for n, (want, at) in enumerate(zip(wanted, matched, strict=True), 1):
+        shown = call_text(want) if want["args"] is not None else f"{want['name']}(any arguments)"
+        lines.append(f"    {n}. {shown}  {_found(want, at, actual, args)}")
+    lines.append("  actual:" if actual else "  actual: no tool calls")
+    lines += [f"    {n}. {call_text(call)}" for n, call in enumerate(actual, 1)]
+    _conclude(result, None, "\n".join(lines))
+    return result
+
+
+def assert_retrieval(
+    retrieved: Trajectory | Record | Sequence[Any] | None,
+    relevant: Collection[str] | Mapping[str, float],
+    *,
+    k: int = 5,
+    min_recall: float | None = None,
+    min_precision: float | None = None,
+    min_mrr: float | None = None,
+    min_ndcg: float | None = None,
+) -> RetrievalScores:
+    """Assert that a retriever's ranked results hold the ``relevant`` documents (ids,
+    or id -> graded relevance; an example's ``relevant_ids``). Records recall@k,
+    precision@k, MRR@k and nDCG@k as the metrics ``retrieval_recall``,
+    ``retrieval_precision``, ``retrieval_mrr`` and ``retrieval_ndcg``. Recall must reach
+    its threshold (default 0.8, golden 1.0; ``llmeval_thresholds``); each other metric
+    only when given a minimum here or in ``llmeval_thresholds``. ``retrieved`` is a
+    trajectory (its retrieval steps' documents), a list of ids or documents, or None:
+    the running test's."""
+    __tracebackhide__ = True
+    from .retrieval import score_ranking
+
+    if retrieved is None or isinstance(retrieved, Record | Trajectory):
+        ranked = _trajectory(retrieved).retrieved_ids()
+    else:
+        ranked = [as_document(d)["id"] for d in retrieved]
+    scores = score_ranking(ranked, relevant, k)
+    partition = _partition()
+    explicit = {
+        "recall": min_recall,
+        "precision": min_precision,
+        "mrr": min_mrr,
+        "ndcg": min_ndcg,
+    }
+    failed = []
+    results = []
+    for name, value in scores.as_dict().items():
+        metric = f"retrieval_{name}"
+        if name == "recall":
+            limit: float | None = thresholds.resolve(metric, partition, explicit[name])
+        else:
+            limit = thresholds.configured(metric, partition, explicit[name])
+        ok = limit is None or value >= limit
+        details: dict[str, Any] = {"k": k}
+        if name == "recall":
+            details.update(found=list(scores.found), missed=list(scores.missed))
+        results.append(MetricResult(metric, value, limit, ok, details))
+        if not ok:
+            failed.append(f"{name}@{k} {value:.3f} < {limit:.3f}")
+    record = current_record()
+    if record is not None:
+        record.metrics += [r.to_json() for r in results]
+    if failed:
+        lines = [
+            f"retrieval: {', '.join(failed)}{_where()}",
+            f"  retrieved (top {k}): {ranked[:k]}",
+            f"  relevant: {dict(relevant) if isinstance(relevant, Mapping) else list(relevant)}",
+        ]
+        if scores.missed:
+            lines.append(f"  missed: {list(scores.missed)}")
+        first_failed = next(r for r in results if not r.passed)
+        raise LLMEvalAssertionError("\n".join(lines), first_failed, kind="retrieval")
+    return scores
+
+
+def assert_steps(
+    trajectory: Trajectory | Record | None = None,
+    *,
+    max_steps: int | None = None,
+    max_tool_calls: int | None = None,
+    max_cost: float | None = None,
+) -> MetricResult:
+    """Assert that the trajectory stayed within its limits: the ones given, else the
+    example's (``max_steps``, ``max_tool_calls``, ``max_cost``). (The ``llm`` fixture and
+    ``@traced`` already stop an app at the example's limits; this states them in a test,
+    and checks limits the example does not set.)"""
+    __tracebackhide__ = True
+    steps = _trajectory(trajectory)
+    record = current_record()
+    own = record.limits if record is not None else StepLimits()
+    given = {
+        "max_steps": own.get("max_steps") if max_steps is None else max_steps,
+        "max_tool_calls": own.get("max_tool_calls") if max_tool_calls is None else max_tool_calls,
+        "max_cost": own.get("max_cost") if max_cost is None else max_cost,
+    }
+    limits = {key: value for key, value in given.items() if value is not None}
+    if not limits:
+        raise ValueError("assert_steps needs a limit: max_steps=, max_tool_calls= or max_cost=")
+    taken = {
+        "max_steps": len(steps),
+        "max_tool_calls": len(steps.tool_calls()),
+        "max_cost": steps.cost_usd,
+    }
+    over = [
+        f"{key.removeprefix('max_')} {taken[key]:g} > {limit:g}"
+        for key, limit in limits.items()
+        if taken[key] > limit
+    ]
+    result = MetricResult(
+        "steps",
+        float(len(steps)),
+        float(limits["max_steps"]) if "max_steps" in limits else None,
+        not over,
+        {"limits": limits, "taken": taken},
+    )
+    headline = f"steps: {', '.join(over)}{_where()}\n" + _indent(steps.render())
+    _conclude(result, None, headline, kind="steps")
+    return result
+
+
+def assert_task_completed(
+    judge: Judge,
+    trajectory: Trajectory | Record | None = None,
+    *,
+    task: str,
+    criteria: Sequence[str] = (
+        "achieves the goal the user asked for",
+        "takes no harmful or unrequested action",
+        "answers from what its tools and documents returned",
+    ),
+    input: Any = None,
+    threshold: float | None = None,
+) -> JudgeResult:
+    """Assert that the rubric judge, shown the whole trajectory (as untrusted data, like
+    every text it judges), finds that the agent achieved ``task``: ``assert_judge`` over
+    the numbered steps."""
+    __tracebackhide__ = True
+    steps = _trajectory(trajectory)
+    if not len(steps):
+        raise ValueError("assert_task_completed: the trajectory holds no steps")
+    shown = "The agent's steps, in order:\n" + steps.render()
+    return assert_judge(
+        judge, shown, threshold=threshold, task=task, criteria=criteria, input=input
+    )
+
+
+def _found(want: ToolCall, at: int | None, actual: Sequence[ToolCall], args: ArgsRule) -> str:
+    if at is not None:
+        return f"ok = actual {at + 1}"
+    elsewhere = [i + 1 for i, call in enumerate(actual) if call_matches(call, want, args)]
+    return f"out of order: actual {elsewhere[0]}" if elsewhere else "MISSING"
+
+
+def _trajectory(given: Trajectory | Record | None) -> Trajectory:
+    return given if isinstance(given, Trajectory) else Trajectory(given)
+
+
+def _calls(given: Trajectory | Record | Sequence[ToolCall] | None) -> list[ToolCall]:
+    if given is None or isinstance(given, Record | Trajectory):
+        return _trajectory(given).tool_calls()
+    return [expected_call(c if isinstance(c, str) else _plain(c)) for c in given]
+
+
+def _plain(call: Any) -> Mapping[str, Any]:
+    """An expected call as a mapping: a dict, or a pydantic model (an example's)."""
+    if isinstance(call, Mapping):
+        return call
+    dump = getattr(call, "model_dump", None)
+    if dump is None:
+        raise TypeError(f"a tool call is a name or a mapping with a name: {call!r}")
+    return dict(dump())
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
 
 
 def _reference(metric: str, expected: str | None) -> str:

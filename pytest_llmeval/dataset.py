@@ -20,11 +20,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import DatasetError
 from .files import dumps, write_json, write_text_atomic
 from .partitions import PARTITIONS, Partition
+from .records import StepLimits
 
 DATASET_SUFFIXES = (".jsonl", ".json")
 _DOCUMENT_KEYS = {"name", "task_type", "description", "examples"}
@@ -42,6 +43,19 @@ class Location:
         if self.line is not None:
             return f"{self.path}:{self.line}"
         return f"{self.path} (examples[{self.index}])"
+
+
+_ROLES = ("system", "user", "assistant", "tool")
+
+
+class ExpectedToolCall(BaseModel):
+    """A tool call an example expects: the tool's name, and the arguments that must
+    match (``assert_tool_calls`` decides whether others may be there too)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    args: dict[str, Any] | None = None
 
 
 class Example(BaseModel):
@@ -65,9 +79,54 @@ class Example(BaseModel):
     cluster: str | None = None
     human_score: float | None = None
     human_labels: dict[str, Any] = Field(default_factory=dict)
+    # Pipelines and agents: what the trajectory should hold, and what it may take.
+    expected_tool_calls: tuple[ExpectedToolCall, ...] | None = None
+    relevant_ids: tuple[str, ...] | dict[str, float] | None = None  # a dict: graded
+    max_steps: int | None = Field(default=None, ge=1)
+    max_tool_calls: int | None = Field(default=None, ge=0)
+    max_cost: float | None = Field(default=None, ge=0)
     # (dataset name, content hash), set by load_dataset. A slot rather than a pydantic
     # PrivateAttr, which would cost a deep copy of its default per validated example.
     __slots__ = ("_source",)
+
+    @field_validator("input")
+    @classmethod
+    def _conversation(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """``input.messages``, when present, is a conversation: ``{"role", "content"}``
+        turns with at least one of the user's."""
+        messages = value.get("messages")
+        if messages is None:
+            return value
+        if not isinstance(messages, list) or not messages:
+            raise ValueError("input.messages must be a non-empty list of turns")
+        for i, turn in enumerate(messages):
+            if not isinstance(turn, dict) or turn.get("role") not in _ROLES:
+                raise ValueError(
+                    f"input.messages[{i}] must be a turn with a role ({', '.join(_ROLES)})"
+                )
+            if not isinstance(turn.get("content"), str | None):
+                raise ValueError(f"input.messages[{i}].content must be text")
+        if not any(turn["role"] == "user" for turn in messages):
+            raise ValueError("input.messages holds no user turn")
+        return value
+
+    @property
+    def limits(self) -> StepLimits:
+        """What this example's trajectory may take (``max_steps``, ...), as set."""
+        limits = StepLimits()
+        if self.max_steps is not None:
+            limits["max_steps"] = self.max_steps
+        if self.max_tool_calls is not None:
+            limits["max_tool_calls"] = self.max_tool_calls
+        if self.max_cost is not None:
+            limits["max_cost"] = self.max_cost
+        return limits
+
+    @property
+    def user_turns(self) -> list[str]:
+        """The user's turns of ``input.messages``, in order."""
+        turns = self.input.get("messages") or []
+        return [t.get("content") or "" for t in turns if t["role"] == "user"]
 
     @property
     def dataset_info(self) -> tuple[str | None, str | None]:
@@ -389,9 +448,12 @@ def _explain(
         if err["type"] == "literal_error" and err["loc"] == ("partition",):
             msg = f"unknown partition {err['input']!r}; valid: {', '.join(PARTITIONS)}"
         elif err["type"] == "extra_forbidden":
-            msg = f"unknown field; valid fields: {', '.join(Example.model_fields)}"
+            model = ExpectedToolCall if err["loc"][0] == "expected_tool_calls" else Example
+            msg = f"unknown field; valid fields: {', '.join(model.model_fields)}"
         elif err["type"] == "missing":
             msg = "required field is missing"
+        elif err["type"] == "value_error":  # our validators' own messages say it all
+            msg = str(err["ctx"]["error"])
         else:
             msg = f"{err['msg']} (got {err['input']!r:.60})"
         problems.append((field, msg))

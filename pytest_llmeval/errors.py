@@ -146,6 +146,16 @@ class LLMEvalAssertionError(AssertionError):
         self.kind = kind or result.name
 
 
+class StepLimitError(AssertionError):
+    """A test's trajectory reached one of its example's limits (``max_steps``,
+    ``max_tool_calls``, ``max_cost``): the agent was stopped before the next step. A
+    quality failure of the app, named by the limit (``kind``)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 class LLMEvalWarning(UserWarning):
     """Base class of the plugin's warnings."""
 

@@ -10,12 +10,16 @@ postponed annotations, so a TypedDict with optional keys is a ``total=False`` su
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal, TypedDict, TypeGuard, cast
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeGuard, cast
 
 from .files import nonfinite_as_null
+
+if TYPE_CHECKING:
+    from .trajectory import Trajectory
 
 Status = Literal["passed", "failed", "error", "skipped"]
 LLM_ERROR = "llm_error:"  # failure kind prefix of a model call that failed after retries
@@ -150,6 +154,58 @@ class HumanLabels(TypedDict):
     labels: dict[str, Any]
 
 
+class ToolCall(TypedDict):
+    """A tool call: one the model asked for (in an llm step), or one the app ran."""
+
+    name: str
+    args: Any  # the parsed JSON arguments; the raw text when they are not JSON
+    id: str | None
+
+
+class _DocumentRequired(TypedDict):
+    id: str
+
+
+class Document(_DocumentRequired, total=False):
+    """A document a retriever returned, in rank order."""
+
+    score: float | None
+    text: str
+
+
+class _StepRequired(TypedDict):
+    kind: str  # "llm", "tool", "retrieval", or the app's own
+    name: str  # the model, the tool, the retriever
+
+
+class Step(_StepRequired, total=False):
+    """One step of a test's trajectory (``Record.steps``): a model call made through the
+    ``llm`` fixture, a step the app recorded (``llmeval_record.step``, ``@traced``), or an
+    OpenTelemetry span of the app's."""
+
+    args: Any
+    result: Any
+    content: str  # an llm step's reply text
+    tool_calls: list[ToolCall]  # an llm step's: the calls the model asked for
+    documents: list[Document]  # a retrieval step's
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None
+    latency_s: float
+    cached: bool
+    error: str  # the step failed: how
+    source: str  # "llm" (the fixture), "app" (step, traced) or "otel" (a span)
+
+
+class StepLimits(TypedDict, total=False):
+    """What a test's trajectory may take (the example's ``max_steps``, ...): the step
+    that would pass a limit is stopped before it runs, so it costs nothing."""
+
+    max_steps: int
+    max_tool_calls: int
+    max_cost: float
+
+
 class RecordJSON(TypedDict):
     """``Record.to_json()``: one key per field of :class:`Record`. A report read from
     disk may be older and lack some, so its readers ``.get`` what came later."""
@@ -182,6 +238,8 @@ class RecordJSON(TypedDict):
     failure_reason: str | None
     soft: bool
     human: HumanLabels | None
+    steps: list[Step]
+    limits: StepLimits
     extra: dict[str, Any]
 
 
@@ -222,6 +280,8 @@ class Record:
     failure_reason: str | None = None
     soft: bool = False
     human: HumanLabels | None = None  # for calibration
+    steps: list[Step] = field(default_factory=list)  # the trajectory, in order
+    limits: StepLimits = field(default_factory=StepLimits)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __setitem__(self, key: str, value: Any) -> None:
@@ -231,6 +291,75 @@ class Record:
 
     def __getitem__(self, key: str) -> Any:
         return self.extra[key]
+
+    def step(
+        self,
+        kind: str,
+        name: str,
+        *,
+        args: Any = None,
+        result: Any = None,
+        documents: Iterable[Any] | None = None,
+        error: str | None = None,
+    ) -> Step:
+        """Add one step of the app's to the trajectory: a tool it ran, a retriever's
+        documents (dicts or objects with ``id``, ``score``, ``text``; or ``(id, score)``),
+        or any step of its own. Raises :class:`StepLimitError` instead when the step would
+        pass one of the example's limits."""
+        __tracebackhide__ = True
+        step: Step = {"kind": kind, "name": name, "source": "app"}
+        if args is not None:
+            step["args"] = _json_safe(f"{name} args", args)
+        if documents is not None:
+            step["documents"] = [as_document(d) for d in documents]
+        elif result is not None:
+            step["result"] = _json_safe(f"{name} result", result)
+        if error is not None:
+            step["error"] = error
+        self.add_step(step)
+        return step
+
+    @property
+    def trajectory(self) -> Trajectory:
+        """The steps so far, as a :class:`~pytest_llmeval.trajectory.Trajectory`."""
+        from .trajectory import Trajectory
+
+        return Trajectory(self)
+
+    def add_step(self, step: Step) -> None:
+        """Append a step, after checking the limits (:meth:`check_limits`)."""
+        __tracebackhide__ = True
+        self.check_limits(step["kind"], step["name"])
+        self.steps.append(step)
+
+    def check_limits(self, kind: str, name: str) -> None:
+        """Raise :class:`StepLimitError` if a step of ``kind`` now would pass a limit.
+        An llm step is checked before its request is sent; a cost limit stops the call
+        after the one that went over it."""
+        __tracebackhide__ = True
+        from .errors import StepLimitError
+
+        limits = self.limits
+        if not limits:
+            return
+        what = f"{kind} {name}"
+        most = limits.get("max_steps")
+        if most is not None and len(self.steps) >= most:
+            raise StepLimitError(
+                "max_steps", f"max_steps={most}: stopped before step {len(self.steps) + 1} ({what})"
+            )
+        most = limits.get("max_tool_calls")
+        if most is not None and kind == "tool" and _tool_steps(self.steps) >= most:
+            raise StepLimitError(
+                "max_tool_calls",
+                f"max_tool_calls={most}: stopped before tool call {most + 1} ({what})",
+            )
+        ceiling = limits.get("max_cost")
+        spent = sum(s.get("cost_usd") or 0.0 for s in self.steps)
+        if ceiling is not None and kind == "llm" and spent > ceiling:
+            raise StepLimitError(
+                "max_cost", f"max_cost=${ceiling:g}: ${spent:.6g} spent, stopped before {what}"
+            )
 
     def add_usage(
         self, *, prompt_tokens: int = 0, completion_tokens: int = 0, cost_usd: float = 0.0
@@ -296,6 +425,7 @@ class Record:
                 setattr(self, name, getattr(other, name))
         self.metrics += other.metrics
         self.judge += other.judge
+        self.steps += other.steps
         self.extra.update(other.extra)
 
     def fail(self, status: Status, kind: str, reason: str) -> None:
@@ -329,6 +459,40 @@ class Record:
 
 
 _FIELDS = frozenset(f.name for f in fields(Record))
+
+
+def _tool_steps(steps: list[Step]) -> int:
+    return sum(s["kind"] == "tool" for s in steps)
+
+
+def as_document(found: Any) -> Document:
+    """A retriever's result as a :class:`Document`: a mapping or an object with ``id``
+    (and optionally ``score``, ``text``), an ``(id, score)`` pair, or a bare id."""
+    if isinstance(found, str | int):
+        return {"id": str(found)}
+    if isinstance(found, tuple) and len(found) == 2:
+        return {"id": str(found[0]), "score": _score(found[1])}
+
+    def get(key: str) -> Any:
+        return found.get(key) if isinstance(found, Mapping) else getattr(found, key, None)
+
+    ident = get("id")
+    if ident is None:
+        raise TypeError(f"a retrieved document needs an id: {found!r}")
+    document: Document = {"id": str(ident)}
+    if get("score") is not None:
+        document["score"] = _score(get("score"))
+    text = get("text")
+    if text is None:
+        text = get("page_content") or get("content")  # LangChain's and LlamaIndex's names
+    if text is not None:
+        document["text"] = str(text)
+    return document
+
+
+def _score(value: Any) -> float | None:
+    score = float(value)
+    return score if math.isfinite(score) else None
 
 
 _USAGE_COUNTS: tuple[

@@ -93,7 +93,7 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
     (
         "gate",
         "regression: the gated metrics, 'metric' for every partition or "
-        "'metric.partition' (metrics: pass_rate, judge)",
+        "'metric.partition' (metrics: pass_rate, judge, tool_calls, retrieval_recall)",
         "pass_rate judge",
     ),
     (
@@ -121,7 +121,7 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-DEFAULT_DELTA = {"judge": 0.3, "pass_rate": 0.05}
+DEFAULT_DELTA = {"judge": 0.3, "pass_rate": 0.05, "tool_calls": 0.05, "retrieval_recall": 0.05}
 GATED_METRICS = tuple(DEFAULT_DELTA)
 
 

@@ -42,7 +42,26 @@ FAULTS = (
 )
 EMBEDDING_DIMENSIONS = 64
 
-Reply = Callable[[dict[str, Any]], str]
+# A reply is the assistant's text, or its whole message (``tool_calls`` for a model that
+# calls tools: see :func:`calls`).
+Reply = Callable[[dict[str, Any]], "str | Mapping[str, Any]"]
+
+
+def calls(*wanted: tuple[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """An assistant message asking for tool calls: ``calls(("lookup_order", {"id": "A1"}))``.
+    Each call's id is derived from its name, arguments and position."""
+    tool_calls = []
+    for n, (name, arguments) in enumerate(wanted):
+        text = json.dumps(dict(arguments), sort_keys=True)
+        digest = hashlib.sha256(f"{n}:{name}:{text}".encode()).hexdigest()[:12]
+        tool_calls.append(
+            {
+                "id": f"call_{digest}",
+                "type": "function",
+                "function": {"name": name, "arguments": text},
+            }
+        )
+    return {"content": None, "tool_calls": tool_calls}
 
 
 def echo(request: dict[str, Any]) -> str:
@@ -261,9 +280,12 @@ def _words(value: Any) -> int:
     return 0
 
 
-def _completion(body: dict[str, Any], content: str) -> dict[str, Any]:
+def _completion(body: dict[str, Any], reply: str | Mapping[str, Any]) -> dict[str, Any]:
+    message: dict[str, Any] = {"content": reply} if isinstance(reply, str) else dict(reply)
     prompt_tokens = _words(body.get("messages", []))
-    completion_tokens = _words(content)
+    completion_tokens = _words(message.get("content") or "") + _words(
+        [c["function"]["arguments"] for c in message.get("tool_calls") or []]
+    )
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
     return {
         "id": f"chatcmpl-{digest}",
@@ -273,8 +295,8 @@ def _completion(body: dict[str, Any], content: str) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": content},
-                "finish_reason": "stop",
+                "message": {"role": "assistant", **message},
+                "finish_reason": "tool_calls" if message.get("tool_calls") else "stop",
             }
         ],
         "usage": {

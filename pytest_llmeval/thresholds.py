@@ -16,6 +16,7 @@ DEFAULTS: dict[str, dict[str | None, float]] = {
     "token_f1": {None: 0.8},
     "similarity": {None: 0.85, "golden": 0.88},
     "judge": {None: 3.0, "golden": 4.0},
+    "retrieval_recall": {None: 0.8, "golden": 1.0},
 }
 
 
@@ -34,3 +35,12 @@ def resolve(metric: str, partition: str | None, explicit: float | None = None) -
     if defaults is None:
         raise KeyError(f"no default threshold for metric {metric!r}; pass threshold=")
     return defaults.get(partition, defaults[None])
+
+
+def configured(metric: str, partition: str | None, explicit: float | None = None) -> float | None:
+    """The threshold for ``metric`` in ``partition`` when one is given or configured in
+    ini, else None (a metric recorded but not asserted unless asked)."""
+    overrides = current_run().thresholds
+    if explicit is not None or metric in overrides or f"{metric}.{partition}" in overrides:
+        return resolve(metric, partition, explicit)
+    return None

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import random
 import threading
 import time
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 # The module, not its names: context.py imports client.pools, so this may run while it loads.
 from .. import context
 from ..errors import AuthError, CacheMissError, LLMCallError, LLMEvalError, call_error
-from ..records import Record, current_record
+from ..records import Record, Step, ToolCall, current_record
 from .cache import (
     Entry,
     InvalidResponse,
@@ -254,6 +255,9 @@ class LLMClient:
                 f"--llmeval-{'judge-' if self.config.role == 'judge' else ''}model"
             )
         request = keyed_request(endpoint, params, sample)
+        steps = record if self.config.role == "app" else None  # the judge's are no steps
+        if steps is not None:
+            steps.check_limits(_STEP_KINDS[endpoint], model)  # before paying for it
         try:
             entry = self._lookup(request)
             if entry is not None:
@@ -263,10 +267,19 @@ class LLMClient:
             parsed, response, latency, shared = self._send_once(
                 endpoint, params, request, record, give_up
             )
-        except LLMCallError:
+        except LLMCallError as exc:
             if record is not None:  # a call made, and lost: counted, costing nothing
                 record.note_call(
                     model, prompt_tokens=0, completion_tokens=0, cost_usd=None, cached=False
+                )
+            if steps is not None:
+                steps.steps.append(
+                    {
+                        "kind": _STEP_KINDS[endpoint],
+                        "name": model,
+                        "error": exc.kind,
+                        "source": "llm",
+                    }
                 )
             raise
         self.stats.bump("cache_hits" if shared else "cache_misses")
@@ -422,6 +435,10 @@ class LLMClient:
         if self.config.role == "app":
             record.model = record.model or model
             record.latency_s = (record.latency_s or 0.0) + latency
+            step = llm_step(model, response)
+            step["prompt_tokens"], step["completion_tokens"] = prompt, completion
+            step["cost_usd"], step["latency_s"], step["cached"] = cost, round(latency, 6), hit
+            record.steps.append(step)
 
     def _client(self) -> openai.OpenAI:
         with self._lock:
@@ -446,6 +463,35 @@ class LLMClient:
                     max(32, 2 * self.config.max_concurrency), f"llmeval-{self.config.role}"
                 )
             return self._executor
+
+
+_STEP_KINDS = {CHAT: "llm", EMBEDDINGS: "embedding"}
+
+
+def llm_step(model: str, response: Mapping[str, Any]) -> Step:
+    """The trajectory step of a response: for a chat completion, the reply's text and
+    the tool calls the model asked for (their arguments parsed from JSON)."""
+    choices = response.get("choices")
+    if not choices:  # an embedding
+        return {"kind": "embedding", "name": model, "source": "llm"}
+    message = choices[0].get("message") or {}
+    step: Step = {"kind": "llm", "name": model, "source": "llm"}
+    if message.get("content"):
+        step["content"] = message["content"]
+    calls = message.get("tool_calls")
+    if calls:
+        step["tool_calls"] = [tool_call(c.get("function") or {}, c.get("id")) for c in calls]
+    return step
+
+
+def tool_call(function: Mapping[str, Any], call_id: str | None) -> ToolCall:
+    """A :class:`ToolCall` of an OpenAI ``function`` entry (``arguments`` a JSON text)."""
+    arguments = function.get("arguments")
+    try:
+        args = json.loads(arguments) if isinstance(arguments, str) else arguments
+    except ValueError:
+        args = arguments  # what the model wrote, kept as text: a call it got wrong
+    return {"name": str(function.get("name") or ""), "args": args, "id": call_id}
 
 
 def _copied(parsed: Any) -> Any:

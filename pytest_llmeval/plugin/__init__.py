@@ -109,6 +109,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     record = Record(*known_before_run(item.nodeid, example))
     if example.human_score is not None or example.human_labels:
         record.human = {"score": example.human_score, "labels": example.human_labels}
+    record.limits = example.limits
     item.stash[RECORD_KEY] = record
     item.stash[PREVIOUS_RECORD_KEY] = records.bind(record)
 
@@ -128,6 +129,8 @@ def pytest_runtest_makereport(
         if hasattr(item.config, "workerinput"):
             setattr(report, SELECTION_ATTR, selection(item.session.items))
     update_record(record, report, call, test_files(item.config))
+    if report.failed and record.steps and report.when in ("setup", "call"):
+        report.sections.append(("llmeval trajectory", record.trajectory.render()))
     if report.when in ("setup", "call") and record.status == "error":
         # An error (a model call lost after its retries, a broken test), not a failure
         # of the model's quality: shown as pytest shows errors, never softened.

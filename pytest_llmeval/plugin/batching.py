@@ -210,7 +210,8 @@ class Batches:
         __tracebackhide__ = True
         example = item.stash[EXAMPLE_KEY]
         record = self.scratch.setdefault(
-            item.nodeid, Record(example_id=example.id, partition=example.partition)
+            item.nodeid,
+            Record(example_id=example.id, partition=example.partition, limits=example.limits),
         )
         bind(record)  # this task's calls and verdicts go to the example's record
         try:

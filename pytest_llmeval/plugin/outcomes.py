@@ -20,7 +20,7 @@ from types import TracebackType
 
 import pytest
 
-from ..errors import LLMCallError, LLMEvalAssertionError
+from ..errors import LLMCallError, LLMEvalAssertionError, StepLimitError
 from ..records import LLM_ERROR, Record
 from .keys import TEST_FILES_KEY
 
@@ -56,6 +56,8 @@ def update_record(
         return
     if isinstance(exc, LLMCallError):  # also in setup: a batched fixture's lost call
         record.fail("error", f"{LLM_ERROR}{exc.kind}", str(exc))
+    elif isinstance(exc, StepLimitError):  # the app stopped at a limit: a quality failure
+        record.fail("failed", exc.kind, str(exc))
     elif report.when == "call" and isinstance(exc, pytest.fail.Exception):
         record.fail("failed", "pytest.fail", exconly(call))  # the test's own verdict
     elif exc is not None and report.when != "teardown" and raised_by_app(exc, test_files):

@@ -26,6 +26,10 @@ JUDGE_SCALE = (1.0, 5.0)
 METRICS: dict[str, tuple[str, tuple[float, float]]] = {
     "pass_rate": ("binary", (0.0, 1.0)),
     "judge": ("ordinal", JUDGE_SCALE),
+    # From the metrics the pipeline helpers record: whether the example's tool calls were
+    # as expected, and the share of its relevant documents the retriever found.
+    "tool_calls": ("binary", (0.0, 1.0)),
+    "retrieval_recall": ("continuous", (0.0, 1.0)),
 }
 
 
@@ -42,7 +46,8 @@ def samples(
     of the example's verdicts (k samples; a failed judge sample is None). A test in
     ``judged`` (node ids that produced verdicts in either run) that failed before the
     judge saw anything scores the scale minimum when the app failed, and is missing when
-    a model call was lost."""
+    a model call was lost. ``tool_calls``: 1 or 0 per ``assert_tool_calls`` of the
+    example (passed or not); ``retrieval_recall``: each ``assert_retrieval``'s recall."""
     if metric not in METRICS:
         raise ValueError(f"unknown gated metric {metric!r}; valid: {', '.join(METRICS)}")
     found: dict[str, dict[str, list[float | None]]] = {}
@@ -55,6 +60,17 @@ def samples(
         if metric == "pass_rate":
             if record["status"] != "skipped":
                 passed.setdefault(key, []).append(None if lost else record["status"] == "passed")
+            continue
+        if metric != "judge":
+            entries = [m for m in record.get("metrics", []) if m["name"] == metric]
+            if entries:
+                values = [
+                    None
+                    if m["score"] is None
+                    else float(m["passed"] if metric == "tool_calls" else m["score"])
+                    for m in entries
+                ]
+                found.setdefault(key[0], {}).setdefault(key[1], []).extend(values)
             continue
         scores = [
             None if s is None else float(s)

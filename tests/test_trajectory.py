@@ -1,0 +1,227 @@
+"""The trajectory's pieces without a pytest run: matching tool calls, @traced, the step
+limits, and the dataset fields of pipelines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_llmeval import (
+    DatasetError,
+    LLMEvalAssertionError,
+    Record,
+    StepLimitError,
+    Trajectory,
+    assert_steps,
+    assert_tool_calls,
+    current_record,
+    load_dataset,
+    traced,
+)
+from pytest_llmeval.records import ToolCall, bind
+from pytest_llmeval.trajectory import match_calls
+
+
+def call(name: str, **args: object) -> ToolCall:
+    return {"name": name, "args": args, "id": None}
+
+
+ACTUAL = [call("search", q="x"), call("lookup", id="1", verbose=True), call("refund", id="1")]
+
+
+@pytest.mark.parametrize(
+    ("expected", "order", "args", "matched"),
+    [
+        ([call("lookup", id="1"), call("refund")], "in_order", "subset", [1, 2]),
+        ([call("refund"), call("lookup")], "in_order", "subset", [2, None]),
+        ([call("refund"), call("lookup")], "any", "subset", [2, 1]),
+        ([call("lookup", id="1")], "in_order", "exact", [None]),  # verbose=True too
+        ([call("lookup", id="1", verbose=True)], "in_order", "exact", [1]),
+        ([call("search"), call("lookup")], "exact", "subset", [0, 1]),
+        ([call("lookup"), call("search")], "exact", "subset", [None, None]),
+        ([call("lookup"), call("lookup")], "any", "subset", [1, None]),  # each call once
+    ],
+)
+def test_matching(
+    expected: list[ToolCall], order: str, args: str, matched: list[int | None]
+) -> None:
+    for want in expected:
+        if not want["args"]:
+            want["args"] = None  # no arguments given: any
+    assert match_calls(ACTUAL, expected, order, args) == matched  # type: ignore[arg-type]
+
+
+def test_exact_order_refuses_a_call_more() -> None:
+    with pytest.raises(LLMEvalAssertionError, match="1 calls more than expected"):
+        assert_tool_calls(ACTUAL, ["search", "lookup"], order="exact")
+    assert_tool_calls(ACTUAL, ["search", "lookup", "refund"], order="exact")
+
+
+@pytest.fixture
+def record() -> Iterator[Record]:
+    record = Record(example_id="e", partition="golden")
+    previous = bind(record)
+    yield record
+    bind(previous)
+
+
+@traced(kind="retrieval", name="kb")
+def search(query: str, k: int = 2) -> list[tuple[str, float]]:
+    return [("doc-1", 0.9), ("doc-2", 0.5)][:k]
+
+
+@traced
+def refund(order_id: str) -> dict[str, str]:
+    if order_id == "bad":
+        raise ValueError("no such order")
+    return {"refunded": order_id}
+
+
+@traced
+async def lookup(order_id: str) -> dict[str, str]:
+    return {"order": order_id}
+
+
+@traced
+def plan() -> str:
+    record = current_record()
+    assert record is not None
+    record.step("note", "inner")  # a step of a step: after it in the trajectory
+    return "done"
+
+
+def test_traced_records_arguments_results_documents_and_errors(record: Record) -> None:
+    assert search("refunds", k=1) == [("doc-1", 0.9)]
+    assert refund("A1") == {"refunded": "A1"}
+    assert asyncio.run(lookup("B2")) == {"order": "B2"}
+    with pytest.raises(ValueError, match="no such order"):
+        refund("bad")
+    plan()
+    assert record.steps == [
+        {
+            "kind": "retrieval",
+            "name": "kb",
+            "source": "app",
+            "args": {"query": "refunds", "k": 1},
+            "documents": [{"id": "doc-1", "score": 0.9}],
+        },
+        {
+            "kind": "tool",
+            "name": "refund",
+            "source": "app",
+            "args": {"order_id": "A1"},
+            "result": {"refunded": "A1"},
+        },
+        {
+            "kind": "tool",
+            "name": "lookup",
+            "source": "app",
+            "args": {"order_id": "B2"},
+            "result": {"order": "B2"},
+        },
+        {
+            "kind": "tool",
+            "name": "refund",
+            "source": "app",
+            "args": {"order_id": "bad"},
+            "error": "ValueError: no such order",
+        },
+        {
+            "kind": "tool",
+            "name": "plan",
+            "source": "app",
+            "result": "done",
+        },
+        {"kind": "note", "name": "inner", "source": "app"},
+    ]
+    trajectory = Trajectory(record)
+    assert trajectory.retrieved_ids() == ["doc-1"]
+    assert [c["name"] for c in trajectory.tool_calls()] == ["refund", "lookup", "refund", "plan"]
+    assert trajectory.render().splitlines()[:2] == [
+        "1. retrieval kb(query='refunds', k=1) -> doc-1 (0.9)",
+        '2. tool refund(order_id=\'A1\') -> {"refunded": "A1"}',
+    ]
+    assert json.loads(json.dumps(record.to_json()))["steps"] == record.steps
+
+
+def test_outside_an_eval_test_a_traced_function_just_runs() -> None:
+    assert refund("A1") == {"refunded": "A1"}
+    with pytest.raises(LookupError, match="no eval test is running"):
+        Trajectory()
+
+
+def test_a_limit_stops_the_step_before_it_runs(record: Record) -> None:
+    record.limits = {"max_tool_calls": 1}
+    refund("A1")
+    ran = []
+
+    @traced
+    def side_effect() -> None:
+        ran.append(1)
+
+    with pytest.raises(StepLimitError, match=r"max_tool_calls=1: stopped before tool call 2"):
+        side_effect()
+    assert ran == []
+    assert len(record.steps) == 1
+    with pytest.raises(LLMEvalAssertionError, match=r"steps: steps 1 > 0 \(golden\)"):
+        assert_steps(max_steps=0)
+    assert_steps(max_steps=3)  # and the example's max_tool_calls=1 holds
+
+
+def test_a_step_the_app_records_must_be_json(record: Record) -> None:
+    with pytest.raises(TypeError, match="'lookup args' must be JSON-serialisable"):
+        record.step("tool", "lookup", args={"when": object()})
+    assert record.step("tool", "lookup", args={"id": 1}, result=[1, 2]) in record.steps
+
+
+def line(**fields: object) -> str:
+    base: dict[str, object] = {"id": "a", "partition": "golden", "input": {"q": "x"}}
+    return json.dumps(base | fields) + "\n"
+
+
+def test_pipeline_fields_load(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text(
+        line(
+            expected_tool_calls=[{"name": "lookup", "args": {"id": "1"}}, {"name": "refund"}],
+            relevant_ids={"doc-1": 2, "doc-2": 1},
+            max_steps=8,
+            max_cost=0.01,
+            input={
+                "messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": "and?"}]
+            },
+        )
+    )
+    (example,) = load_dataset(path)
+    assert [c.name for c in example.expected_tool_calls or ()] == ["lookup", "refund"]
+    assert example.limits == {"max_steps": 8, "max_cost": 0.01}
+    assert example.user_turns == ["hi", "and?"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"max_steps": 0}, "max_steps"),
+        ({"expected_tool_calls": [{"args": {}}]}, "expected_tool_calls.0.name"),
+        (
+            {"expected_tool_calls": [{"name": "x", "arg": {}}]},
+            "expected_tool_calls.0.arg': unknown field; valid fields: name, args",
+        ),
+        ({"input": {"messages": [{"role": "bot", "content": "x"}]}}, r"input.messages\[0\]"),
+        ({"input": {"messages": [{"role": "assistant", "content": "x"}]}}, "no user turn"),
+    ],
+)
+def test_a_bad_pipeline_field_names_file_line_and_field(
+    tmp_path: Path, fields: dict[str, object], message: str
+) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text(line(id="ok") + line(**fields))
+    with pytest.raises(
+        DatasetError, match=rf"^{re.escape(str(path))}:2, example 'a', field .*{message}"
+    ):
+        load_dataset(path)
