@@ -22,6 +22,7 @@ from .partitions import PARTITIONS
 
 DEFAULT_HARD = ("golden", "regression")
 DEFAULT_MIN_PASS_RATE = {"regression": 1.0, "adversarial": 0.9, "distribution": 0.85}
+OTEL_MODES = ("auto", "off")
 
 # (name, help, default) for each key that is both a flag and an ini key.
 OPTIONS: tuple[tuple[str, str, str], ...] = (
@@ -82,6 +83,12 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "embedding_base_url",
         "OpenAI-compatible base URL of the embedding model (default: the app's)",
         "",
+    ),
+    (
+        "otel",
+        "OpenTelemetry GenAI spans as trajectory steps: auto (when opentelemetry-sdk is "
+        "installed and the app imported opentelemetry) or off",
+        "auto",
     ),
     (
         "baseline",
@@ -161,6 +168,7 @@ class Settings:
     concurrency: int = 16
     embedding_model: str = "local"
     embedding_base_url: str | None = None  # None: the app's
+    otel: str = "auto"  # "auto" or "off"
     app: ClientConfig = field(default_factory=ClientConfig)
     judge: ClientConfig = field(default_factory=lambda: ClientConfig(role="judge"))
     regression: RegressionSettings = field(default_factory=lambda: RegressionSettings())
@@ -218,6 +226,9 @@ def build(
         raise ConfigError(
             f"llmeval_cache: unknown mode {cache_mode!r}; valid: {', '.join(CACHE_MODES)}"
         )
+    otel = value("otel")
+    if otel not in OTEL_MODES:
+        raise ConfigError(f"llmeval_otel: unknown mode {otel!r}; valid: {', '.join(OTEL_MODES)}")
     try:
         prices = parse_prices(value("prices"))
     except ValueError as exc:
@@ -254,6 +265,7 @@ def build(
         concurrency=_count("concurrency", value("concurrency"), minimum=1),
         embedding_model=value("embedding_model").strip() or "local",
         embedding_base_url=value("embedding_base_url") or None,
+        otel=otel,
         regression=regression_settings(value, location),
         app=app,
         judge=judge,

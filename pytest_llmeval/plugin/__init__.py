@@ -46,6 +46,8 @@ from .keys import (
 )
 from .outcomes import test_files, update_record
 
+pytest_plugins = ["pytest_llmeval.plugin.otel"]  # OpenTelemetry spans as steps (llmeval_otel)
+
 _MARKERS = (
     "llmeval(dataset, partition=None, tags=None): run the test once per example of the "
     "dataset, passed as the 'example' argument",
