@@ -288,7 +288,7 @@ def test_the_readme_agent_runs_as_written(
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     section = readme[readme.index("## Pipelines and agents") :]
     dataset = re.search(r"```json\n(.*?)```", section, re.S)
-    test_file = re.search(r"```python\n(.*?)```", section, re.S)
+    test_file = re.search(r"```python\n(import json.*?)```", section, re.S)
     shown = re.search(
         r"```\n(E +pytest_llmeval.errors.LLMEvalAssertionError: tool_calls.*?)```", section, re.S
     )
@@ -312,3 +312,51 @@ def test_the_readme_agent_runs_as_written(
     )
     assert loop["failure_reason"] == "max_steps=5: stopped before step 6 (tool lookup_order)"
     assert loop["llm_calls"] == 3
+
+
+def test_a_conversation_replays_its_user_turns(
+    pytester: pytest.Pytester, fake_openai: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's conversation test: the second turn is answered knowing the first."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Pipelines and agents") :]
+    test = re.search(
+        r"```python\n(@pytest.mark.llmeval\(dataset=\"conversations.*?)```", section, re.S
+    )
+    assert test
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+
+    def remembers(request: dict[str, Any]) -> str:
+        users = [m["content"] for m in request["messages"] if m["role"] == "user"]
+        return f"Noted: {users[0]}" if len(users) == 1 else f"You are on {users[0]}."
+
+    fake_openai.reply = remembers
+    pytester.makeini(
+        "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+        f"llmeval_base_url = {fake_openai.base_url}\nllmeval_model = chat-model\n"
+    )
+    turns = [
+        {"role": "user", "content": "the Team plan"},
+        {"role": "user", "content": "Which plan am I on?"},
+    ]
+    rows = [
+        {
+            "id": "remembers",
+            "partition": "golden",
+            "input": {"messages": turns},
+            "metadata": {"must_mention": ["Team plan"]},
+        },
+    ]
+    pytester.path.joinpath("conversations.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows)
+    )
+    imports = "import pytest\nfrom pytest_llmeval import assert_constraints, required_phrases\n\n"
+    pytester.makepyfile(test_conversation=imports + test.group(1))
+    result = pytester.runpytest("--llmeval-report", "report.json")
+    result.assert_outcomes(passed=1)
+    (record,) = json.loads(pytester.path.joinpath("report.json").read_text())["records"]
+    assert [(s["kind"], s.get("content")) for s in record["steps"]] == [
+        ("llm", "Noted: the Team plan"),
+        ("llm", "You are on the Team plan."),
+    ]
+    assert [len(b["messages"]) for b in fake_openai.bodies] == [1, 3]

@@ -87,7 +87,12 @@ def test_gated_metric_and_partition() -> None:
     settings = RegressionSettings(gate=(("judge", "golden"), ("pass_rate", None)))
     assert settings.gated("judge", "golden") and not settings.gated("judge", "distribution")
     assert settings.gated("pass_rate", "distribution")
-    assert RegressionSettings().delta == {"judge": 0.3, "pass_rate": 0.05}
+    assert RegressionSettings().delta == {
+        "judge": 0.3,
+        "pass_rate": 0.05,
+        "tool_calls": 0.05,
+        "retrieval_recall": 0.05,
+    }
 
 
 def test_a_test_that_failed_before_the_judge_saw_its_answer_scores_the_minimum() -> None:
@@ -327,3 +332,35 @@ def test_the_table_shows_every_comparison_and_the_line_of_each_verdict_that_matt
     assert table_lines([]) == [
         "no gated metric to compare (llmeval_gate, and the partitions of this run)"
     ]
+
+
+def metric(name: str, score: float, passed: bool) -> dict[str, Any]:
+    return {"name": name, "score": score, "threshold": 1.0, "passed": passed, "details": {}}
+
+
+def test_pipeline_metrics_are_samples_of_their_examples() -> None:
+    records = [
+        record("a", metrics=[metric("tool_calls", 1.0, True)]),
+        record("b", "failed", metrics=[metric("tool_calls", 0.5, False)]),  # half found: 0
+        record("b", metrics=[metric("retrieval_recall", 0.5, False)]),
+        record("c"),  # no such metric: not a sample
+    ]
+    assert samples(records, "tool_calls") == {"golden": {"a": [1.0], "b": [0.0]}}
+    assert samples(records, "retrieval_recall") == {"golden": {"b": [0.5]}}
+
+
+def test_a_tool_order_regression_is_blocked_by_the_statistics() -> None:
+    from pytest_llmeval.settings import RegressionSettings
+
+    def run(wrong: int) -> list[dict[str, Any]]:
+        return [
+            record(f"r{i}", partition="regression", metrics=[metric("tool_calls", 1.0, i >= wrong)])
+            for i in range(40)
+        ]
+
+    settings = RegressionSettings(gate=(("tool_calls", "regression"),))
+    (same,) = compare_runs(run(0), run(0), settings)  # type: ignore[arg-type]
+    (worse,) = compare_runs(run(0), run(12), settings)  # type: ignore[arg-type]
+    assert (same.metric, same.partition, same.blocks) == ("tool_calls", "regression", False)
+    assert (worse.verdict, worse.down, worse.up, worse.blocks) == ("REGRESSION", 12, 0, True)
+    assert decision([worse])[0]
