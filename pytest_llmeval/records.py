@@ -316,7 +316,8 @@ class Record:
             step["result"] = _json_safe(f"{name} result", result)
         if error is not None:
             step["error"] = error
-        self.add_step(step)
+        self.check_limits(kind, name)
+        self.steps.append(step)
         return step
 
     @property
@@ -325,12 +326,6 @@ class Record:
         from .trajectory import Trajectory
 
         return Trajectory(self)
-
-    def add_step(self, step: Step) -> None:
-        """Append a step, after checking the limits (:meth:`check_limits`)."""
-        __tracebackhide__ = True
-        self.check_limits(step["kind"], step["name"])
-        self.steps.append(step)
 
     def check_limits(self, kind: str, name: str) -> None:
         """Raise :class:`StepLimitError` if a step of ``kind`` now would pass a limit.
