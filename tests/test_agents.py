@@ -305,6 +305,10 @@ def test_the_readme_agent_runs_as_written(
     result = pytester.runpytest("evals", "--llmeval-report", "report.json")
     result.assert_outcomes(passed=1, failed=2)
     result.stdout.fnmatch_lines(shown.group(1).splitlines(), consecutive=True)
+    verdicts = re.search(r"```\n(golden rule: FAIL, 1 of 2 .*?)```", section, re.S)
+    assert verdicts
+    result.stdout.fnmatch_lines(verdicts.group(1).splitlines(), consecutive=True)
+    result.stdout.fnmatch_lines(["partition * pass rate  tool_calls  p50 latency*"])
     loop = next(
         r
         for r in json.loads(pytester.path.joinpath("report.json").read_text())["records"]
