@@ -273,7 +273,7 @@ def assert_preferred(
 
 def assert_tool_calls(
     trajectory: Trajectory | Record | Sequence[ToolCall] | None,
-    expected: Iterable[str | Mapping[str, Any]],
+    expected: Iterable[str | Mapping[str, Any]] | None,
     *,
     order: Order = "in_order",
     args: ArgsRule = "subset",
@@ -288,6 +288,10 @@ def assert_tool_calls(
     __tracebackhide__ = True
     if order not in ("in_order", "exact", "any") or args not in ("subset", "exact"):
         raise ValueError(f"order={order!r}, args={args!r}: see assert_tool_calls' docstring")
+    if expected is None:
+        raise ValueError(
+            "assert_tool_calls: expected is None (an example without expected_tool_calls?)"
+        )
     wanted = [expected_call(e if isinstance(e, str) else _plain(e)) for e in expected]
     actual = _calls(trajectory)
     matched = match_calls(actual, wanted, order, args)
@@ -320,7 +324,7 @@ def assert_tool_calls(
 
 def assert_retrieval(
     retrieved: Trajectory | Record | Sequence[Any] | None,
-    relevant: Collection[str] | Mapping[str, float],
+    relevant: Collection[str] | Mapping[str, float] | None,
     *,
     k: int = 5,
     min_recall: float | None = None,
@@ -338,6 +342,9 @@ def assert_retrieval(
     the running test's."""
     __tracebackhide__ = True
     from .retrieval import score_ranking
+
+    if relevant is None:
+        raise ValueError("assert_retrieval: relevant is None (an example without relevant_ids?)")
 
     if retrieved is None or isinstance(retrieved, Record | Trajectory):
         ranked = _trajectory(retrieved).retrieved_ids()

@@ -19,6 +19,7 @@ from pytest_llmeval import (
     StepLimitError,
     Trajectory,
     assert_grounded,
+    assert_retrieval,
     assert_steps,
     assert_task_completed,
     assert_tool_calls,
@@ -258,3 +259,10 @@ def test_an_answer_is_grounded_in_what_the_retriever_returned(record: Record) ->
     assert_grounded("The Team plan costs $29 per agent.", Trajectory(record).retrieved_text())
     with pytest.raises(LLMEvalAssertionError, match="unsupported"):
         assert_grounded("The Team plan costs $35 per agent.", Trajectory(record).retrieved_text())
+
+
+def test_an_example_without_expectations_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="without expected_tool_calls"):
+        assert_tool_calls(ACTUAL, None)
+    with pytest.raises(ValueError, match="without relevant_ids"):
+        assert_retrieval(["a"], None)
