@@ -77,6 +77,7 @@ class CalibrationJSON(_CalibrationExamples, total=False):
 
     judge: JudgeAgreementJSON
     similarity: SimilarityCalibration
+    retrieval_recall: SimilarityCalibration  # the same threshold question, of a retriever
     grounding: ClaimDetectionJSON
     error: str
 
@@ -355,14 +356,18 @@ def _json_value(value: Any) -> Any:
 
 def from_records(records: Sequence[RecordJSON]) -> CalibrationJSON | None:
     """Calibration of a run, from its records (``Record.to_json()`` or a JSON report's):
-    the judge against ``human_score``, the similarity threshold against
-    ``human_labels["acceptable"]`` (or ``human_score >= 3`` when absent), the grounding
+    the judge against ``human_score``, the similarity and retrieval-recall thresholds
+    against ``human_labels["acceptable"]`` (or ``human_score >= 3`` when absent), the grounding
     check against ``human_labels["claims"]``. None when no record carries human labels."""
     labelled = [(r, human) for r in records if (human := r.get("human"))]
     if not labelled:
         return None
     judged: list[tuple[float, float]] = []
-    similar: list[tuple[float, bool, float]] = []
+    # A thresholded metric's (score, acceptable by people, threshold) per labelled test.
+    thresholded: dict[str, list[tuple[float, bool, float]]] = {
+        "similarity": [],
+        "retrieval_recall": [],
+    }
     claims: list[tuple[str, str]] = []
     for record, human in labelled:
         score, labels = human.get("score"), human.get("labels") or {}
@@ -374,16 +379,12 @@ def from_records(records: Sequence[RecordJSON]) -> CalibrationJSON | None:
             judged.append((mean, score))
         good = labels.get("acceptable", score >= 3 if _number(score) else None)
         for metric in record.get("metrics", []):
-            # An undefined similarity (null, or NaN from an older report) says nothing
-            # about the threshold: left out, rather than costing the whole calibration.
-            similarity, limit = metric["score"], metric["threshold"]
-            if (
-                metric["name"] == "similarity"
-                and good is not None
-                and _number(similarity)
-                and limit is not None
-            ):
-                similar.append((similarity, bool(good), limit))
+            # An undefined score (null, or NaN from an older report) says nothing about
+            # the threshold: left out, rather than costing the whole calibration.
+            value, limit = metric["score"], metric["threshold"]
+            rows = thresholded.get(metric["name"])
+            if rows is not None and good is not None and _number(value) and limit is not None:
+                rows.append((value, bool(good), limit))
             if metric["name"] == "grounding" and labels.get("claims"):
                 found = metric["details"]["claims"]
                 claims += [(_flagged(text, found), want) for text, want in labels["claims"].items()]
@@ -391,23 +392,31 @@ def from_records(records: Sequence[RecordJSON]) -> CalibrationJSON | None:
     if judged:
         judge, by_humans = zip(*judged, strict=True)
         result["judge"] = judge_agreement(judge, by_humans).to_json()
-    if similar:
-        scores, good, limits = zip(*similar, strict=True)
-        configured = limits[0]
-        balanced, tpr, tnr = threshold_accuracy(scores, good, configured)
-        result["similarity"] = {
-            "best": best_threshold(scores, good).to_json(),
-            "configured": {
-                "threshold": configured,
-                "balanced_accuracy": _finite(balanced),
-                "tpr": _finite(tpr),
-                "tnr": _finite(tnr),
-            },
-        }
+    if thresholded["similarity"]:
+        result["similarity"] = _threshold_calibration(thresholded["similarity"])
+    if thresholded["retrieval_recall"]:
+        result["retrieval_recall"] = _threshold_calibration(thresholded["retrieval_recall"])
     if claims:
         predicted, human_labels = zip(*claims, strict=True)
         result["grounding"] = claim_detection(predicted, human_labels).to_json()
     return result
+
+
+def _threshold_calibration(rows: list[tuple[float, bool, float]]) -> SimilarityCalibration:
+    """The best threshold of a metric for people's verdicts, and how the configured one
+    (the first test's) does."""
+    scores, good, limits = zip(*rows, strict=True)
+    configured = limits[0]
+    balanced, tpr, tnr = threshold_accuracy(scores, good, configured)
+    return {
+        "best": best_threshold(scores, good).to_json(),
+        "configured": {
+            "threshold": configured,
+            "balanced_accuracy": _finite(balanced),
+            "tpr": _finite(tpr),
+            "tnr": _finite(tnr),
+        },
+    }
 
 
 def _number(value: object) -> TypeGuard[float]:
@@ -438,14 +447,18 @@ def summary_lines(calibration: CalibrationJSON) -> list[str]:
             f" (p {_fmt(judge['spearman_p'], 3)}), weighted kappa {_fmt(judge['kappa'])}, "
             f"mean absolute error {_fmt(judge['mae'])}"
         )
-    similarity = calibration.get("similarity")
-    if similarity:
-        best, configured = similarity["best"], similarity["configured"]
+    for name, unit, section in (
+        ("similarity", "pairs", calibration.get("similarity")),
+        ("retrieval recall", "tests", calibration.get("retrieval_recall")),
+    ):
+        if not section:
+            continue
+        best, configured = section["best"], section["configured"]
         if best["threshold"] is None:
-            lines.append(f"  similarity: {best['note']}")
+            lines.append(f"  {name}: {best['note']}")
         else:
             lines.append(
-                f"  similarity ({best['n_good']} good, {best['n_bad']} bad pairs): best "
+                f"  {name} ({best['n_good']} good, {best['n_bad']} bad {unit}): best "
                 f"threshold {best['threshold']:.3f}, balanced accuracy "
                 f"{_fmt(best['balanced_accuracy'])}"
                 f"{'' if best['separable'] else ' (no threshold separates them)'}; "

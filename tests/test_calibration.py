@@ -432,3 +432,26 @@ def test_an_undefined_similarity_score_is_left_out_not_fatal() -> None:
     assert result is not None and "error" not in result
     assert result["similarity"] == expected["similarity"] and result["examples"] == 7
     json.dumps(result, allow_nan=False)
+
+
+def test_retrieval_recall_is_calibrated_against_acceptable_answers() -> None:
+    """People's verdict on each answer (``acceptable``) against the retriever's recall:
+    the threshold that separates them, and the configured one's accuracy."""
+    from pytest_llmeval.calibration import from_records, summary_lines
+
+    def record(i: int, recall: float, acceptable: bool) -> dict[str, Any]:
+        metric = {"name": "retrieval_recall", "score": recall, "threshold": 0.8, "details": {}}
+        labels = {"score": None, "labels": {"acceptable": acceptable}}
+        return {"example_id": f"e{i}", "human": labels, "metrics": [metric]}
+
+    labelled = [(1.0, True), (0.5, True), (0.5, False), (0.0, False), (1.0, True)]
+    result = from_records([record(i, r, a) for i, (r, a) in enumerate(labelled)])
+    assert result is not None and "similarity" not in result
+    section = result["retrieval_recall"]
+    # At 0.5, 3 of 3 good accepted and 1 of 2 bad rejected: (1 + 1/2) / 2 = 0.75. Above
+    # 0.5 (the configured 0.8 too), 2 of 3 good and 2 of 2 bad: (2/3 + 1) / 2, the best.
+    assert section["best"]["balanced_accuracy"] == pytest.approx(5 / 6)
+    assert 0.5 < section["best"]["threshold"] <= 1.0  # type: ignore[operator]
+    assert section["configured"]["balanced_accuracy"] == pytest.approx(5 / 6)
+    (line,) = [x for x in summary_lines(result) if "retrieval recall" in x]
+    assert line.startswith("  retrieval recall (3 good, 2 bad tests): best threshold ")
