@@ -49,24 +49,46 @@ def other_assistant(llm: LLMClient, prompt_version: str) -> SupportAssistant:
     return SupportAssistant(llm, others[0], async_client=llm.aio)
 
 
+def customer_turns_of(example: Example) -> list[str]:
+    """What the customer says: the user turns of a conversation (``input.messages``), or
+    the one question."""
+    return example.user_turns or [example.input["question"]]
+
+
+@pytest.fixture
+def customer_turns(example: Example) -> list[str]:
+    """The customer's turns of this test's example."""
+    return customer_turns_of(example)
+
+
 # Batched fixtures: the first test that needs one computes it for every example of the
 # run at once (up to llmeval_concurrency at a time); each test then just checks.
 
 
 @batched
-async def answer(example: Example, assistant: SupportAssistant, llmeval_record: Record) -> str:
-    """The assistant's answer to ``example``. The ``llm`` client records the model,
-    tokens, cost, latency and cache use; the prompt version is recorded here."""
+async def replies(
+    example: Example, assistant: SupportAssistant, llmeval_record: Record
+) -> list[str]:
+    """The assistant's reply to each of the customer's turns. The ``llm`` client records
+    each model call as a step of the test's trajectory (with the tool calls the model
+    asked for), its tokens, cost, latency and cache use; the retriever and the tools
+    record their own steps; the prompt version is recorded here."""
     llmeval_record.prompt_version = assistant.prompt_version
-    reply = await assistant.aanswer(example.input["question"])
-    llmeval_record.output = reply
-    return reply
+    said = await assistant.aconverse(customer_turns_of(example))
+    llmeval_record.output = said[-1]
+    return said
+
+
+@batched
+async def answer(example: Example, replies: list[str]) -> str:
+    """The assistant's answer to ``example``: its reply to the customer's last turn."""
+    return replies[-1]
 
 
 @batched
 async def other_answer(example: Example, other_assistant: SupportAssistant) -> str:
     """The other prompt version's answer to ``example``."""
-    return await other_assistant.aanswer(example.input["question"])
+    return (await other_assistant.aconverse(customer_turns_of(example)))[-1]
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,12 @@
 """The scripted demo server the example suite's cache was recorded from.
 
 It is an OpenAI-compatible server on 127.0.0.1 (the plugin's ``FakeOpenAIServer``) whose
-replies are scripted, not a model's: for each question of the datasets it returns the
-answer written in ``demo/v1.jsonl`` or ``demo/v2.jsonl``, picking the file by the prompt
-version it sees in the system prompt; judge requests are answered by ``demo_judge.py``.
+replies are scripted, not a model's: for each question of the datasets it answers as
+written in ``demo/v1.jsonl`` or ``demo/v2.jsonl``, picking the file by the prompt version
+it sees in the system prompt: the tool calls a model would ask for, round by round, then
+the answer (or, for the looping agent, the same tool call for ever); a conversation's
+turns each have their own script, found by the customer's turns so far. Judge requests
+are answered by ``demo_judge.py``.
 
     python example_suite/demo_server.py record   # re-record example_suite/llmeval-cache
     python example_suite/demo_server.py serve    # run it, to point a client at
@@ -19,43 +22,81 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import demo_judge  # beside this script, so on sys.path when it runs
 from app import HOLIDAY
 
 from pytest_llmeval import load_dataset
-from pytest_llmeval.testing import FakeOpenAIServer
+from pytest_llmeval.testing import FakeOpenAIServer, calls
 
 HERE = Path(__file__).resolve().parent
 
 CACHE = HERE / "llmeval-cache"
+UNSCRIPTED = "I'm not sure. — Brightdesk Support"
 
 
-def scripted_replies() -> dict[tuple[str, str], str]:
-    """(prompt version, question) -> the scripted answer."""
-    questions = {ex.id: ex.input["question"] for ex in load_dataset(HERE / "datasets")}
-    replies = {}
+class Script(TypedDict):
+    """One turn of the model: rounds of tool calls (tool name -> arguments), then the
+    answer; no answer (None) asks for the last round's calls again and again."""
+
+    calls: list[dict[str, dict[str, Any]]]
+    output: str | None
+
+
+Scripts = dict[tuple[str, tuple[str, ...]], Script]  # (version, customer's turns) -> script
+
+
+def scripts() -> Scripts:
+    """(prompt version, the customer's turns so far) -> that turn's script."""
+    examples = {ex.id: ex for ex in load_dataset(HERE / "datasets")}
+    found: Scripts = {}
     for version in ("v1", "v2"):
         for line in (HERE / "demo" / f"{version}.jsonl").read_text(encoding="utf-8").splitlines():
             entry = json.loads(line)
-            replies[(version, questions[entry["id"]])] = entry["output"]
-    return replies
+            example = examples[entry["id"]]
+            asked = example.user_turns or [example.input["question"]]
+            for n, turn in enumerate(entry.get("turns", [entry]), 1):
+                found[(version, tuple(asked[:n]))] = Script(
+                    calls=turn.get("calls", []), output=turn["output"]
+                )
+    return found
+
+
+def scripted_replies() -> dict[tuple[str, str], str]:
+    """(prompt version, question) -> the scripted answer, for the one-question examples
+    that get one."""
+    return {
+        (version, asked[0]): script["output"]
+        for (version, asked), script in scripts().items()
+        if len(asked) == 1 and script["output"] is not None
+    }
 
 
 def make_reply(extra: Mapping[tuple[str, str], str] | None = None) -> Any:
     """The server's reply function; ``extra`` adds (prompt version, question) answers."""
-    replies = {**scripted_replies(), **(extra or {})}
+    known = scripts()
+    for (version, question), output in (extra or {}).items():
+        known[(version, (question,))] = Script(calls=[], output=output)
 
-    def reply(request: dict[str, Any]) -> str:
+    def reply(request: dict[str, Any]) -> str | dict[str, Any]:
         verdict = demo_judge.reply(request)
         if verdict is not None:
             return verdict
         messages = request.get("messages", [])
         system = next((m["content"] for m in messages if m["role"] == "system"), "")
-        question = messages[-1]["content"] if messages else ""
         version = "v2" if HOLIDAY in system else "v1"
-        return replies.get((version, question), "I'm not sure. — Brightdesk Support")
+        asked = tuple(m["content"] for m in messages if m["role"] == "user")
+        script = known.get((version, asked))
+        if script is None:
+            return UNSCRIPTED
+        # This turn's round: the model's messages since the customer's last one.
+        last = max(i for i, m in enumerate(messages) if m["role"] == "user")
+        round_ = sum(m["role"] == "assistant" for m in messages[last:])
+        rounds = script["calls"]
+        if round_ < len(rounds) or (script["output"] is None and rounds):
+            return calls(*rounds[min(round_, len(rounds) - 1)].items())
+        return script["output"] or UNSCRIPTED
 
     return reply
 

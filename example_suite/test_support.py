@@ -21,7 +21,9 @@ scripted judge (``demo_judge.py``), not from a model.
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 import pytest
 from reply_checks import CRITERIA, TASK, no_system_prompt_leak, reply_checks
@@ -32,14 +34,18 @@ from pytest_llmeval import (
     Judge,
     JudgeResult,
     PairwiseResult,
+    Record,
     Similarity,
+    Trajectory,
     acompare_texts,
     assert_constraints,
     assert_grounded,
     assert_judge,
     assert_preferred,
+    assert_retrieval,
     assert_similar,
     assert_token_f1,
+    assert_tool_calls,
     batched,
     forbidden_terms,
     required_phrases,
@@ -82,23 +88,38 @@ def test_answer_matches_reference(example: Example, answer: str) -> None:
     assert_token_f1(answer, example.expected_output, threshold=0.5)
 
 
+def tool_results(trajectory: Trajectory) -> list[Any]:
+    """What the assistant's tools returned, in order (the account, the refund)."""
+    return [s["result"] for s in trajectory if s["kind"] == "tool" and "result" in s]
+
+
 @pytest.mark.llmeval(dataset="datasets")
-async def test_answer_is_grounded_in_knowledge_base(
-    example: Example, answer: str, knowledge_base: str
+async def test_answer_is_grounded_in_what_the_app_saw(
+    answer: str, customer_turns: list[str], llmeval_record: Record
 ) -> None:
-    """Every price, percentage, number, date and product name of an answer is in the
-    knowledge base or in the customer's question (the deterministic grounding check).
+    """Every price, percentage, number, date and product name of an answer is in what the
+    assistant had in front of it (the deterministic grounding check): the knowledge base
+    passages its retriever found, what its tools returned, and the customer's own words.
+    A fact from elsewhere is made up, or the retriever missed the passage that has it.
 
     Async tests work as they are: the plugin adds the asyncio mark to async eval tests.
     """
-    context = f"{knowledge_base}\n\n# The customer's question\n{example.input['question']}"
+    seen = llmeval_record.trajectory
+    context = "\n\n".join(
+        [seen.retrieved_text(), *map(json.dumps, tool_results(seen)), *customer_turns]
+    )
     assert_grounded(answer, context)
 
 
 @batched
-async def rating(example: Example, answer: str, judge: Judge) -> JudgeResult:
-    """The judge's rubric verdict on the answer."""
-    return await judge.ascore(answer, task=TASK, criteria=CRITERIA, input=example.input)
+async def rating(
+    example: Example, answer: str, judge: Judge, llmeval_record: Record
+) -> JudgeResult:
+    """The judge's rubric verdict on the answer; shown what the tools returned, when they
+    ran (a refund's amount is a fact of the account, not of the knowledge base)."""
+    found = tool_results(llmeval_record.trajectory)
+    shown = {**example.input, "tool results": found} if found else example.input
+    return await judge.ascore(answer, task=TASK, criteria=CRITERIA, input=shown)
 
 
 @pytest.mark.llmeval(dataset="datasets")
@@ -144,6 +165,42 @@ def test_not_worse_than_the_other_prompt_version(preference: PairwiseResult) -> 
     """The pairwise judge does not prefer the other prompt version's answer
     (``--prompt-version v2`` puts v2 against v1, and v1 against v2)."""
     assert_preferred(preference)
+
+
+# --- the pipeline: what the assistant retrieved, which tools it ran, each turn --------
+
+
+@pytest.mark.llmeval(dataset="datasets", partition="golden")
+def test_retriever_finds_the_relevant_passages(
+    example: Example, answer: str, llmeval_record: Record
+) -> None:
+    """The passages retrieved for the answered turn hold the ones the answer needs
+    (``relevant_ids``) in their top 3: recall@3, which golden requires to be 1. The last
+    search is the answered turn's: a conversation's second turn searches with the
+    first one's words too, and finds the price of the plan named before."""
+    assert example.relevant_ids is not None, f"{example.id} names no relevant passages"
+    searches = [s for s in llmeval_record.trajectory if s["kind"] == "retrieval"]
+    assert_retrieval(searches[-1]["documents"], example.relevant_ids, k=3)
+
+
+@pytest.mark.llmeval(dataset="datasets")
+def test_tools_called_as_expected(example: Example, answer: str) -> None:
+    """The tools the assistant ran, exactly these, in this order: an account lookup
+    before any refund check (the regression examples: a refund checked first is how a
+    customer once learned about another customer's order), and none where the example
+    names none (a pricing question looks up no account)."""
+    expected = [call.model_dump() for call in example.expected_tool_calls or ()]
+    assert_tool_calls(None, expected, order="exact")
+
+
+@pytest.mark.llmeval(dataset="datasets", tags="conversation")
+def test_every_turn_of_the_conversation(example: Example, replies: list[str]) -> None:
+    """A conversation is checked turn by turn: each reply is a support reply and says
+    what its turn needs. The second turn asks for "the cheaper of those": its answer
+    names the plan that the first turn's answer found."""
+    needed = example.metadata["turns_must_mention"]
+    for reply, phrases in zip(replies, needed, strict=True):
+        assert_constraints(reply, [*reply_checks(), required_phrases(phrases)])
 
 
 # --- adversarial examples: tags pick the examples each test is about -------------------

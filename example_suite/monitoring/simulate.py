@@ -86,7 +86,8 @@ def scenario() -> tuple[list[dict[str, str]], dict[tuple[str, str], str]]:
             "drifted": replies[("v2", ex.input["question"])],
         }
         for ex in dataset
-        if ex.partition in ("golden", "distribution")
+        # One-question examples: the simulated traffic is single questions.
+        if ex.partition in ("golden", "distribution") and "question" in ex.input
     ]
     lines = (HERE / "production.jsonl").read_text(encoding="utf-8").splitlines()
     production = [json.loads(line) for line in lines]
