@@ -1,5 +1,6 @@
 """Fixtures of the example suite: the prompt version under test, the support assistant
-(the app under test) wired to the plugin's ``llm`` client, and the knowledge base.
+(the app under test) wired to the plugin's ``llm`` client, its replies to each example
+(a question, or the customer's turns of a conversation), and the knowledge base.
 
 The suite runs offline: ``pytest.ini`` sets ``llmeval_cache = replay``, so every model
 call is answered from ``llmeval-cache/`` (recorded from the scripted demo server, see

@@ -69,7 +69,7 @@ def rubric(response: str, question: str = "") -> dict[str, Any]:
         weaknesses.append("uses emoji")
     if not response.rstrip().endswith(SIGN_OFF):
         weaknesses.append("no sign-off")
-    # Values the customer gave (in the question) may be repeated.
+    # Values the customer gave or the tools returned (the judge's input) may be repeated.
     known = f"{KNOWLEDGE_BASE}\n{question}"
     invented = [c.text for c in precheck(response, known) if c.label == UNSUPPORTED]
     if invented:

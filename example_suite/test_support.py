@@ -2,16 +2,23 @@
 
 ``@pytest.mark.llmeval(dataset=...)`` runs a test once per example of the dataset (a path
 relative to this file) and passes it as the ``example`` argument. The ``answer`` fixture
-(see conftest.py) gives the assistant's answer to that example. It is a batched fixture,
-as are ``rating``, ``preference`` and ``closeness`` below: the first test that needs one
-computes it for all the examples at once, and the tests only check the results.
-(test_calibration_set.py shows the plain style, where a test makes its own calls.)
+(see conftest.py) gives the assistant's answer to that example (``replies``: its reply
+to each turn of a conversation). It is a batched fixture, as are ``rating``,
+``preference`` and ``closeness`` below: the first test that needs one computes it for
+all the examples at once, and the tests only check the results. (test_calibration_set.py
+shows the plain style, where a test makes its own calls.)
+
+The assistant is a pipeline (app.py): a retriever, a model that may call tools, turns
+of a conversation. Each test keeps its trajectory (``llmeval_record.trajectory``): the
+search, every model call (with the tool calls it asked for) and every tool call, in
+order. The pipeline tests below check it; every failure shows it, numbered.
 
 Each example carries its partition as a marker, and its tags as keywords:
 
     pytest example_suite                      # everything, with the llmeval summary
     pytest example_suite -m golden            # only the golden examples
     pytest example_suite -k billing           # only examples tagged "billing"
+    pytest example_suite -k tools             # only the tool-calling examples
     pytest example_suite --prompt-version v2  # evaluate the other prompt version
 
 The ``judge`` fixture is the plugin's LLM judge (``llmeval_judge_model`` in pytest.ini);
