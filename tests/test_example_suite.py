@@ -308,3 +308,60 @@ def test_v2_prompt_fails_the_gates_the_same_way_under_xdist(
     # embedding test changes.
     for result in (serial, parallel):
         assert_shown(result, readme_block("and the regression section blocks it:"))
+
+
+# The app as production runs it: a plain openai client, no plugin, sync and async.
+PRODUCTION = """
+import asyncio, json, sys
+import openai
+sys.path.insert(0, sys.argv[1])
+from app import GAVE_UP, MAX_ROUNDS, SupportAssistant
+from demo_server import make_reply
+from pytest_llmeval.testing import FakeOpenAIServer
+
+turns, question, loop = json.loads(sys.argv[2])
+with FakeOpenAIServer(make_reply()) as server:
+    options = {"base_url": server.base_url, "api_key": "demo-key", "max_retries": 0}
+    assistant = SupportAssistant(
+        openai.OpenAI(**options), "v1", "support-demo-1",
+        async_client=openai.AsyncOpenAI(**options),
+    )
+    said = {"sync": assistant.converse(turns), "async": asyncio.run(assistant.aconverse(turns))}
+    said["tools"] = assistant.answer(question)
+    before = server.total_requests
+    said["loop"] = assistant.answer(loop) == GAVE_UP
+    said["loop_calls"] = (server.total_requests - before, MAX_ROUNDS)
+print(json.dumps(said))
+"""
+
+
+def test_the_app_runs_on_a_plain_openai_client_sync_and_async(suite: Path) -> None:
+    """Outside the eval suite (no plugin, no cache), against the demo server: the same
+    replies through the sync and the async client, the tools run, and the looping agent
+    stopped by the app's own bound on model calls."""
+    examples = {ex.id: ex for ex in load_dataset(suite / "datasets")}
+    conversation = examples["golden-sso-then-price-conversation-01"].user_turns
+    question = examples["regression-refund-lookup-first-01"].input["question"]
+    loop = examples[LOOP].input["question"]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            PRODUCTION,
+            str(suite),
+            json.dumps([conversation, question, loop]),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    said = json.loads(done.stdout)
+    scripted = {
+        json.loads(line)["id"]: json.loads(line)
+        for line in (suite / "demo" / "v1.jsonl").read_text().splitlines()
+    }
+    turns = [t["output"] for t in scripted["golden-sso-then-price-conversation-01"]["turns"]]
+    assert said["sync"] == said["async"] == turns
+    assert said["tools"] == scripted["regression-refund-lookup-first-01"]["output"]
+    assert said["loop"] and said["loop_calls"] == [10, 10]
