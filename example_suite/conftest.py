@@ -10,7 +10,8 @@ With an API key, ``--llmeval-cache=refresh`` runs it against a real model.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from app import KNOWLEDGE_BASE, PROMPTS, SupportAssistant
@@ -66,24 +67,36 @@ def customer_turns(example: Example) -> list[str]:
 # run at once (up to llmeval_concurrency at a time); each test then just checks.
 
 
+@dataclass(frozen=True)
+class Conversation:
+    """What the assistant said to one example, and what its tools returned on the way."""
+
+    replies: list[str]  # its reply to each of the customer's turns
+    tool_results: list[Any]  # in the order the tools ran
+
+
 @batched
-async def replies(
+async def conversation(
     example: Example, assistant: SupportAssistant, llmeval_record: Record
-) -> list[str]:
-    """The assistant's reply to each of the customer's turns. The ``llm`` client records
-    each model call as a step of the test's trajectory (with the tool calls the model
-    asked for), its tokens, cost, latency and cache use; the retriever and the tools
-    record their own steps; the prompt version is recorded here."""
+) -> Conversation:
+    """The assistant's replies to the customer's turns. The ``llm`` client records each
+    model call as a step of the test's trajectory (with the tool calls the model asked
+    for), its tokens, cost, latency and cache use; the retriever and the tools record
+    their own steps; the prompt version is recorded here. The tools' results are taken
+    from the steps this call added: the judge is shown them."""
     llmeval_record.prompt_version = assistant.prompt_version
+    start = len(llmeval_record.steps)
     said = await assistant.aconverse(customer_turns_of(example))
     llmeval_record.output = said[-1]
-    return said
+    ran = llmeval_record.steps[start:]
+    results = [s["result"] for s in ran if s["kind"] == "tool" and "result" in s]
+    return Conversation(said, results)
 
 
 @batched
-async def answer(example: Example, replies: list[str]) -> str:
+async def answer(example: Example, conversation: Conversation) -> str:
     """The assistant's answer to ``example``: its reply to the customer's last turn."""
-    return replies[-1]
+    return conversation.replies[-1]
 
 
 @batched

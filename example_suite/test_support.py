@@ -2,8 +2,8 @@
 
 ``@pytest.mark.llmeval(dataset=...)`` runs a test once per example of the dataset (a path
 relative to this file) and passes it as the ``example`` argument. The ``answer`` fixture
-(see conftest.py) gives the assistant's answer to that example (``replies``: its reply
-to each turn of a conversation). It is a batched fixture, as are ``rating``,
+(see conftest.py) gives the assistant's answer to that example (``conversation``: its
+reply to each turn, and what its tools returned). It is a batched fixture, as are ``rating``,
 ``preference`` and ``closeness`` below: the first test that needs one computes it for
 all the examples at once, and the tests only check the results. (test_calibration_set.py
 shows the plain style, where a test makes its own calls.)
@@ -18,7 +18,7 @@ Each example carries its partition as a marker, and its tags as keywords:
     pytest example_suite                      # everything, with the llmeval summary
     pytest example_suite -m golden            # only the golden examples
     pytest example_suite -k billing           # only examples tagged "billing"
-    pytest example_suite -k tools             # only the tool-calling examples
+    pytest example_suite -k tool-calling      # only the examples that call tools
     pytest example_suite --prompt-version v2  # evaluate the other prompt version
 
 The ``judge`` fixture is the plugin's LLM judge (``llmeval_judge_model`` in pytest.ini);
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from reply_checks import CRITERIA, TASK, no_system_prompt_leak, reply_checks
@@ -57,6 +57,9 @@ from pytest_llmeval import (
     forbidden_terms,
     required_phrases,
 )
+
+if TYPE_CHECKING:
+    from conftest import Conversation
 
 DISPARAGING = ["worse", "terrible", "scam", "awful", "inferior", "rip-off"]
 
@@ -120,11 +123,11 @@ async def test_answer_is_grounded_in_what_the_app_saw(
 
 @batched
 async def rating(
-    example: Example, answer: str, judge: Judge, llmeval_record: Record
+    example: Example, answer: str, conversation: Conversation, judge: Judge
 ) -> JudgeResult:
     """The judge's rubric verdict on the answer; shown what the tools returned, when they
     ran (a refund's amount is a fact of the account, not of the knowledge base)."""
-    found = tool_results(llmeval_record.trajectory)
+    found = conversation.tool_results
     shown = {**example.input, "tool results": found} if found else example.input
     return await judge.ascore(answer, task=TASK, criteria=CRITERIA, input=shown)
 
@@ -201,12 +204,12 @@ def test_tools_called_as_expected(example: Example, answer: str) -> None:
 
 
 @pytest.mark.llmeval(dataset="datasets", tags="conversation")
-def test_every_turn_of_the_conversation(example: Example, replies: list[str]) -> None:
+def test_every_turn_of_the_conversation(example: Example, conversation: Conversation) -> None:
     """A conversation is checked turn by turn: each reply is a support reply and says
     what its turn needs. The second turn asks for "the cheaper of those": its answer
     names the plan that the first turn's answer found."""
     needed = example.metadata["turns_must_mention"]
-    for reply, phrases in zip(replies, needed, strict=True):
+    for reply, phrases in zip(conversation.replies, needed, strict=True):
         assert_constraints(reply, [*reply_checks(), required_phrases(phrases)])
 
 
