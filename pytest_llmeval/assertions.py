@@ -21,6 +21,7 @@ from .trajectory import (
 )
 
 if TYPE_CHECKING:
+    from .dataset import ExpectedToolCall
     from .embeddings import Embedder, Similarity
     from .grounding import GroundingResult
     from .judge import Judge, JudgeResult, PairwiseResult
@@ -273,7 +274,7 @@ def assert_preferred(
 
 def assert_tool_calls(
     trajectory: Trajectory | Record | Sequence[ToolCall] | None,
-    expected: Iterable[str | Mapping[str, Any]] | None,
+    expected: Iterable[str | Mapping[str, Any] | ExpectedToolCall] | None,
     *,
     order: Order = "in_order",
     args: ArgsRule = "subset",

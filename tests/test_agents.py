@@ -364,3 +364,38 @@ def test_a_conversation_replays_its_user_turns(
         ("llm", "You are on the Team plan."),
     ]
     assert [len(b["messages"]) for b in fake_openai.bodies] == [1, 3]
+
+
+def test_a_batched_fixture_sees_the_steps_of_the_batched_fixtures_before_it(
+    pytester: pytest.Pytester,
+) -> None:
+    """Whichever test's setup computes the window: the one it starts in had its earlier
+    fixture's steps moved into its record already, and they are still its trajectory."""
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    rows = [{"id": i, "partition": "golden", "input": {}} for i in ("a", "b", "c")]
+    pytester.path.joinpath("data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pytester.makepyfile(
+        test_steps="""
+import pytest
+from pytest_llmeval import batched, traced
+
+@traced
+def tool(x):
+    return x
+
+@batched
+async def first(example, llmeval_record):
+    tool(example.id)
+
+@batched
+async def second(example, first, llmeval_record):
+    tool("again")
+    return [(s["name"], s["args"]["x"]) for s in llmeval_record.trajectory]
+
+@pytest.mark.llmeval(dataset="data.jsonl")
+def test_it(example, second, llmeval_record):
+    assert second == [("tool", example.id), ("tool", "again")]
+    assert [s["args"]["x"] for s in llmeval_record.steps] == [example.id, "again"]
+"""
+    )
+    pytester.runpytest().assert_outcomes(passed=3)

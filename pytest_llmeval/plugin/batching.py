@@ -110,6 +110,7 @@ class Batches:
     _running: dict[tuple[Spec, str], asyncio.Task[None]] = field(default_factory=dict)
     _limits: dict[Spec, asyncio.Semaphore] = field(default_factory=dict)
     _waited: dict[str, float] = field(default_factory=dict)  # node id -> window's wall time
+    _absorbed: dict[str, int] = field(default_factory=dict)  # node id -> steps already moved
 
     def value(self, spec: Spec, request: pytest.FixtureRequest) -> Any:
         __tracebackhide__ = True
@@ -209,10 +210,18 @@ class Batches:
     async def _one(self, spec: Spec, item: pytest.Item, shared: dict[str, Any]) -> None:
         __tracebackhide__ = True
         example = item.stash[EXAMPLE_KEY]
-        record = self.scratch.setdefault(
-            item.nodeid,
-            Record(example_id=example.id, partition=example.partition, limits=example.limits),
-        )
+        record = self.scratch.get(item.nodeid)
+        if record is None:
+            record = Record(
+                example_id=example.id, partition=example.partition, limits=example.limits
+            )
+            owner = item.stash.get(RECORD_KEY, None)
+            if owner is not None:
+                # The test being set up: what its earlier batched fixtures did is in its
+                # record already, and this fixture's trajectory (and limits) go on from it.
+                record.steps = list(owner.steps)
+                self._absorbed[item.nodeid] = len(owner.steps)
+            self.scratch[item.nodeid] = record
         bind(record)  # this task's calls and verdicts go to the example's record
         try:
             args: dict[str, Any] = {}
@@ -245,6 +254,7 @@ class Batches:
         if record is None:
             return
         if scratch is not None:
+            del scratch.steps[: self._absorbed.pop(item.nodeid, 0)]
             record.absorb(scratch)
         record.elapsed_s = (record.elapsed_s or 0.0) - self._waited.pop(item.nodeid, 0.0)
 
@@ -252,6 +262,7 @@ class Batches:
         for key in [k for k in self.outcomes if k[1] == nodeid]:
             del self.outcomes[key]
         self.scratch.pop(nodeid, None)
+        self._absorbed.pop(nodeid, None)
 
 
 def batches(config: pytest.Config) -> Batches:
