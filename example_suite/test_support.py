@@ -199,8 +199,7 @@ def test_tools_called_as_expected(example: Example, answer: str) -> None:
     before any refund check (the regression examples: a refund checked first is how a
     customer once learned about another customer's order), and none where the example
     names none (a pricing question looks up no account)."""
-    expected = [call.model_dump() for call in example.expected_tool_calls or ()]
-    assert_tool_calls(None, expected, order="exact")
+    assert_tool_calls(None, example.expected_tool_calls or (), order="exact")
 
 
 @pytest.mark.llmeval(dataset="datasets", tags="conversation")
