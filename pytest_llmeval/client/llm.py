@@ -255,9 +255,9 @@ class LLMClient:
                 f"--llmeval-{'judge-' if self.config.role == 'judge' else ''}model"
             )
         request = keyed_request(endpoint, params, sample)
-        steps = record if self.config.role == "app" else None  # the judge's are no steps
-        if steps is not None:
-            steps.check_limits(_STEP_KINDS[endpoint], model)  # before paying for it
+        app_record = record if self.config.role == "app" else None  # judge calls are no steps
+        if app_record is not None:
+            app_record.check_limits(_STEP_KINDS[endpoint], model)  # before paying for it
         try:
             entry = self._lookup(request)
             if entry is not None:
@@ -272,8 +272,8 @@ class LLMClient:
                 record.note_call(
                     model, prompt_tokens=0, completion_tokens=0, cost_usd=None, cached=False
                 )
-            if steps is not None:
-                steps.steps.append(
+            if app_record is not None:
+                app_record.steps.append(
                     {
                         "kind": _STEP_KINDS[endpoint],
                         "name": model,
