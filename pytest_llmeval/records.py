@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
@@ -243,7 +244,9 @@ class RecordJSON(TypedDict):
     extra: dict[str, Any]
 
 
-@dataclass
+# Slots: a record has more fields than CPython shares the keys of in instance dicts (30),
+# and 10,000 records would each carry a whole dict (13 MiB in bench/overhead.py).
+@dataclass(slots=True, weakref_slot=True)  # otel.py keeps per-record state weakly
 class Record:
     """What one eval test produced. Assertion helpers and the ``llmeval_record`` fixture
     fill it; the plugin sets status, failure and timing from pytest's reports."""
@@ -439,7 +442,7 @@ class Record:
         # A shallow copy: every value is JSON-safe already (dataclasses.asdict's deep copy
         # was most of the plugin's per-test cost). Its keys are the fields, RecordJSON's
         # (tests/test_record_types.py checks both against a real run's report).
-        data = cast(RecordJSON, dict(self.__dict__))
+        data = cast(RecordJSON, dict(zip(_NAMES, _VALUES(self), strict=True)))
         if not isinstance(self.output, str | None):
             data["output"] = _json_safe("output", self.output)
         return data
@@ -453,7 +456,9 @@ class Record:
         return cls(**{k: v for k, v in data.items() if k in _FIELDS})  # a newer report
 
 
-_FIELDS = frozenset(f.name for f in fields(Record))
+_NAMES = tuple(f.name for f in fields(Record))
+_VALUES = operator.attrgetter(*_NAMES)
+_FIELDS = frozenset(_NAMES)
 
 
 def _tool_steps(steps: list[Step]) -> int:
