@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import operator
+import threading
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
@@ -319,9 +320,7 @@ class Record:
             step["result"] = _json_safe(f"{name} result", result)
         if error is not None:
             step["error"] = error
-        self.check_limits(kind, name)
-        self.steps.append(step)
-        return step
+        return self.begin_step(step)
 
     @property
     def trajectory(self) -> Trajectory:
@@ -330,10 +329,25 @@ class Record:
 
         return Trajectory(self)
 
-    def check_limits(self, kind: str, name: str) -> None:
-        """Raise :class:`StepLimitError` if a step of ``kind`` now would pass a limit.
-        An llm step is checked before its request is sent; a cost limit stops the call
-        after the one that went over it."""
+    def begin_step(self, step: Step) -> Step:
+        """Append ``step`` now, when it starts (its caller fills it in when it ends), or
+        raise :class:`StepLimitError` if it would pass one of the limits. Checked and
+        appended at once, under a lock: steps started concurrently, or inside another
+        step, all count. The failure is also set on the record, so that an app that
+        catches the error and goes on still fails."""
+        __tracebackhide__ = True
+        from .errors import StepLimitError
+
+        with _STEPS_LOCK:
+            try:
+                self._check_limits(step["kind"], step["name"])
+            except StepLimitError as exc:
+                self.fail("failed", exc.kind, str(exc))
+                raise
+            self.steps.append(step)
+        return step
+
+    def _check_limits(self, kind: str, name: str) -> None:
         __tracebackhide__ = True
         from .errors import StepLimitError
 
@@ -424,6 +438,8 @@ class Record:
         self.metrics += other.metrics
         self.judge += other.judge
         self.steps += other.steps
+        if other.status != "passed" and other.failure_kind:  # a limit the app caught
+            self.fail(other.status, other.failure_kind, other.failure_reason or "")
         self.extra.update(other.extra)
 
     def fail(self, status: Status, kind: str, reason: str) -> None:
@@ -456,6 +472,7 @@ class Record:
         return cls(**{k: v for k, v in data.items() if k in _FIELDS})  # a newer report
 
 
+_STEPS_LOCK = threading.Lock()  # a step's limit check and its append are one step
 _NAMES = tuple(f.name for f in fields(Record))
 _VALUES = operator.attrgetter(*_NAMES)
 _FIELDS = frozenset(_NAMES)

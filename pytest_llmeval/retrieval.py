@@ -9,7 +9,8 @@ relevance (0 is not relevant). All four metrics look at the top ``k`` results:
 - MRR@k: 1 / the rank of the first relevant result, 0 when none is in the top k;
 - nDCG@k: the discounted cumulative gain ``sum(grade_i / log2(i + 1))`` over ranks
   i = 1..k, divided by that of the ideal ranking (trec_eval's and scikit-learn's linear
-  gain); an id returned twice counts at its first rank only.
+  gain); an id returned twice counts at its first rank only, its repeat taking a rank
+  and gaining nothing.
 """
 
 from __future__ import annotations
@@ -57,8 +58,10 @@ def score_ranking(
     if k < 1:
         raise ValueError(f"k must be at least 1, not {k}")
     graded = grades(relevant)
-    top = _first_occurrences(ranked)[:k]
-    gains = [graded.get(doc, 0.0) for doc in top]
+    # The top k as returned: a repeat keeps its rank, and gains nothing.
+    top = [str(doc) for doc in ranked[:k]]
+    gains = [graded.get(doc, 0.0) if doc not in top[:i] else 0.0 for i, doc in enumerate(top)]
+    top = list(dict.fromkeys(top))
     wanted = {doc for doc, g in graded.items() if g > 0}
     found = tuple(doc for doc in top if doc in wanted)
     first = next((rank for rank, gain in enumerate(gains, 1) if gain > 0), None)
@@ -76,7 +79,3 @@ def score_ranking(
 
 def _dcg(gains: Sequence[float]) -> float:
     return sum(gain / math.log2(rank + 1) for rank, gain in enumerate(gains, 1))
-
-
-def _first_occurrences(ranked: Sequence[str]) -> list[str]:
-    return list(dict.fromkeys(str(doc) for doc in ranked))

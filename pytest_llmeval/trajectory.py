@@ -204,32 +204,31 @@ def traced(
         step_name = name or function.__name__
         signature = inspect.signature(function)
 
-        def begin(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Record, int, Step] | None:
+        def begin(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Step | None:
+            """The call's step, in the trajectory from now on (filled in by ``end``), so
+            that steps it makes itself, and calls running beside it, count after it."""
             __tracebackhide__ = True
             record = current_record()
             if record is None:
                 return None
-            record.check_limits(kind, step_name)
             step: Step = {"kind": kind, "name": step_name, "source": "app"}
-            bound = _arguments(signature, args, kwargs)
-            if bound:
-                step["args"] = loose_json(bound)
-            # Its place is where it started: model calls it makes come after it.
-            return record, len(record.steps), step
+            step["args"] = loose_json(_arguments(signature, args, kwargs))
+            return record.begin_step(step)
 
-        def end(
-            started: tuple[Record, int, Step] | None, result: Any, error: BaseException | None
-        ) -> None:
-            if started is None:
-                return
-            record, at, step = started
+        def end(step: Step | None, result: Any, error: BaseException | None) -> Any:
+            """The result the caller gets: a retriever's iterator is read once, here, and
+            handed on as a list."""
+            if kind == "retrieval" and result is not None and not isinstance(result, Sequence):
+                result = list(result)
+            if step is None:
+                return result
             if error is not None:
                 step["error"] = f"{type(error).__name__}: {error}"
             elif kind == "retrieval" and result is not None:
-                step["documents"] = [as_document(d) for d in result]
+                step["documents"] = [_document(d, rank) for rank, d in enumerate(result, 1)]
             elif result is not None:
                 step["result"] = loose_json(result)
-            record.steps.insert(at, step)
+            return result
 
         if inspect.iscoroutinefunction(function):
 
@@ -242,8 +241,7 @@ def traced(
                 except BaseException as exc:
                     end(started, None, exc)
                     raise
-                end(started, result, None)
-                return result
+                return end(started, result, None)
 
             return run_async  # type: ignore[return-value]
 
@@ -256,8 +254,7 @@ def traced(
             except BaseException as exc:
                 end(started, None, exc)
                 raise
-            end(started, result, None)
-            return result
+            return end(started, result, None)
 
         return run  # type: ignore[return-value]
 
@@ -267,14 +264,28 @@ def traced(
 def _arguments(
     signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> dict[str, Any]:
+    """The call's arguments by name (``{}`` for none), ``**kwargs`` among them, as a
+    model's tool call would have them."""
     try:
         bound = signature.bind(*args, **kwargs)
     except TypeError:
         return {"args": list(args), **kwargs}  # the call itself will say what is wrong
-    arguments = dict(bound.arguments)
-    arguments.pop("self", None)
-    arguments.pop("cls", None)
+    arguments: dict[str, Any] = {}
+    for name, value in bound.arguments.items():
+        if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+            arguments.update(value)
+        elif name not in ("self", "cls"):
+            arguments[name] = value
     return arguments
+
+
+def _document(found: Any, rank: int) -> Document:
+    """A retrieved document; one without an id is named by its rank, never an error in
+    the app's call."""
+    try:
+        return as_document(found)
+    except (TypeError, ValueError):
+        return {"id": f"#{rank}"}
 
 
 def loose_json(value: Any) -> Any:

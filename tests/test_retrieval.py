@@ -41,9 +41,12 @@ def test_a_smaller_k_and_a_longer_one() -> None:
 
 
 def test_ids_without_grades_are_relevant_alike_and_repeats_count_once() -> None:
-    scores = score_ranking(["a", "a", "b", "c"], ["b", "c"], k=2)
-    assert (scores.recall, scores.precision, scores.mrr) == pytest.approx((0.5, 0.5, 0.5))
-    assert scores.ndcg == pytest.approx((1 / math.log2(3)) / (1 + 1 / math.log2(3)))
+    # The repeated "a" takes rank 2: "b" is at rank 3, "c" outside the top 3.
+    scores = score_ranking(["a", "a", "b", "c"], ["b", "c"], k=3)
+    assert (scores.recall, scores.precision, scores.mrr) == pytest.approx((1 / 2, 1 / 3, 1 / 3))
+    assert scores.ndcg == pytest.approx((1 / math.log2(4)) / (1 + 1 / math.log2(3)))
+    assert score_ranking(["b", "b"], ["b", "c"], k=2).precision == 1 / 2  # b counts once
+    assert score_ranking(["a", "a", "b"], ["b"], k=2).recall == 0.0
 
 
 @pytest.mark.parametrize(

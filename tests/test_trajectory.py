@@ -4,6 +4,7 @@ limits, and the dataset fields of pipelines."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from collections.abc import Iterator
@@ -140,6 +141,7 @@ def test_traced_records_arguments_results_documents_and_errors(record: Record) -
             "kind": "tool",
             "name": "plan",
             "source": "app",
+            "args": {},
             "result": "done",
         },
         {"kind": "note", "name": "inner", "source": "app"},
@@ -266,3 +268,86 @@ def test_an_example_without_expectations_is_a_clear_error() -> None:
         assert_tool_calls(ACTUAL, None)
     with pytest.raises(ValueError, match="without relevant_ids"):
         assert_retrieval(["a"], None)
+
+
+def test_steps_started_together_or_inside_another_all_count(
+    record: Record, fake_openai: FakeOpenAIServer
+) -> None:
+    """A limit holds for calls in flight at once (each is in the trajectory from its
+    start), and for steps made inside a traced call."""
+    from pytest_llmeval.client import ClientConfig, LLMClient
+    from pytest_llmeval.client.cache import ResponseCache
+
+    record.limits = {"max_steps": 2}
+    fake_openai.latency = 0.2
+    config = ClientConfig(model="m", base_url=fake_openai.base_url, api_key="k", max_retries=0)
+    client = LLMClient(config, ResponseCache(Path("unused"), "off"))
+
+    async def six() -> list[object]:
+        asks = [client.aio.complete(f"q{i}") for i in range(6)]
+        return await asyncio.gather(*asks, return_exceptions=True)
+
+    try:
+        outcomes = asyncio.run(six())
+    finally:
+        client.close()
+    assert sum(isinstance(o, StepLimitError) for o in outcomes) == 4
+    assert fake_openai.total_requests == 2 and len(record.steps) == 2
+
+    nested = Record(example_id="n", partition="golden", limits={"max_steps": 1})
+    previous = bind(nested)
+
+    @traced
+    def outer() -> None:
+        nested_record = current_record()
+        assert nested_record is not None
+        nested_record.step("tool", "inner")
+
+    try:
+        with pytest.raises(StepLimitError, match="stopped before step 2 \\(tool inner\\)"):
+            outer()
+    finally:
+        bind(previous)
+    assert [s["name"] for s in nested.steps] == ["outer"]
+
+
+def test_a_limit_the_app_catches_still_fails_the_record(record: Record) -> None:
+    record.limits = {"max_tool_calls": 1}
+    for order in ("A1", "A2"):
+        with contextlib.suppress(Exception):  # an agent that feeds every error back
+            refund(order)
+    assert (record.status, record.failure_kind) == ("failed", "max_tool_calls")
+
+
+def test_what_a_traced_retriever_returns_reaches_the_app_unharmed(record: Record) -> None:
+    class Found:  # LangChain's Document: an id that may be None
+        def __init__(self, text: str, ident: str | None) -> None:
+            self.page_content, self.id = text, ident
+
+    @traced(kind="retrieval")
+    def generate(query: str) -> object:
+        return ({"id": f"d{i}"} for i in range(3))
+
+    @traced(kind="retrieval")
+    def without_ids(query: str) -> list[Found]:
+        return [Found("a", "doc-a"), Found("b", None)]
+
+    assert list(generate("x")) == [{"id": "d0"}, {"id": "d1"}, {"id": "d2"}]  # type: ignore[call-overload]
+    assert [f.page_content for f in without_ids("y")] == ["a", "b"]
+    assert [d["id"] for d in record.steps[1]["documents"]] == ["doc-a", "#2"]
+
+
+def test_a_traced_tool_records_its_arguments_as_a_model_would_send_them(record: Record) -> None:
+    @traced
+    def now() -> str:
+        return "noon"
+
+    @traced
+    def lookup(**filters: str) -> None:
+        pass
+
+    now()
+    lookup(order_id="A1")
+    assert_tool_calls(
+        None, [{"name": "now", "args": {}}, {"name": "lookup", "args": {"order_id": "A1"}}]
+    )

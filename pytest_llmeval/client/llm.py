@@ -255,14 +255,16 @@ class LLMClient:
                 f"--llmeval-{'judge-' if self.config.role == 'judge' else ''}model"
             )
         request = keyed_request(endpoint, params, sample)
-        app_record = record if self.config.role == "app" else None  # judge calls are no steps
-        if app_record is not None:
-            app_record.check_limits(_STEP_KINDS[endpoint], model)  # before paying for it
+        step: Step | None = None  # the judge's calls are no steps
+        if record is not None and self.config.role == "app":  # reserved before paying for it
+            step = record.begin_step(
+                {"kind": _STEP_KINDS[endpoint], "name": model, "source": "llm"}
+            )
         try:
             entry = self._lookup(request)
             if entry is not None:
                 self.stats.bump("cache_hits")
-                self._note(record, model, entry.response, entry.latency_s, hit=True)
+                self._note(record, model, entry.response, entry.latency_s, hit=True, step=step)
                 return entry.parsed
             parsed, response, latency, shared = self._send_once(
                 endpoint, params, request, record, give_up
@@ -272,18 +274,11 @@ class LLMClient:
                 record.note_call(
                     model, prompt_tokens=0, completion_tokens=0, cost_usd=None, cached=False
                 )
-            if app_record is not None:
-                app_record.steps.append(
-                    {
-                        "kind": _STEP_KINDS[endpoint],
-                        "name": model,
-                        "error": exc.kind,
-                        "source": "llm",
-                    }
-                )
+            if step is not None:
+                step["error"] = exc.kind
             raise
         self.stats.bump("cache_hits" if shared else "cache_misses")
-        self._note(record, model, response, latency, hit=shared)
+        self._note(record, model, response, latency, hit=shared, step=step)
         return parsed
 
     def _lookup(self, request: Mapping[str, Any]) -> Entry | None:
@@ -419,6 +414,7 @@ class LLMClient:
         latency: float,
         *,
         hit: bool,
+        step: Step | None = None,
     ) -> None:
         """Write the call into the running test's record. A cached response costs nothing;
         only the app's calls make up the app's model and latency."""
@@ -435,10 +431,10 @@ class LLMClient:
         if self.config.role == "app":
             record.model = record.model or model
             record.latency_s = (record.latency_s or 0.0) + latency
-            step = llm_step(model, response)
+        if step is not None:
+            step.update(llm_step(model, response))
             step["prompt_tokens"], step["completion_tokens"] = prompt, completion
             step["cost_usd"], step["latency_s"], step["cached"] = cost, round(latency, 6), hit
-            record.steps.append(step)
 
     def _client(self) -> openai.OpenAI:
         with self._lock:
