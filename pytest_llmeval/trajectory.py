@@ -167,20 +167,45 @@ def match_calls(
             i if i < len(actual) and call_matches(actual[i], want, args) else None
             for i, want in enumerate(expected)
         ]
+    if order == "any":
+        return _most_matched(actual, expected, args)
     found: list[int | None] = []
-    used: set[int] = set()
     start = 0
     for want in expected:
-        candidates = range(start, len(actual)) if order == "in_order" else range(len(actual))
         hit = next(
-            (i for i in candidates if i not in used and call_matches(actual[i], want, args)),
-            None,
+            (i for i in range(start, len(actual)) if call_matches(actual[i], want, args)), None
         )
         found.append(hit)
         if hit is not None:
-            used.add(hit)
-            if order == "in_order":
-                start = hit + 1
+            start = hit + 1
+    return found
+
+
+def _most_matched(
+    actual: Sequence[ToolCall], expected: Sequence[ToolCall], args: ArgsRule
+) -> list[int | None]:
+    """A largest matching of expected calls to actual ones, each used once (augmenting
+    paths): a first-come choice could give an expected call with any arguments the only
+    call another expected one matches."""
+    fits = [
+        [i for i, call in enumerate(actual) if call_matches(call, want, args)] for want in expected
+    ]
+    owner: dict[int, int] = {}  # actual call -> expected call
+
+    def place(want: int, seen: set[int]) -> bool:
+        for i in fits[want]:
+            if i not in seen:
+                seen.add(i)
+                if i not in owner or place(owner[i], seen):
+                    owner[i] = want
+                    return True
+        return False
+
+    for want in range(len(expected)):
+        place(want, set())
+    found: list[int | None] = [None] * len(expected)
+    for i, want in owner.items():
+        found[want] = i
     return found
 
 

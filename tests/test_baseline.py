@@ -364,3 +364,30 @@ def test_a_tool_order_regression_is_blocked_by_the_statistics() -> None:
     assert (same.metric, same.partition, same.blocks) == ("tool_calls", "regression", False)
     assert (worse.verdict, worse.down, worse.up, worse.blocks) == ("REGRESSION", 12, 0, True)
     assert decision([worse])[0]
+
+
+def test_a_test_stopped_before_its_tool_calls_were_checked_counts_as_wrong() -> None:
+    """An agent stopped at max_steps never reaches assert_tool_calls: a 0, not a
+    missing example (a call lost after retries is missing)."""
+    from pytest_llmeval.settings import RegressionSettings
+
+    def run(stopped: int, lost: int = 0) -> list[dict[str, Any]]:
+        records = []
+        for i in range(40):
+            if i < stopped:
+                records.append(record(f"r{i}", "failed", failure_kind="max_steps"))
+            elif i < stopped + lost:
+                records.append(record(f"r{i}", "error", failure_kind=f"{LLM_ERROR}timeout"))
+            else:
+                records.append(record(f"r{i}", metrics=[metric("tool_calls", 1.0, True)]))
+            records[-1].update(partition="regression", nodeid=f"t::test[r{i}]")
+        return records
+
+    assert samples(run(1, 1), "tool_calls", {"t::test[r0]", "t::test[r1]"})["regression"]["r0"] == [
+        0.0
+    ]
+    settings = RegressionSettings(gate=(("tool_calls", "regression"),))
+    (worse,) = compare_runs(run(0), run(10), settings)  # type: ignore[arg-type]
+    assert (worse.verdict, worse.n, worse.down) == ("REGRESSION", 40, 10)
+    (lost,) = compare_runs(run(0), run(0, lost=10), settings)  # type: ignore[arg-type]
+    assert lost.n == 30 and not lost.blocks

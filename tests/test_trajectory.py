@@ -62,6 +62,14 @@ def test_matching(
     assert match_calls(ACTUAL, expected, order, args) == matched  # type: ignore[arg-type]
 
 
+def test_any_order_finds_the_largest_matching() -> None:
+    """An expected call with any arguments leaves the call only another one matches."""
+    actual = [call("f", x=1), call("f", x=2)]
+    anything: ToolCall = {"name": "f", "args": None, "id": None}
+    assert match_calls(actual, [anything, call("f", x=1)], "any", "subset") == [1, 0]
+    assert_tool_calls(actual, [{"name": "f"}, {"name": "f", "args": {"x": 1}}], order="any")
+
+
 def test_exact_order_refuses_a_call_more() -> None:
     with pytest.raises(LLMEvalAssertionError, match="1 calls more than expected"):
         assert_tool_calls(ACTUAL, ["search", "lookup"], order="exact")

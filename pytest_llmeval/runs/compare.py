@@ -47,7 +47,9 @@ def samples(
     ``judged`` (node ids that produced verdicts in either run) that failed before the
     judge saw anything scores the scale minimum when the app failed, and is missing when
     a model call was lost. ``tool_calls``: 1 or 0 per ``assert_tool_calls`` of the
-    example (passed or not); ``retrieval_recall``: each ``assert_retrieval``'s recall."""
+    example (passed or not); ``retrieval_recall``: each ``assert_retrieval``'s recall. For
+    these two, ``judged`` holds the node ids that recorded the metric in either run: such
+    a test that failed first scores 0, or is missing when a model call was lost."""
     if metric not in METRICS:
         raise ValueError(f"unknown gated metric {metric!r}; valid: {', '.join(METRICS)}")
     found: dict[str, dict[str, list[float | None]]] = {}
@@ -63,6 +65,14 @@ def samples(
             continue
         if metric != "judge":
             entries = [m for m in record.get("metrics", []) if m["name"] == metric]
+            if not entries and record.get("nodeid") in judged and record["status"] != "skipped":
+                # The test measures this but failed first (an agent stopped at a limit):
+                # the worst outcome, as for the judge; a lost call is missing.
+                if record["status"] != "passed":
+                    found.setdefault(key[0], {}).setdefault(key[1], []).append(
+                        None if lost else 0.0
+                    )
+                continue
             if entries:
                 values = [
                     None
@@ -89,6 +99,16 @@ def samples(
         value = None if len(known) < len(outcomes) and all(known) else float(all(known))
         found.setdefault(partition, {})[example] = [value]
     return found
+
+
+def measured_tests(metric: str, *runs: Sequence[RecordJSON]) -> set[str]:
+    """Node ids of the tests that recorded ``metric`` in any of the runs."""
+    return {
+        r["nodeid"]
+        for run in runs
+        for r in run
+        if r.get("nodeid") and any(m["name"] == metric for m in r.get("metrics", []))
+    }
 
 
 def judged_tests(*runs: Sequence[RecordJSON]) -> set[str]:
@@ -152,9 +172,15 @@ def compare_runs(
     check_deltas(settings.delta)
     check_unique(baseline, "the baseline")
     check_unique(candidate, "this run")
-    judged = judged_tests(baseline, candidate)
-    base = {metric: samples(baseline, metric, judged) for metric in METRICS}
-    cand = {metric: samples(candidate, metric, judged) for metric in METRICS}
+    # The tests that measure each metric: one of them that failed before measuring counts.
+    measured = {
+        metric: judged_tests(baseline, candidate)
+        if metric == "judge"
+        else measured_tests(metric, baseline, candidate)
+        for metric in METRICS
+    }
+    base = {metric: samples(baseline, metric, measured[metric]) for metric in METRICS}
+    cand = {metric: samples(candidate, metric, measured[metric]) for metric in METRICS}
     ran = {r["partition"] for r in candidate}
     family = [
         (metric, partition)
