@@ -204,7 +204,7 @@ def _documents(attributes: Mapping[str, Any]) -> Iterator[Document]:
     if isinstance(listed, list):
         for rank, found in enumerate(listed, 1):
             if isinstance(found, Mapping):
-                yield _document(found, rank)
+                yield as_document(found, rank)
         return
     for rank in count(1):
         prefix = f"retrieval.documents.{rank - 1}.document."
@@ -215,16 +215,7 @@ def _documents(attributes: Mapping[str, Any]) -> Iterator[Document]:
         }
         if not found:
             return
-        yield _document(found, rank)
-
-
-def _document(found: Mapping[str, Any], rank: int) -> Document:
-    if found.get("id") is None:
-        found = {**found, "id": f"<no id #{rank}>"}
-    try:
-        return as_document(found)
-    except (TypeError, ValueError):  # a score that is no number
-        return {"id": str(found["id"])}
+        yield as_document(found, rank)
 
 
 def _error(span: ReadableSpan, attributes: Mapping[str, Any]) -> str | None:

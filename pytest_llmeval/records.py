@@ -482,23 +482,26 @@ def _tool_steps(steps: list[Step]) -> int:
     return sum(s["kind"] == "tool" for s in steps)
 
 
-def as_document(found: Any) -> Document:
+def as_document(found: Any, rank: int | None = None) -> Document:
     """A retriever's result as a :class:`Document`: a mapping or an object with ``id``
-    (and optionally ``score``, ``text``), an ``(id, score)`` pair, or a bare id."""
+    (and optionally ``score``, ``text``), an ``(id, score)`` pair, or a bare id. Given its
+    ``rank`` (a document recorded on the app's behalf, which must never fail its call), one
+    without an id is named ``#rank`` and a score that is no number is dropped; without,
+    both are errors."""
     if isinstance(found, str | int):
         return {"id": str(found)}
     if isinstance(found, tuple) and len(found) == 2:
-        return {"id": str(found[0]), "score": _score(found[1])}
+        return {"id": str(found[0]), "score": _score(found[1], rank)}
 
     def get(key: str) -> Any:
         return found.get(key) if isinstance(found, Mapping) else getattr(found, key, None)
 
     ident = get("id")
-    if ident is None:
+    if ident is None and rank is None:
         raise TypeError(f"a retrieved document needs an id: {found!r}")
-    document: Document = {"id": str(ident)}
+    document: Document = {"id": f"#{rank}" if ident is None else str(ident)}
     if get("score") is not None:
-        document["score"] = _score(get("score"))
+        document["score"] = _score(get("score"), rank)
     text = get("text")
     if text is None:
         text = get("page_content") or get("content")  # LangChain's and LlamaIndex's names
@@ -507,8 +510,13 @@ def as_document(found: Any) -> Document:
     return document
 
 
-def _score(value: Any) -> float | None:
-    score = float(value)
+def _score(value: Any, rank: int | None = None) -> float | None:
+    try:
+        score = float(value)
+    except (TypeError, ValueError):
+        if rank is None:
+            raise
+        return None
     return score if math.isfinite(score) else None
 
 

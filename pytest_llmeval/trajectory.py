@@ -250,7 +250,7 @@ def traced(
             if error is not None:
                 step["error"] = f"{type(error).__name__}: {error}"
             elif kind == "retrieval" and result is not None:
-                step["documents"] = [_document(d, rank) for rank, d in enumerate(result, 1)]
+                step["documents"] = [as_document(d, rank) for rank, d in enumerate(result, 1)]
             elif result is not None:
                 step["result"] = loose_json(result)
             return result
@@ -302,15 +302,6 @@ def _arguments(
         elif name not in ("self", "cls"):
             arguments[name] = value
     return arguments
-
-
-def _document(found: Any, rank: int) -> Document:
-    """A retrieved document; one without an id is named by its rank, never an error in
-    the app's call."""
-    try:
-        return as_document(found)
-    except (TypeError, ValueError):
-        return {"id": f"#{rank}"}
 
 
 def loose_json(value: Any) -> Any:
