@@ -43,6 +43,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     compare.add_argument("--strict", action="store_true", help=_HELP["strict"])
     compare.add_argument("-v", "--verbose", action="store_true", help="show every warning")
     compare.add_argument("--json", action="store_true", help="print JSON for machines")
+    plan = commands.add_parser(
+        "plan",
+        help="the power plan of a run against a baseline: MDE80 per gated comparison, the "
+        "draws per example that reach delta, the expected model calls and cost",
+    )
+    plan.add_argument("baseline", metavar="BASELINE.json", help="the baseline run's report")
+    for name in ("gate", "delta", "alpha", "prices"):
+        plan.add_argument(f"--{name}", default=_DEFAULTS[name], help=_HELP[name])
+    plan.add_argument(
+        "--repeat-max",
+        default="5",
+        metavar="N",
+        help="the most draws per example the plan may ask for (default: 5)",
+    )
+    plan.add_argument("--json", action="store_true", help="print JSON for machines")
     promote = commands.add_parser(
         "promote",
         help="turn production failures of a monitor database into regression examples",
@@ -89,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _calibrate(args.report, as_json=args.json)
     if args.command == "compare":
         return _compare(args)
+    if args.command == "plan":
+        return _plan(args)
     if args.command == "promote":
         return _promote(args)
     if args.command == "dashboard":
@@ -207,6 +224,43 @@ def _compare(args: argparse.Namespace) -> int:
         print(f"{args.candidate} against the baseline {args.baseline}:")
         print("\n".join([*table_lines(comparisons, verbose=args.verbose), line]))
     return 1 if blocks else 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from .client.pricing import parse_prices
+    from .runs.compare import check_deltas
+    from .runs.plan import plan, plan_lines
+    from .runs.report import read_records
+    from .settings import regression_settings
+
+    values = {
+        "gate": args.gate,
+        "delta": args.delta,
+        "alpha": args.alpha,
+        "strict": "no",
+        "regression_fails": "yes",
+    }
+    try:
+        settings = regression_settings(values.__getitem__, lambda name: None)
+        check_deltas(settings.delta)
+        try:
+            prices = parse_prices(args.prices)
+        except ValueError as exc:
+            raise ValueError(f"--prices: {exc}") from None
+        if not args.repeat_max.isdigit() or int(args.repeat_max) < 1:
+            raise ValueError(f"--repeat-max: {args.repeat_max!r} is not a whole number >= 1")
+        baseline = read_records(Path(args.baseline))
+        planned = plan(baseline, settings, repeat_max=int(args.repeat_max), prices=prices or None)
+    except ValueError as exc:  # ConfigError too
+        print(f"llmeval plan: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        document = {"baseline": args.baseline, **planned.to_json()}
+        print(json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False))
+    else:
+        print(f"power plan of a run against the baseline {args.baseline}:")
+        print("\n".join(plan_lines(planned)))
+    return 0
 
 
 def _time(value: str | None) -> float | None:
