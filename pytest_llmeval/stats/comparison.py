@@ -46,8 +46,11 @@ class VarianceSplit:
     @property
     def advice(self) -> str:
         if self.within_dominates:
+            # Not "judge noise": with repeated draws (pass_rate has no judge) it is the
+            # app disagreeing with itself as much as the judge.
             return (
-                "judge noise within examples dominates: more samples per example is the cheap fix"
+                "noise within examples dominates (their draws or judge samples disagree): "
+                "more samples per example is the cheap fix"
             )
         return "variation between examples dominates: only more examples help"
 

@@ -168,19 +168,24 @@ def wilcoxon_check(
 
 def variance_split(pairs: Pairs, *, k: int) -> VarianceSplit | None:
     """sd(d)² split into what more examples and what more samples per example reduce;
-    None unless some example has k > 1 samples."""
+    None unless some example kept k > 1 valid samples on a side (with only lost samples
+    beyond the first, nothing measured the noise within an example, and a split of
+    within = 0 would wrongly say that only more examples help)."""
     if pairs.n < 2 or k < 2:
         return None
 
-    def within(side: Mapping[str, list[float]]) -> float:
+    def within(side: Mapping[str, list[float]]) -> list[float]:
         # s²_i/k_i of the examples with two or more valid samples (one has no variance).
-        terms = [
+        return [
             float(np.var(side[i], ddof=1)) / len(side[i]) for i in pairs.ids if len(side[i]) > 1
         ]
-        return mean(terms) if terms else 0.0
 
+    base_terms, cand_terms = within(pairs.base), within(pairs.cand)
+    if not base_terms and not cand_terms:
+        return None
     total = float(np.var(pairs.d, ddof=1))
-    w_base, w_cand = within(pairs.base), within(pairs.cand)
+    w_base = mean(base_terms) if base_terms else 0.0
+    w_cand = mean(cand_terms) if cand_terms else 0.0
     return VarianceSplit(total, max(0.0, total - w_base - w_cand), w_base, w_cand)
 
 
