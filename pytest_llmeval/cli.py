@@ -52,6 +52,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("gate", "delta", "alpha", "prices"):
         plan.add_argument(f"--{name}", default=_DEFAULTS[name], help=_HELP[name])
     plan.add_argument(
+        "--repeat",
+        default="auto",
+        metavar="DRAWS",
+        help="the run's draws per example, as llmeval_repeat: 'auto' (default: the plan "
+        "chooses), a number, or per partition ('golden:3 distribution:1'; others 1)",
+    )
+    plan.add_argument(
         "--repeat-max",
         default="5",
         metavar="N",
@@ -249,8 +256,15 @@ def _plan(args: argparse.Namespace) -> int:
             raise ValueError(f"--prices: {exc}") from None
         if not args.repeat_max.isdigit() or int(args.repeat_max) < 1:
             raise ValueError(f"--repeat-max: {args.repeat_max!r} is not a whole number >= 1")
+        draws = _draws(args.repeat)
         baseline = read_records(Path(args.baseline))
-        planned = plan(baseline, settings, repeat_max=int(args.repeat_max), prices=prices or None)
+        planned = plan(
+            baseline,
+            settings,
+            draws=draws,
+            repeat_max=int(args.repeat_max),
+            prices=prices or None,
+        )
     except ValueError as exc:  # ConfigError too
         print(f"llmeval plan: {exc}", file=sys.stderr)
         return 2
@@ -261,6 +275,24 @@ def _plan(args: argparse.Namespace) -> int:
         print(f"power plan of a run against the baseline {args.baseline}:")
         print("\n".join(plan_lines(planned)))
     return 0
+
+
+def _draws(raw: str) -> dict[str, int] | None:
+    """``--repeat``: None for auto, else the draws of every partition (1 unless named)."""
+    if raw.strip() == "auto":
+        return None
+    if raw.strip().isdigit() and int(raw) >= 1:
+        return dict.fromkeys(PARTITIONS, int(raw))
+    draws = dict.fromkeys(PARTITIONS, 1)
+    for item in raw.replace(",", " ").split():
+        partition, _, count = item.partition(":")
+        if partition not in PARTITIONS or not count.isdigit() or int(count) < 1:
+            raise ValueError(
+                f"--repeat: {item!r} is not auto, a number of draws or partition:draws "
+                f"(partitions: {', '.join(PARTITIONS)})"
+            )
+        draws[partition] = int(count)
+    return draws
 
 
 def _time(value: str | None) -> float | None:

@@ -24,8 +24,12 @@ The model (STATISTICS.md §4's variance split, written for one baseline run):
   change the run can detect, reached only by a uniform change. A change that hits a few
   examples hard needs more data than the plan says; the comparison after the run
   reports the MDE80 of the differences it saw.
+- σ² is itself an estimate, on sum(k_i - 1) degrees of freedom (``within_df``): from 30
+  examples of 4 draws (90) its sd is about 15%, and a drop of the planned MDE80 is
+  detected between about 65% and 90% of the time rather than exactly 80%. More draws in
+  the baseline make the plan sharper.
 - The between-example variance of the means (their variance minus mean(σ²/k_i), floored
-  at 0) cancels out of paired differences. It is reported (``between``), not used: it
+  at 0) cancels out of paired differences. It is reported (``between_examples``), not used: it
   is what pairing saves.
 
 MDE80 = (t_{1-alpha'/2,n-1} + t_{0.8,n-1}) · sd(d)/√n with alpha' = alpha/m, m the gated family's
@@ -70,7 +74,9 @@ class PlannedJSON(TypedDict):
     draws: int  # this run's draws per example (its partition's)
     baseline_draws: int  # the baseline's draws per example (the median)
     within: float | None  # σ², the variance of a draw within an example; None: unknown
-    between: float | None  # the variance of the example means, beyond within/k
+    within_df: int  # the degrees of freedom of that estimate: sum(k_i - 1)
+    # The variance of the example means beyond within/k: pairing cancels it (not used).
+    between_examples: float | None
     sd_d: float | None  # the expected sd(d) at ``draws``
     mde80: float | None  # at ``draws``; None when sd(d) is unknown or 0
     delta: float
@@ -103,7 +109,8 @@ class Planned:
     draws: int
     baseline_draws: int
     within: float | None
-    between: float | None
+    within_df: int
+    between_examples: float | None
     sd_d: float | None
     mde80: float | None
     delta: float
@@ -155,7 +162,8 @@ class Planned:
             "draws": self.draws,
             "baseline_draws": self.baseline_draws,
             "within": self.within,
-            "between": self.between,
+            "within_df": self.within_df,
+            "between_examples": self.between_examples,
             "sd_d": self.sd_d,
             "mde80": self.mde80,
             "delta": self.delta,
@@ -305,7 +313,8 @@ def plan(
                 draws=r,
                 baseline_draws=e.baseline_draws,
                 within=e.within,
-                between=e.between,
+                within_df=e.within_df,
+                between_examples=e.between_examples,
                 sd_d=sd,
                 mde80=mde80,
                 delta=delta,
@@ -378,7 +387,8 @@ class _Estimate:
     baseline_draws: int  # the median of the baseline's draws per example
     baseline_inverse_k: float  # mean(1/k_i) over the baseline's examples
     within: float | None  # σ²: mean of s²_i over examples with 2+ draws
-    between: float | None
+    within_df: int
+    between_examples: float | None
 
 
 def _draw_means(
@@ -412,7 +422,8 @@ def _estimate(draw_means: Mapping[str, Sequence[float]], selected: int | None) -
         baseline_draws=round(statistics.median(counts)),
         baseline_inverse_k=inverse_k,
         within=within,
-        between=between,
+        within_df=sum(k - 1 for k in counts),
+        between_examples=between,
     )
 
 
@@ -450,13 +461,14 @@ def _expected(
                 if prices is None:
                     part_cost += (record.get("cost_usd") or 0.0) / k
                     continue
+                priced = 0
                 for model, usage in record.get("usage", {}).items():
                     tokens = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
                     price = cost_usd(prices, model, *tokens) if any(tokens) else None
-                    if price is None:
-                        uncounted += usage.get("calls", 0)
-                    else:
+                    if price is not None:
+                        priced += usage.get("calls", 0)
                         part_cost += price / k
+                uncounted += max(0, record.get("llm_calls", 0) - priced)
         scale = n * draws.get(partition, 1) / len(rows)
         calls += part_calls * scale
         cost += part_cost * scale
