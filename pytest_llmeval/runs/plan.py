@@ -256,7 +256,7 @@ def plan(
     n_min = minimum_n(alpha_prime)
 
     estimates = {
-        key: _estimate(means[key[0]][key[1]], selected.get(key[1], 0) if selected else None)
+        key: _estimate(means[key[0]][key[1]], None if selected is None else selected.get(key[1], 0))
         for key in family
     }
 
