@@ -30,8 +30,10 @@ from .errors import LLMCallError, call_error
 from .grounding import Claim, GroundingResult, merge, precheck
 from .records import (
     JudgedGroundingVerdict,
+    PairwisePanelEntry,
     PairwiseVerdict,
     Record,
+    RubricPanelEntry,
     RubricVerdict,
     current_record,
 )
@@ -192,13 +194,14 @@ class JudgeResult:
     failures: list[str] = field(default_factory=list)
     response_format: str | None = None  # the format the verdict was asked in
     endpoint: str | None = None  # the judge's base URL
+    panel: list[RubricPanelEntry] = field(default_factory=list)  # a panel's: each judge's
 
     @property
     def valid(self) -> list[int]:
         return [s for s in self.scores if s is not None]
 
     def to_json(self) -> RubricVerdict:
-        return {
+        verdict: RubricVerdict = {
             "kind": "rubric",
             "mean": None if math.isnan(self.mean) else self.mean,
             "scores": self.scores,
@@ -215,12 +218,33 @@ class JudgeResult:
             "response_format": self.response_format,
             "endpoint": self.endpoint,
         }
+        if self.panel:  # only a panel's, so that a single judge's records stay as they were
+            verdict["panel"] = self.panel
+        return verdict
+
+    def panel_entry(self, answered: bool) -> RubricPanelEntry:
+        """This verdict as one panel judge's answer; ``answered`` False: it reached no
+        quorum, and is missing from the panel's verdict."""
+        return {
+            "model": self.model,
+            "mean": self.mean if answered else None,
+            "scores": self.scores,
+            "stable": self.stable,
+            "reasoning": self.reasoning,
+            "prompt_sha256": self.prompt_sha256,
+            "failures": self.failures,
+            "response_format": self.response_format,
+        }
 
 
 @dataclass
 class PairwiseResult:
     """A comparison of ``a`` with ``b`` in both orders. ``winner`` is ``"a"``, ``"b"`` or
-    ``"tie"``; when the two orders disagree it is a tie and ``position_bias`` is set."""
+    ``"tie"``; when the two orders disagree it is a tie and ``position_bias`` is set.
+
+    A panel's: ``winner`` is the majority of its judges' winners (a tie without one),
+    ``a_first`` and ``b_first`` the majorities of theirs, ``position_bias`` whether most
+    of its judges were position-biased, and ``panel`` holds each judge's answer."""
 
     winner: str
     a_first: str  # the verdict with a shown first, as "a", "b" or "tie"
@@ -230,13 +254,17 @@ class PairwiseResult:
     prompt_sha256: str
     response_format: str | None = None
     endpoint: str | None = None
+    panel: list[PairwisePanelEntry] = field(default_factory=list)
 
     @property
     def position_bias(self) -> bool:
+        if self.panel:
+            answered = [p["position_bias"] for p in self.panel if p["winner"] is not None]
+            return 2 * sum(bool(b) for b in answered) > len(answered)
         return self.a_first != self.b_first
 
     def to_json(self) -> PairwiseVerdict:
-        return {
+        verdict: PairwiseVerdict = {
             "kind": "pairwise",
             "winner": self.winner,
             "a_first": self.a_first,
@@ -249,6 +277,9 @@ class PairwiseResult:
             "response_format": self.response_format,
             "endpoint": self.endpoint,
         }
+        if self.panel:
+            verdict["panel"] = self.panel
+        return verdict
 
 
 @dataclass(frozen=True)
@@ -276,6 +307,27 @@ def delimit(tag: str, text: str) -> str:
     """Wrap untrusted text in ``<tag>`` elements it cannot close or open from inside."""
     inner = _DELIMITED.sub(lambda m: m.group(0).replace("<", "&lt;"), text)
     return f"<{tag}>\n{inner}\n</{tag}>"
+
+
+def check_panel(models: Sequence[str]) -> None:
+    """ValueError unless ``models`` is empty (no panel) or two or more distinct names."""
+    if not models:
+        return
+    if any(not m or not m.strip() for m in models):
+        raise ValueError(f"a judge panel's model names cannot be empty: {list(models)}")
+    if len(models) < 2:
+        raise ValueError(
+            f"a judge panel needs at least two models, got {list(models)}: for one judge, "
+            "set its model (model=, --llmeval-judge-model)"
+        )
+    if len(set(models)) < len(models):
+        raise ValueError(f"a judge panel names a model twice: {list(models)}")
+
+
+def majority(votes: Sequence[str]) -> str:
+    """The value more than half of ``votes`` have, else ``"tie"``."""
+    top = max(set(votes), key=votes.count, default="tie")
+    return top if 2 * votes.count(top) > len(votes) else "tie"
 
 
 def model_family(model: str) -> str:
@@ -307,13 +359,20 @@ class Judge:
     ``check_grounding`` for claims against a context.
 
     ``max_tokens`` bounds every rubric and pairwise reply (grounding replies, which list
-    every claim, get twice as many)."""
+    every claim, get twice as many).
+
+    ``models`` (two or more) makes it a panel: every rubric and pairwise verdict is asked
+    of each model at once through the one client (each model's replies are cached apart),
+    and the verdict is the mean of their means (rubric) or their majority (pairwise). A
+    judge that gives no verdict is missing from that one; only when none gives one is
+    there no verdict. Grounding is not a vote: the first model checks the claims."""
 
     def __init__(
         self,
         client: LLMClient,
         *,
         model: str | None = None,
+        models: Sequence[str] = (),
         n_samples: int = 1,
         temperature: float | None = None,
         quorum: float = 0.5,
@@ -327,7 +386,8 @@ class Judge:
         if max_tokens < 1:
             raise ValueError("max_tokens must be at least 1")
         self.client = client
-        self.model: str = model or client.config.model or ""
+        check_panel(models)
+        self.model: str = (models[0] if models else model) or client.config.model or ""
         if not self.model:
             raise ValueError("the judge has no model: set --llmeval-judge-model or pass model=")
         self.n_samples = n_samples
@@ -342,6 +402,24 @@ class Judge:
             or "https://api.openai.com/v1"
         ).rstrip("/")
         self._formats = _formats_of(client)
+        # The panel's judges: the same judge, one per model.
+        self.panel: tuple[Judge, ...] = tuple(
+            Judge(
+                client,
+                model=name,
+                n_samples=n_samples,
+                temperature=temperature,
+                quorum=quorum,
+                anchors=anchors,
+                max_tokens=max_tokens,
+            )
+            for name in models
+        )
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The judge's model, or each model of its panel."""
+        return tuple(j.model for j in self.panel) or (self.model,)
 
     # --- the rubric ---------------------------------------------------------------------
 
@@ -368,7 +446,13 @@ class Judge:
     def prompt_sha256(self, kind: str = "rubric", few_shot: Sequence[Anchor] = ()) -> str:
         """The version of everything that shapes a verdict but the texts judged:
         ``kind`` is ``rubric``, ``pairwise`` or ``grounding``; ``few_shot``, the scored
-        examples a rubric call was given."""
+        examples a rubric call was given. A panel's versions its judges' (in any order:
+        the verdict does not depend on it), and grounding is its first judge's."""
+        if self.panel:
+            if kind == "grounding":
+                return self.panel[0].prompt_sha256(kind)
+            members = sorted(j.prompt_sha256(kind, few_shot) for j in self.panel)
+            return hashlib.sha256(json.dumps({"panel": members}).encode()).hexdigest()
         system, template, shape = _PROMPTS[kind]
         version = {
             "system": system,
@@ -404,25 +488,81 @@ class Judge:
             response, task=task, criteria=criteria, input=input, few_shot=few_shot
         )
         count = n_samples or self.n_samples
-        verdicts, failures, fmt = self._gather(
-            record,
-            [(f"sample {i}", messages, i) for i in range(count)],
-            Verdict,
-            VERDICT_SHAPE,
-            self.max_tokens,
-        )
-        result = self._combine(verdicts, [str(f) for f in failures], few_shot)
-        result.response_format, result.endpoint = fmt, self.base_url
+        requests = [(f"sample {i}", messages, i) for i in range(count)]
+        needed = max(1, math.ceil(self.quorum * count))
+        # Every judge's samples are sent before any is awaited: a panel takes as long as
+        # its slowest judge, not their sum.
+        judges = self.panel or (self,)
+        sent = [j._submit(record, requests, Verdict, VERDICT_SHAPE, j.max_tokens) for j in judges]
+        answers = []
+        for judge, futures in zip(judges, sent, strict=True):
+            verdicts, failures, fmt = judge._collect(requests, futures)
+            answer = judge._combine(verdicts, [str(f) for f in failures], few_shot)
+            answer.response_format, answer.endpoint = fmt, judge.base_url
+            answers.append((answer, failures))
+        if self.panel:
+            result, failures = self._panel_rubric(answers, needed, few_shot)
+        else:
+            result, failures = answers[0]
         if record is not None:
             record.judge.append(result.to_json())
-        needed = max(1, math.ceil(self.quorum * count))
-        if len(result.valid) < needed:
+        if not self.panel and len(result.valid) < needed:
             raise _no_verdict(
                 f"only {len(result.valid)} of {count} judge samples gave a valid "
                 f"verdict (quorum {needed})",
                 failures,
             )
+        if self.panel and not any(p["mean"] is not None for p in result.panel):
+            raise _no_verdict(
+                f"no judge of the panel ({', '.join(self.models)}) gave a valid verdict "
+                f"(quorum {needed} of {count} samples each)",
+                failures,
+            )
         return result
+
+    def _panel_rubric(
+        self,
+        answers: list[tuple[JudgeResult, list[_Failure]]],
+        needed: int,
+        few_shot: Sequence[Anchor],
+    ) -> tuple[JudgeResult, list[_Failure]]:
+        """The panel's rubric verdict from each judge's: the mean of the means of those
+        that reached their quorum. Its scores are theirs, one after the other, so that the
+        regression statistics see every judge's samples of the example; ``stable``, that
+        each of them agreed with itself (how the judges agree with each other is the
+        run's Krippendorff's alpha)."""
+        quorate = [len(a.valid) >= needed for a, _ in answers]
+        answered = [a for (a, _), ok in zip(answers, quorate, strict=True) if ok]
+        means = [a.mean for a in answered]
+        mean = sum(means) / len(means) if means else math.nan
+        scores = [s for a in (answered or [a for a, _ in answers]) for s in a.scores]
+        valid = [s for s in scores if s is not None]
+        centre = sum(valid) / len(valid) if valid else math.nan
+        variance = (
+            sum((s - centre) ** 2 for s in valid) / (len(valid) - 1) if len(valid) > 1 else 0.0
+        )
+        typical = min(answered, key=lambda a: abs(a.mean - mean), default=None)
+        first = answers[0][0]
+        result = JudgeResult(
+            mean=mean,
+            scores=scores,
+            variance=variance,
+            stable=bool(answered) and all(a.stable for a in answered),
+            reasoning=typical.reasoning if typical else "",
+            strengths=typical.strengths if typical else [],
+            weaknesses=typical.weaknesses if typical else [],
+            model=self.model,
+            prompt_sha256=self.prompt_sha256(few_shot=few_shot),
+            failures=[f"{a.model} {f}" for a, _ in answers for f in a.failures],
+            # The first judge's, as the model is: the summary names what its endpoint took.
+            response_format=first.response_format,
+            endpoint=first.endpoint,
+            panel=[a.panel_entry(ok) for (a, _), ok in zip(answers, quorate, strict=True)],
+        )
+        failures = [
+            _Failure(f"{a.model} {f.label}", f.error) for a, fails in answers for f in fails
+        ]
+        return result, failures
 
     # Awaitable twins for async code such as a batched fixture: the same verdicts, the
     # waiting done off the event loop so that other examples' calls proceed meanwhile.
@@ -489,18 +629,44 @@ class Judge:
                 response_b=delimit("response_b", second),
             )
 
-        (ab, ba), failures, fmt = self._gather(
-            record,
-            [("a shown first", messages(a, b), 0), ("b shown first", messages(b, a), 0)],
-            Preference,
-            PREFERENCE_SHAPE,
-            self.max_tokens,
-        )
+        requests = [("a shown first", messages(a, b), 0), ("b shown first", messages(b, a), 0)]
+        judges = self.panel or (self,)
+        sent = [
+            j._submit(record, requests, Preference, PREFERENCE_SHAPE, j.max_tokens) for j in judges
+        ]
+        answers: list[tuple[PairwiseResult | None, list[_Failure], str]] = []
+        for judge, futures in zip(judges, sent, strict=True):
+            (ab, ba), failures, fmt = judge._collect(requests, futures)
+            answers.append((judge._preference(ab, ba, fmt), failures, fmt))
+        if not self.panel:
+            result, failures, _ = answers[0]
+            if result is None:
+                raise _no_verdict("the pairwise judge gave no verdict", failures)
+        else:
+            failures = [
+                _Failure(f"{j.model} {f.label}", f.error)
+                for j, (_, fails, _) in zip(judges, answers, strict=True)
+                for f in fails
+            ]
+            if all(answer is None for answer, _, _ in answers):
+                raise _no_verdict(
+                    f"no judge of the panel ({', '.join(self.models)}) gave a pairwise verdict",
+                    failures,
+                )
+            result = self._panel_pairwise(answers)
+        if record is not None:
+            record.judge.append(result.to_json())
+        return result
+
+    def _preference(
+        self, ab: Preference | None, ba: Preference | None, fmt: str
+    ) -> PairwiseResult | None:
+        """This judge's verdict from its two orders (None: either gave none)."""
         if ab is None or ba is None:
-            raise _no_verdict("the pairwise judge gave no verdict", failures)
+            return None
         a_first = {"A": "a", "B": "b", "tie": "tie"}[ab.winner]
         b_first = {"A": "b", "B": "a", "tie": "tie"}[ba.winner]
-        result = PairwiseResult(
+        return PairwiseResult(
             winner=a_first if a_first == b_first else "tie",
             a_first=a_first,
             b_first=b_first,
@@ -510,9 +676,42 @@ class Judge:
             response_format=fmt,
             endpoint=self.base_url,
         )
-        if record is not None:
-            record.judge.append(result.to_json())
-        return result
+
+    def _panel_pairwise(
+        self, answers: list[tuple[PairwiseResult | None, list[_Failure], str]]
+    ) -> PairwiseResult:
+        """The panel's pairwise verdict: the majority of its judges' winners among those
+        that gave one, a tie when there is none. The reasoning shown is that of the first
+        judge that chose the panel's winner."""
+        panel: list[PairwisePanelEntry] = []
+        for judge, (answer, failures, fmt) in zip(self.panel, answers, strict=True):
+            panel.append(
+                {
+                    "model": judge.model,
+                    "winner": answer.winner if answer else None,
+                    "a_first": answer.a_first if answer else None,
+                    "b_first": answer.b_first if answer else None,
+                    "position_bias": answer.position_bias if answer else None,
+                    "reasoning": answer.reasoning if answer else [],
+                    "prompt_sha256": judge.prompt_sha256("pairwise"),
+                    "failures": [str(f) for f in failures],
+                    "response_format": fmt,
+                }
+            )
+        given = [answer for answer, _, _ in answers if answer is not None]
+        winner = majority([g.winner for g in given])
+        typical = next((g for g in given if g.winner == winner), given[0])
+        return PairwiseResult(
+            winner=winner,
+            a_first=majority([g.a_first for g in given]),
+            b_first=majority([g.b_first for g in given]),
+            reasoning=typical.reasoning,
+            model=self.model,
+            prompt_sha256=self.prompt_sha256("pairwise"),
+            response_format=answers[0][2],
+            endpoint=self.base_url,
+            panel=panel,
+        )
 
     def check_grounding(
         self,
@@ -526,8 +725,11 @@ class Judge:
         judge model, merged with the deterministic pre-check (which overrides the model on
         a price, number, date or name that the context does not have).
 
-        Raises :class:`LLMCallError` (kind ``judge``) when the judge gives no verdict."""
+        Raises :class:`LLMCallError` (kind ``judge``) when the judge gives no verdict.
+        A panel's first judge checks the claims alone: a label is not put to a vote."""
         __tracebackhide__ = True
+        if self.panel:
+            return self.panel[0].check_grounding(answer, context, question=question, names=names)
         record = current_record()
         messages = _prompt(
             "grounding",
@@ -568,10 +770,28 @@ class Judge:
         failed or unparsable reply is None, never a guess, and never discards the others.
         Also returns the response format the replies were asked in (the least structured
         one, should the endpoint have stepped down in the meantime)."""
-        futures: list[Future[tuple[Reply, str]]] = [
+        return self._collect(requests, self._submit(record, requests, reply, shape, max_tokens))
+
+    def _submit(
+        self,
+        record: Record | None,
+        requests: list[tuple[str, list[dict[str, str]], int]],
+        reply: type[Reply],
+        shape: str,
+        max_tokens: int,
+    ) -> list[Future[tuple[Reply, str]]]:
+        """Start the requests of ``_gather`` on the client's pool."""
+        return [
             self.client._pool().submit(self._sample, record, messages, i, reply, shape, max_tokens)
             for _, messages, i in requests
         ]
+
+    def _collect(
+        self,
+        requests: list[tuple[str, list[dict[str, str]], int]],
+        futures: list[Future[tuple[Reply, str]]],
+    ) -> tuple[list[Reply | None], list[_Failure], str]:
+        """Wait for the requests ``_submit`` started: ``_gather``'s result."""
         replies: list[Reply | None] = []
         failures: list[_Failure] = []
         formats = []

@@ -62,9 +62,34 @@ class MetricEntry(TypedDict):
     details: dict[str, Any]
 
 
-class RubricVerdict(TypedDict):
-    """A rubric verdict over the judge's samples (``JudgeResult.to_json``)."""
+class RubricPanelEntry(TypedDict):
+    """One panel judge's answer to a rubric verdict (``RubricVerdict.panel``)."""
 
+    model: str
+    mean: float | None  # None: this judge gave no verdict (missing, not a score)
+    scores: list[int | None]
+    stable: bool
+    reasoning: str
+    prompt_sha256: str
+    failures: list[str]
+    response_format: str | None
+
+
+class PairwisePanelEntry(TypedDict):
+    """One panel judge's answer to a pairwise verdict (``PairwiseVerdict.panel``)."""
+
+    model: str
+    winner: str | None  # None: this judge gave no verdict (missing)
+    a_first: str | None
+    b_first: str | None
+    position_bias: bool | None
+    reasoning: list[str]
+    prompt_sha256: str
+    failures: list[str]
+    response_format: str | None
+
+
+class _RubricRequired(TypedDict):
     kind: Literal["rubric"]
     mean: float | None  # None: no valid sample
     scores: list[int | None]  # None: a sample that gave no verdict
@@ -82,9 +107,14 @@ class RubricVerdict(TypedDict):
     endpoint: str | None
 
 
-class PairwiseVerdict(TypedDict):
-    """A comparison asked in both orders (``PairwiseResult.to_json``)."""
+class RubricVerdict(_RubricRequired, total=False):
+    """A rubric verdict over the judge's samples (``JudgeResult.to_json``); a judge
+    panel's also keeps each judge's answer (``panel``)."""
 
+    panel: list[RubricPanelEntry]
+
+
+class _PairwiseRequired(TypedDict):
     kind: Literal["pairwise"]
     winner: str  # "a", "b" or "tie"
     a_first: str
@@ -96,6 +126,13 @@ class PairwiseVerdict(TypedDict):
     parser: str
     response_format: str | None
     endpoint: str | None
+
+
+class PairwiseVerdict(_PairwiseRequired, total=False):
+    """A comparison asked in both orders (``PairwiseResult.to_json``); a judge panel's
+    also keeps each judge's answer (``panel``)."""
+
+    panel: list[PairwisePanelEntry]
 
 
 class GroundingVerdict(TypedDict):

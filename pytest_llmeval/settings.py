@@ -58,6 +58,12 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("prices", "USD per million tokens, e.g. 'gpt-4o-mini=0.15/0.60 gpt-4o=2.5/10'", ""),
     ("judge_samples", "judge samples per verdict, requested concurrently", "1"),
     (
+        "judge_models",
+        "a judge panel: two or more judge models, comma-separated, each asked every rubric "
+        "and pairwise verdict (mean, majority); default: one judge, llmeval_judge_model",
+        "",
+    ),
+    (
         "judge_max_tokens",
         "max_tokens of each judge reply (a grounding reply gets twice as many)",
         "1024",
@@ -163,6 +169,7 @@ class Settings:
     cache_mode: str = "use"
     cache_dir: Path = Path(".llmeval-cache")
     judge_samples: int = 1
+    judge_models: tuple[str, ...] = ()  # a judge panel; () is the one judge_model
     judge_max_tokens: int = 1024
     max_position_bias: float = 0.3
     concurrency: int = 16
@@ -260,6 +267,7 @@ def build(
         cache_mode=cache_mode,
         cache_dir=rootpath / value("cache_dir"),
         judge_samples=_count("judge_samples", value("judge_samples"), minimum=1),
+        judge_models=_judge_models(value("judge_models")),
         judge_max_tokens=_count("judge_max_tokens", value("judge_max_tokens"), minimum=1),
         max_position_bias=_rate("llmeval_max_position_bias", value("max_position_bias")),
         concurrency=_count("concurrency", value("concurrency"), minimum=1),
@@ -361,6 +369,19 @@ def _count(name: str, raw: str, *, minimum: int) -> int:
     if number < minimum:
         raise ConfigError(f"llmeval_{name}: {raw!r} is not a whole number >= {minimum}")
     return number
+
+
+def _judge_models(raw: str) -> tuple[str, ...]:
+    """A judge panel: two or more distinct model names, comma-separated ('' for none)."""
+    if not raw.strip():
+        return ()
+    names = tuple(name.strip() for name in raw.split(","))
+    if len(names) < 2 or len(set(names)) < len(names) or not all(names):
+        raise ConfigError(
+            f"llmeval_judge_models: {raw!r} is not a judge panel: name two or more distinct "
+            "models, comma-separated (for one judge, set llmeval_judge_model)"
+        )
+    return names
 
 
 def _parse_hard(spec: str) -> frozenset[str]:

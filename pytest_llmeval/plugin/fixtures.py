@@ -85,23 +85,26 @@ def judge_client(pytestconfig: pytest.Config) -> Generator[LLMClient, None, None
 @pytest.fixture(scope="session")
 def judge(pytestconfig: pytest.Config, judge_client: LLMClient) -> Judge:
     """The LLM judge: ``judge.score(response, task=..., criteria=...)`` on a 1-5 rubric,
-    or ``assert_judge(judge, response, task=..., criteria=...)``."""
+    or ``assert_judge(judge, response, task=..., criteria=...)``. With
+    ``llmeval_judge_models``, a panel of judges on the one judge client."""
     from ..judge import Judge, model_family
 
     settings_ = pytestconfig.stash[SETTINGS_KEY]
-    judge_model, app_model = settings_.judge.model, settings_.app.model
-    if judge_model and app_model and model_family(judge_model) == model_family(app_model):
-        warnings.warn(
-            JudgeFamilyWarning(
-                f"the judge ({judge_model}) and the model under test ({app_model}) are both "
-                f"{model_family(app_model)} models: judges tend to favour their own family; "
-                "prefer a judge from another family (--llmeval-judge-model)"
-            ),
-            stacklevel=2,
-        )
-    # The temperature was checked at start-up (the core's settings.build).
+    app_model = settings_.app.model
+    for judge_model in settings_.judge_models or (settings_.judge.model,):
+        if judge_model and app_model and model_family(judge_model) == model_family(app_model):
+            warnings.warn(
+                JudgeFamilyWarning(
+                    f"the judge ({judge_model}) and the model under test ({app_model}) are "
+                    f"both {model_family(app_model)} models: judges tend to favour their own "
+                    "family; prefer a judge from another family (--llmeval-judge-model)"
+                ),
+                stacklevel=2,
+            )
+    # The temperature and the panel were checked at start-up (the core's settings.build).
     return Judge(
         judge_client,
+        models=settings_.judge_models,
         n_samples=settings_.judge_samples,
         temperature=settings_.judge.temperature,
         max_tokens=settings_.judge_max_tokens,

@@ -137,7 +137,8 @@ def metadata(records: Sequence[RecordJSON]) -> RunMetadata:
     its rubric verdicts, and the hash of each dataset."""
     verdicts = [v for r in records for v in r.get("judge", []) if is_rubric(v)]
     return {
-        "judge_model": sorted({v["model"] for v in verdicts}),
+        # A panel's verdict is its judges': a changed panel is a changed judge.
+        "judge_model": sorted({p["model"] for v in verdicts for p in v.get("panel", [v])}),
         "judge_prompt_sha256": sorted({v["prompt_sha256"] for v in verdicts}),
         "scale": [list(s) for s in sorted({tuple(v.get("scale", JUDGE_SCALE)) for v in verdicts})],
         "parser": sorted({v.get("parser", "") for v in verdicts}),

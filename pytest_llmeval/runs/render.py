@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..records import LLM_ERROR, ModelUsage, Record, is_pairwise, is_rubric, merge_usage
+from .panel import panel_lines
 from .summary import (
     BudgetVerdict,
     PartitionStats,
@@ -44,7 +45,7 @@ def summary_lines(
         lines.append((verdict.message, markup))
     lines += budget_lines(budgets)
     lines += [(text, {"red": True, "bold": True}) for text in _error_lines(records, names)]
-    judged = _judge_lines(records, max_position_bias)
+    judged = _judge_lines(records, max_position_bias) + panel_lines(records)
     warnings = [text for text in judged if text.startswith("WARNING")]
     if verbosity >= 0:
         usage = _usage_lines(records) + [t for t in judged if t not in warnings]

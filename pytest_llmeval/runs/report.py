@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypedDict, cast
 
 from ..records import NOT_RUN, Record, RecordJSON
+from .panel import JudgePanelJSON, panel_json
 from .summary import (
     BudgetJSON,
     BudgetVerdict,
@@ -52,6 +53,7 @@ class ReportJSON(TypedDict):
     time_budgets: list[BudgetJSON]
     regression: dict[str, Any] | None
     calibration: CalibrationJSON | None
+    judge_panel: JudgePanelJSON | None  # a judge panel's agreement (llmeval_judge_models)
     records: list[RecordJSON]
 
 
@@ -98,6 +100,7 @@ def build_report(
         "time_budgets": [b.to_json() for b in budgets],
         "regression": regression,
         "calibration": calibration(records),
+        "judge_panel": panel_json(records),
         "records": [r.to_json() for r in records],
     }
 
