@@ -254,6 +254,16 @@ def test_draws_as_independent_pairs_flag_an_a_a_run_the_per_example_rule_passes(
     assert examples.p_adj is not None and examples.p_adj > ALPHA
     assert pairs.ci_high is not None and examples.ci_high is not None
     assert pairs.ci_high < 0 < examples.ci_high
+    # The README's noise section shows these two lines.
+    minus, at_least = "\N{MINUS SIGN}", "\N{GREATER-THAN OR EQUAL TO}"
+    assert pairs.line == (
+        f"Candidate is worse by 0.24 (95% CI {minus}0.47 to {minus}0.02); unlikely to be "
+        "noise (p=0.033). Blocking."
+    )
+    assert examples.line == (
+        f"Can't tell: the data fit anything from {minus}0.56 to 0.07. With n=30 only changes "
+        f"{at_least} 0.44 are reliably detectable; about 61 examples are needed."
+    )
 
 
 def test_draws_as_independent_pairs_are_not_an_alpha_level_test() -> None:
