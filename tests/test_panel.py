@@ -342,6 +342,19 @@ PAIRWISE_LINE = (
 )
 
 
+def readme_section() -> str:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("### Judge panels")
+    return readme[start : readme.index("\n#", start + 1)]
+
+
+def readme_block() -> list[str]:
+    """The output block of the README's section on judge panels."""
+    block = re.search(r"```\n(judge: .*?)```", readme_section(), re.S)
+    assert block
+    return block.group(1).splitlines()
+
+
 def panel_block(result: pytest.RunResult) -> list[str]:
     """The summary's judge lines, but the endpoint's formats (its port changes)."""
     return [x for x in result.outlines if x.startswith(("judge: ", "pairwise: ", "judge panel:"))]
@@ -361,6 +374,7 @@ def test_a_three_judge_panel_serially_and_under_xdist(
         RUBRIC_LINE,
         PAIRWISE_LINE,
     ]
+    assert block == readme_block()  # the README shows this run's lines
     report = json.loads(pytester.path.joinpath("report.json").read_text())
     panel = report["judge_panel"]
     assert panel["judges"] == ["judge-a", "judge-b", "judge-c"]
@@ -393,7 +407,7 @@ def test_a_panel_run_replays_from_the_cache_without_a_request(
     assert panel_block(replayed) == panel_block(first)
 
 
-def test_a_changed_panel_is_refused_and_a_reordered_one_is_not(run: Run) -> None:
+def test_a_changed_panel_or_one_judge_is_refused_and_a_reordered_panel_is_not(run: Run) -> None:
     assert run("--llmeval-save-baseline=baseline.json").ret == pytest.ExitCode.OK
     changed = run(
         "--llmeval-baseline=baseline.json", "--llmeval-judge-models=judge-a,judge-b,judge-d"
@@ -407,9 +421,20 @@ def test_a_changed_panel_is_refused_and_a_reordered_one_is_not(run: Run) -> None
     )
     assert reordered.ret == pytest.ExitCode.OK
     assert not any("REFUSED" in line for line in reordered.outlines)
+    # A baseline of one judge (the panel's first) is another judge too.
+    single = ("--llmeval-judge-models=", "--llmeval-judge-model=judge-a")
+    assert run("--llmeval-save-baseline=single.json", *single).ret == pytest.ExitCode.OK
+    panel = run("--llmeval-baseline=single.json")
+    assert panel.ret == pytest.ExitCode.TESTS_FAILED
+    assert (
+        "regression: BLOCK, judge[distribution] REFUSED (the judge model and judge prompt "
+        "differ)" in panel.outlines
+    )
 
 
 def test_a_bad_panel_stops_the_run(run: Run) -> None:
     result = run("--llmeval-judge-models=judge-a")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: llmeval_judge_models: 'judge-a' is not a judge panel*"])
+    shown = re.search(r"`(ERROR: llmeval_judge_models: .*?): \.\.\.`", readme_section(), re.S)
+    assert shown
+    result.stderr.fnmatch_lines([" ".join(shown.group(1).split()) + ": *"])
