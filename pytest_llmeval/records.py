@@ -256,6 +256,7 @@ class RecordJSON(TypedDict):
     dataset_hash: str | None
     tags: list[str]
     cluster: str | None
+    draw: int | None
     model: str | None
     prompt_version: str | None
     output: Any  # any JSON value
@@ -298,6 +299,10 @@ class Record:
     # The example's cluster (examples of one document or conversation are not independent:
     # the regression statistics resample them together).
     cluster: str | None = None
+    # Which of the example's repeated draws this test is (1..k), None when it is drawn once
+    # (``llmeval_repeat``): the draws of one test and example are one case, reduced to one
+    # verdict.
+    draw: int | None = None
     model: str | None = None
     prompt_version: str | None = None
     output: Any = None
@@ -487,6 +492,12 @@ class Record:
             self.failure_reason = reason
 
     @property
+    def case(self) -> str:
+        """The node id of the test this record is a draw of: its own without ``-r<draw>``
+        (the draws of one test and example share it)."""
+        return case_of(self.nodeid, self.example_id, self.draw)
+
+    @property
     def effective_latency_s(self) -> float | None:
         """The model's latency when known, else the test's own call duration."""
         return self.latency_s if self.latency_s is not None else self.duration_s
@@ -507,6 +518,20 @@ class Record:
         if data.keys() <= _FIELDS:
             return cls(**data)
         return cls(**{k: v for k, v in data.items() if k in _FIELDS})  # a newer report
+
+
+def draw_id(example_id: str, draw: int | None) -> str:
+    """The test id of an example's draw: ``golden-01-r2`` (the id alone when drawn once)."""
+    return example_id if draw is None else f"{example_id}-r{draw}"
+
+
+def case_of(nodeid: str, example_id: str, draw: int | None) -> str:
+    """The node id of a draw's case: its own with the draw's id put back to the
+    example's (``test_f[golden-01-r2]`` -> ``test_f[golden-01]``)."""
+    if draw is None:
+        return nodeid
+    head, bracket, params = nodeid.partition("[")
+    return head + bracket + params.replace(draw_id(example_id, draw), example_id, 1)
 
 
 _STEPS_LOCK = threading.Lock()  # a step's limit check and its append are one step

@@ -23,6 +23,11 @@ from .partitions import PARTITIONS
 DEFAULT_HARD = ("golden", "regression")
 DEFAULT_MIN_PASS_RATE = {"regression": 1.0, "adversarial": 0.9, "distribution": 0.85}
 OTEL_MODES = ("auto", "off")
+# An example's verdict over its draws: every draw passed (pass^k), most did, one did
+# (pass@k), or each metric's mean score over the draws reaches its threshold.
+REDUCERS = ("all", "majority", "any", "mean")
+DEFAULT_REDUCER = {"golden": "all", "regression": "all", "adversarial": "majority"}
+FLAKY_MODES = ("fail", "warn", "ignore")
 
 # (name, help, default) for each key that is both a flag and an ini key.
 OPTIONS: tuple[tuple[str, str, str], ...] = (
@@ -78,6 +83,25 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "concurrency",
         "examples a batched fixture computes at once (pytest_llmeval.batched)",
         "16",
+    ),
+    (
+        "repeat",
+        "draws of each example: a count for every partition ('3'), per partition "
+        "('golden:3 distribution:1'), or 'auto' (from the baseline's variance; see llmeval plan)",
+        "1",
+    ),
+    ("repeat_max", "the most draws per example that llmeval_repeat = auto chooses", "5"),
+    (
+        "reducer",
+        "an example's verdict over its draws, per partition: all (pass^k), majority, any "
+        "(pass@k) or mean (each metric's mean score against its threshold)",
+        "golden:all regression:all adversarial:majority distribution:mean",
+    ),
+    (
+        "flaky",
+        "what an example whose draws disagree does to the gate: fail, warn or ignore, for "
+        "every partition or per partition (default: fail on hard partitions, warn on soft)",
+        "",
     ),
     (
         "embedding_model",
@@ -176,6 +200,11 @@ class Settings:
     embedding_model: str = "local"
     embedding_base_url: str | None = None  # None: the app's
     otel: str = "auto"  # "auto" or "off"
+    repeat: dict[str, int] = field(default_factory=dict)  # draws per partition (else 1)
+    repeat_auto: bool = False  # draws chosen from the baseline's variance
+    repeat_max: int = 5
+    reducer: dict[str, str] = field(default_factory=dict)  # per partition (else mean)
+    flaky: dict[str, str] = field(default_factory=dict)  # per partition (else by hardness)
     app: ClientConfig = field(default_factory=ClientConfig)
     judge: ClientConfig = field(default_factory=lambda: ClientConfig(role="judge"))
     regression: RegressionSettings = field(default_factory=lambda: RegressionSettings())
@@ -186,6 +215,15 @@ class Settings:
     def minimum(self, partition: str) -> float:
         """The pass rate a partition must reach (1.0 for a hard partition)."""
         return 1.0 if self.is_hard(partition) else self.min_pass_rate.get(partition, 1.0)
+
+    def draws(self, partition: str) -> int:
+        return self.repeat.get(partition, 1)
+
+    def reducer_of(self, partition: str) -> str:
+        return self.reducer.get(partition, DEFAULT_REDUCER.get(partition, "mean"))
+
+    def flaky_mode(self, partition: str) -> str:
+        return self.flaky.get(partition, "fail" if self.is_hard(partition) else "warn")
 
     def describe(self) -> str:
         soft = " ".join(
@@ -274,6 +312,7 @@ def build(
         embedding_model=value("embedding_model").strip() or "local",
         embedding_base_url=value("embedding_base_url") or None,
         otel=otel,
+        **_repeats(value),
         regression=regression_settings(value, location),
         app=app,
         judge=judge,
@@ -337,6 +376,59 @@ def regression_settings(
         strict=_yes("strict", value("strict")),
         fails=_yes("regression_fails", value("regression_fails")),
     )
+
+
+def _repeats(value: Callable[[str], str]) -> dict[str, Any]:
+    """Settings' draws, reducers and flaky modes: a bare value is every partition's."""
+    raw = value("repeat").strip()
+    repeat_max = _count("repeat_max", value("repeat_max"), minimum=1)
+    auto = raw == "auto"
+    if auto or not raw:
+        repeat: dict[str, int] = {}
+    elif ":" not in raw:
+        repeat = dict.fromkeys(PARTITIONS, _count("repeat", raw, minimum=1))
+    else:
+        repeat = {
+            partition: _count("repeat", text, minimum=1)
+            for partition, text in _words("repeat", raw, PARTITIONS).items()
+        }
+    return {
+        "repeat": repeat,
+        "repeat_auto": auto,
+        "repeat_max": repeat_max,
+        "reducer": _choices("reducer", value("reducer"), REDUCERS),
+        "flaky": _choices("flaky", value("flaky"), FLAKY_MODES),
+    }
+
+
+def _choices(name: str, spec: str, valid: tuple[str, ...]) -> dict[str, str]:
+    """'fail' for every partition, or 'golden:fail distribution:warn'."""
+    spec = spec.strip()
+    if spec and ":" not in spec:
+        chosen = dict.fromkeys(PARTITIONS, spec)
+    else:
+        chosen = _words(name, spec, PARTITIONS)
+    for choice in chosen.values():
+        if choice not in valid:
+            raise ConfigError(
+                f"llmeval_{name}: unknown value {choice!r}; valid: {', '.join(valid)}"
+            )
+    return chosen
+
+
+def _words(name: str, spec: str, valid: tuple[str, ...]) -> dict[str, str]:
+    """'key:value key:value' with values left as text."""
+    found: dict[str, str] = {}
+    for item in spec.replace(",", " ").split():
+        key, sep, raw = item.partition(":")
+        if not sep or not key or not raw:
+            raise ConfigError(f"llmeval_{name}: {item!r} is not of the form partition:value")
+        if key not in valid:
+            raise ConfigError(
+                f"llmeval_{name}: unknown partition {key!r}; valid: {', '.join(valid)}"
+            )
+        found[key] = raw
+    return found
 
 
 def _yes(name: str, raw: str) -> bool:

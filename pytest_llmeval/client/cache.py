@@ -345,4 +345,5 @@ def describe(request: Mapping[str, Any], width: int = 80) -> str:
     if len(text) > width:
         text = text[: width - 3] + "..."
     sample = f" sample {request['sample']}" if request.get("sample") else ""
-    return f"{request.get('endpoint')} model={request.get('model')!r}{sample} {text!r}"
+    draw = f" draw {request['draw']}" if request.get("draw") else ""
+    return f"{request.get('endpoint')} model={request.get('model')!r}{sample}{draw} {text!r}"

@@ -255,6 +255,10 @@ class LLMClient:
                 f"--llmeval-{'judge-' if self.config.role == 'judge' else ''}model"
             )
         request = keyed_request(endpoint, params, sample)
+        if record is not None and record.draw and record.draw > 1 and self.config.role == "app":
+            # Each draw of a repeated example is an independent request (draw 1 is the
+            # one a run without repeats makes): its number is part of the cache key.
+            request["draw"] = record.draw
         step: Step | None = None  # the judge's calls are no steps
         if record is not None and self.config.role == "app":  # reserved before paying for it
             step = record.begin_step(

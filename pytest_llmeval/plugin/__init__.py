@@ -18,6 +18,7 @@ import pytest
 from .. import context, records
 from ..client.llm import interrupt_all
 from ..records import Record
+from ..settings import Settings
 from . import settings
 from .collection import known_before_run, selection
 from .collection import pytest_collection_modifyitems as pytest_collection_modifyitems
@@ -27,11 +28,14 @@ from .fixtures import embedder as embedder
 from .fixtures import judge as judge
 from .fixtures import judge_client as judge_client
 from .fixtures import llm as llm
+from .fixtures import llmeval_draw as llmeval_draw
 from .fixtures import llmeval_record as llmeval_record
 from .fixtures import session_embedder
 from .keys import (
     CONTROLLER_KEY,
     DATASETS_KEY,
+    DRAW_KEY,
+    DRAWS_KEY,
     ERROR_ATTR,
     EXAMPLE_KEY,
     PREVIOUS_RECORD_KEY,
@@ -66,9 +70,16 @@ def pytest_configure(config: pytest.Config) -> None:
     for line in _MARKERS:
         config.addinivalue_line("markers", line)
     effective = settings.from_config(config)
+    worker = hasattr(config, "workerinput")
+    # A worker reads the baseline only to plan its draws (llmeval_repeat = auto): the same
+    # plan as the controller's, from the same file, before anything is collected.
+    baseline = settings.read_baseline(effective) if effective.repeat_auto or not worker else None
+    planned = settings.plan_of(effective, baseline)
+    if planned is not None and effective.repeat_auto:
+        config.stash[DRAWS_KEY] = planned.draws
     controller = None
-    if not hasattr(config, "workerinput"):
-        controller = Controller(config, effective, settings.read_baseline(effective))
+    if not worker:
+        controller = Controller(config, effective, baseline, planned)
     config.stash[SETTINGS_KEY] = effective
     config.stash[DATASETS_KEY] = {}
     run = context.RunContext(effective.thresholds, lambda: session_embedder(config))
@@ -95,8 +106,15 @@ def pytest_keyboard_interrupt() -> None:
     interrupt_all()
 
 
-def pytest_report_header(config: pytest.Config) -> str:
-    return f"llmeval: {config.stash[SETTINGS_KEY].describe()}"
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    lines = [f"llmeval: {config.stash[SETTINGS_KEY].describe()}"]
+    controller = config.stash.get(CONTROLLER_KEY, None)
+    if controller is not None and controller.plan is not None:
+        # Before the first test: what this run can detect, and the draws it makes.
+        from ..runs.plan import plan_lines
+
+        lines += ["llmeval plan:", *(f"  {line}" for line in plan_lines(controller.plan))]
+    return lines
 
 
 # --- records --------------------------------------------------------------------------
@@ -108,7 +126,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     example = item.stash.get(EXAMPLE_KEY, None)
     if example is None:
         return
-    record = Record(*known_before_run(item.nodeid, example))
+    record = Record(*known_before_run(item.nodeid, example, item.stash.get(DRAW_KEY, None)))
     if example.human_score is not None or example.human_labels:
         record.human = {"score": example.human_score, "labels": example.human_labels}
     record.limits = example.limits
@@ -141,10 +159,11 @@ def pytest_runtest_makereport(
         report.when in ("setup", "call")
         and report.failed
         and record.status == "failed"
-        and not item.config.stash[SETTINGS_KEY].is_hard(record.partition)
+        and _soft(item.config.stash[SETTINGS_KEY], record)
     ):
         # A soft partition's failure is shown and recorded but does not fail the
-        # session by itself: the partition's minimum pass rate decides.
+        # session by itself: the partition's minimum pass rate decides. So for a draw
+        # whose case a reducer other than ``all`` decides, at the end of the run.
         record.soft = True
         report.outcome = "skipped"
         report.wasxfail = f"soft failure ({record.partition}): {record.failure_kind}"
@@ -154,6 +173,12 @@ def pytest_runtest_makereport(
         records.bind(item.stash[PREVIOUS_RECORD_KEY])
         del item.stash[RECORD_KEY]  # it travels on the report now; items live all session
     return report
+
+
+def _soft(settings: Settings, record: Record) -> bool:
+    if not settings.is_hard(record.partition):
+        return True
+    return record.draw is not None and settings.reducer_of(record.partition) != "all"
 
 
 @pytest.hookimpl(tryfirst=True)  # before the xfail plugin claims the report

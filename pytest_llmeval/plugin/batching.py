@@ -23,7 +23,15 @@ import pytest
 from ..client.pools import DaemonPool
 from ..errors import LLMEvalWarning
 from ..records import Record, bind
-from .keys import BATCHES_KEY, EXAMPLE_KEY, QUEUE_UNREADABLE_KEY, RECORD_KEY, SETTINGS_KEY
+from .collection import DRAW
+from .keys import (
+    BATCHES_KEY,
+    DRAW_KEY,
+    EXAMPLE_KEY,
+    QUEUE_UNREADABLE_KEY,
+    RECORD_KEY,
+    SETTINGS_KEY,
+)
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -213,7 +221,10 @@ class Batches:
         record = self.scratch.get(item.nodeid)
         if record is None:
             record = Record(
-                example_id=example.id, partition=example.partition, limits=example.limits
+                example_id=example.id,
+                partition=example.partition,
+                draw=item.stash.get(DRAW_KEY, None),  # a draw's calls have keys of their own
+                limits=example.limits,
             )
             owner = item.stash.get(RECORD_KEY, None)
             if owner is not None:
@@ -231,6 +242,8 @@ class Batches:
                     args[name] = example
                 elif name == "llmeval_record":
                     args[name] = record
+                elif name == DRAW:
+                    args[name] = record.draw or 1
                 elif dependency is not None:
                     args[name] = await self._get(dependency, item, shared)
                 else:

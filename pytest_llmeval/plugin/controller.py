@@ -20,13 +20,13 @@ from ..files import nonfinite_as_null, write_json
 from ..partitions import PARTITIONS
 from ..records import NOT_RUN, WORKER_CRASHED, Record, RecordJSON
 from ..runs.compare import compare_runs, decision
+from ..runs.draws import Flaky, aggregate_cases, reduce_draws
 from ..runs.render import summary_lines, table_lines
 from ..runs.report import build_report
 from ..runs.summary import (
     BudgetVerdict,
     PartitionStats,
     PartitionVerdict,
-    aggregate,
     check_partitions,
     check_time_budgets,
     distrust_biased_ties,
@@ -38,21 +38,28 @@ from .collection import Selected, selection
 from .keys import REPORT_ATTR, SELECTION_ATTR
 
 if TYPE_CHECKING:
+    from ..runs.plan import Plan
     from ..stats import Comparison
 
 
-# The ordered records, their stats per partition, and the partition rules' verdicts.
-Outcome = tuple[list[Record], dict[str, PartitionStats], list[PartitionVerdict]]
+# The run's records (one per test), its partition stats and rules' verdicts (over cases:
+# an example's draws count once), and its flaky cases.
+Outcome = tuple[list[Record], dict[str, PartitionStats], list[PartitionVerdict], list[Flaky]]
 
 
 class Controller:
     """Session state on the controlling process (the only process without xdist)."""
 
     def __init__(
-        self, config: pytest.Config, effective: Settings, baseline: list[RecordJSON] | None
+        self,
+        config: pytest.Config,
+        effective: Settings,
+        baseline: list[RecordJSON] | None,
+        planned: Plan | None = None,
     ) -> None:
         self.config = config
         self.settings = effective
+        self.plan = planned  # the power plan against the baseline, shown before the run
         self.records: list[Record] = []
         self.started = time.time()
         self._cached: tuple[int, Outcome] | None = None
@@ -107,8 +114,10 @@ class Controller:
             everything = self.records + self._unreported()
             distrust_biased_ties(everything, self.settings.max_position_bias)
             ordered = sorted(everything, key=lambda r: (order.get(r.partition, 99), r.nodeid))
-            stats = aggregate(ordered)
-            self._cached = (key, (ordered, stats, check_partitions(ordered, stats, self.settings)))
+            reduced = reduce_draws(ordered, self.settings)  # repeated draws: one case each
+            stats = aggregate_cases(reduced)
+            verdicts = check_partitions(reduced.cases, stats, self.settings)
+            self._cached = (key, (ordered, stats, verdicts, reduced.flaky))
         return self._cached[1]
 
     def _unreported(self) -> list[Record]:
@@ -175,7 +184,7 @@ class Controller:
 
     def _reasons(self) -> list[str]:
         """Everything that fails the run, each named as the summary's last line says it."""
-        ordered, _, verdicts = self._outcome()
+        ordered, _, verdicts, _ = self._outcome()
         return failure_reasons(
             ordered,
             verdicts,
@@ -187,7 +196,7 @@ class Controller:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.records and not self.selected:
             return
-        ordered, stats, verdicts = self._outcome()
+        ordered, stats, verdicts, flaky = self._outcome()
         reasons = self._reasons()
         failed = bool(reasons)
         write = terminalreporter.write_line
@@ -199,6 +208,7 @@ class Controller:
             budgets=self._budgets(),
             verbosity=terminalreporter.verbosity,
             max_position_bias=self.settings.max_position_bias,
+            flaky=flaky,
         ):
             write(text, **markup)
         result = self._comparisons()
@@ -233,9 +243,13 @@ class Controller:
         targets = [self.settings.report, self.settings.regression.save_baseline]
         if not any(targets):
             return
+        ordered, stats, verdicts, flaky = self._outcome()
         document = build_report(
-            *self._outcome(),
+            ordered,
+            stats,
+            verdicts,
             self._run_metadata(int(exitstatus)),
+            flaky=flaky,
             regression=self._regression_json(),
             budgets=self._budgets(),
             failures=self._reasons(),

@@ -50,6 +50,13 @@ def embedder() -> Embedder:
 
 
 @pytest.fixture
+def llmeval_draw() -> int:
+    """Which draw of its example the running eval test is: 1 to k with llmeval_repeat
+    (each draw is a test of its own, ``test_answer[golden-01-r2]``), else 1."""
+    return 1  # a repeated test's parametrization gives its own value
+
+
+@pytest.fixture
 def llmeval_record(request: pytest.FixtureRequest) -> Record:
     """The running eval test's record: set ``output``, ``model``, ``prompt_version``,
     ``latency_s``, ``tokens``/``add_usage(...)``, or custom values with ``record[key] = v``."""

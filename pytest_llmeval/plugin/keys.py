@@ -25,6 +25,8 @@ RUN_KEY = pytest.StashKey[RunContext]()  # the run's thresholds, embedder, pools
 RUN_TOKEN_KEY = pytest.StashKey[Token[RunContext | None]]()  # resets the current run at its end
 DATASETS_KEY = pytest.StashKey[dict[Path, "Dataset"]]()
 EXAMPLE_KEY = pytest.StashKey["Example"]()
+DRAW_KEY = pytest.StashKey[int | None]()  # the test's draw of its example (1..k), or None
+DRAWS_KEY = pytest.StashKey[dict[str, int]]()  # llmeval_repeat = auto: the plan's, per partition
 RECORD_KEY = pytest.StashKey[Record]()
 PREVIOUS_RECORD_KEY = pytest.StashKey[Record | None]()
 REPORT_ATTR = "llmeval_record"  # the record's JSON form, on each eval test's teardown report

@@ -5,6 +5,7 @@ the valid ones (the plugin's only source of one)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -12,6 +13,9 @@ from ..errors import ConfigError
 from ..records import RecordJSON
 from ..runs.report import read_records
 from ..settings import OPTIONS, Settings, build
+
+if TYPE_CHECKING:
+    from ..runs.plan import Plan
 
 
 def from_config(config: pytest.Config) -> Settings:
@@ -49,6 +53,32 @@ def read_baseline(effective: Settings) -> list[RecordJSON] | None:
         return read_records(path)
     except ValueError as exc:
         raise pytest.UsageError(f"llmeval_baseline: {exc}") from None
+
+
+def plan_of(effective: Settings, baseline: list[RecordJSON] | None) -> Plan | None:
+    """The power plan against the baseline (None without one); with llmeval_repeat =
+    auto it chooses the draws per partition. A usage error when auto has no baseline."""
+    if baseline is None:
+        if effective.repeat_auto:
+            raise pytest.UsageError(
+                "llmeval_repeat = auto plans the draws from a baseline's variance: set "
+                "llmeval_baseline (--llmeval-baseline), or give a number of draws"
+            )
+        return None
+    from ..partitions import PARTITIONS
+    from ..runs.plan import plan
+
+    fixed = None if effective.repeat_auto else {p: effective.draws(p) for p in PARTITIONS}
+    try:
+        return plan(
+            baseline,
+            effective.regression,
+            draws=fixed,
+            repeat_max=effective.repeat_max,
+            prices=effective.app.prices or None,
+        )
+    except ValueError as exc:
+        raise pytest.UsageError(f"llmeval plan: {exc}") from None
 
 
 def add_options(parser: pytest.Parser) -> None:

@@ -40,7 +40,8 @@ def samples(
 ) -> Mapping[str, Samples]:
     """partition -> example id -> the example's samples of ``metric``.
 
-    ``pass_rate``: one 0/1 sample per example, 1 when every test of the example passed.
+    ``pass_rate``: one 0/1 sample per draw of the example (one, unless it was repeated),
+    1 when every test of the draw passed.
     A test that errored because a model call failed after retries is missing (None), not
     a failure: the infrastructure, not the model, lost it. ``judge``: every rubric score
     of the example's verdicts (k samples; a failed judge sample is None). A test in
@@ -53,7 +54,8 @@ def samples(
     if metric not in METRICS:
         raise ValueError(f"unknown gated metric {metric!r}; valid: {', '.join(METRICS)}")
     found: dict[str, dict[str, list[float | None]]] = {}
-    passed: dict[tuple[str, str], list[bool | None]] = {}
+    # (partition, example) -> draw -> its tests' outcomes
+    passed: dict[tuple[str, str], dict[int, list[bool | None]]] = {}
     for record in records:
         key = (record["partition"], record["example_id"])
         lost = record["status"] == "error" and str(record.get("failure_kind") or "").startswith(
@@ -61,7 +63,9 @@ def samples(
         )
         if metric == "pass_rate":
             if record["status"] != "skipped":
-                passed.setdefault(key, []).append(None if lost else record["status"] == "passed")
+                draws = passed.setdefault(key, {})
+                outcome = None if lost else record["status"] == "passed"
+                draws.setdefault(record.get("draw") or 1, []).append(outcome)
             continue
         if metric != "judge":
             entries = [m for m in record.get("metrics", []) if m["name"] == metric]
@@ -94,11 +98,16 @@ def samples(
             scores = [None if lost else JUDGE_SCALE[0]] if record["status"] != "passed" else []
         if scores:
             found.setdefault(key[0], {}).setdefault(key[1], []).extend(scores)
-    for (partition, example), outcomes in passed.items():
-        known = [o for o in outcomes if o is not None]
-        value = None if len(known) < len(outcomes) and all(known) else float(all(known))
-        found.setdefault(partition, {})[example] = [value]
+    for (partition, example), draws in passed.items():
+        found.setdefault(partition, {})[example] = [_all_passed(o) for o in draws.values()]
     return found
+
+
+def _all_passed(outcomes: list[bool | None]) -> float | None:
+    """1 when every test of a draw passed, 0 when one failed; missing when none failed
+    but a lost model call leaves it unknown."""
+    known = [o for o in outcomes if o is not None]
+    return None if len(known) < len(outcomes) and all(known) else float(all(known))
 
 
 def measured_tests(metric: str, *runs: Sequence[RecordJSON]) -> set[str]:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..records import LLM_ERROR, ModelUsage, Record, is_pairwise, is_rubric, merge_usage
+from .draws import Flaky
 from .panel import panel_lines
 from .summary import (
     BudgetVerdict,
@@ -33,6 +34,7 @@ def summary_lines(
     budgets: Sequence[BudgetVerdict] = (),
     verbosity: int = 0,
     max_position_bias: float = 0.3,
+    flaky: Sequence[Flaky] = (),
 ) -> list[Line]:
     """The llmeval summary: the partition table, the verdicts and time budgets, usage,
     the slowest examples, failures grouped by reason (these three hidden with -q), and
@@ -43,6 +45,7 @@ def summary_lines(
     for verdict in verdicts:
         markup = {"green": True} if verdict.passed else {"red": True, "bold": True}
         lines.append((verdict.message, markup))
+    lines += flaky_lines(flaky)
     lines += budget_lines(budgets)
     lines += [(text, {"red": True, "bold": True}) for text in _error_lines(records, names)]
     judged = _judge_lines(records, max_position_bias) + panel_lines(records)
@@ -62,6 +65,34 @@ def summary_lines(
         from ..calibration import summary_lines as calibration_lines
 
         lines += [("", {}), *((text, {}) for text in calibration_lines(calibrated))]
+    return lines
+
+
+_FLAKY_EFFECT = {"fail": "fails the gate", "warn": "a warning", "ignore": "ignored"}
+
+
+def flaky_lines(flaky: Sequence[Flaky], limit: int = 10) -> list[Line]:
+    """The examples whose draws disagree (the app's own noise, apart from the judge's
+    unstable samples), with what llmeval_flaky makes of them."""
+    if not flaky:
+        return []
+    worst = any(f.mode == "fail" for f in flaky)
+    lines: list[Line] = [
+        (
+            f"flaky examples (their draws disagree): {len(flaky)}",
+            {"red": True, "bold": True} if worst else {"yellow": True},
+        )
+    ]
+    for f in flaky[:limit]:
+        lines.append(
+            (
+                f"  {f.example_id}: {f.passed} of {f.draws} draws passed "
+                f"({f.partition}, {_FLAKY_EFFECT[f.mode]})",
+                {},
+            )
+        )
+    if len(flaky) > limit:
+        lines.append((f"  ... and {len(flaky) - limit} more", {}))
     return lines
 
 
@@ -88,6 +119,7 @@ def _table(stats: dict[str, PartitionStats]) -> list[str]:
     metrics: list[str] = []
     for part in stats.values():
         metrics += [m for m in part.metric_scores if m not in metrics]
+    drawn = any(part.draws > 1 for part in stats.values())
     header = [
         "partition",
         "cases",
@@ -96,6 +128,7 @@ def _table(stats: dict[str, PartitionStats]) -> list[str]:
         "errors",
         "skipped",
         "pass rate",
+        *(["draws", "pass^k", "pass@k"] if drawn else []),
         *metrics,
         "p50 latency",
         "p95 latency",
@@ -112,6 +145,11 @@ def _table(stats: dict[str, PartitionStats]) -> list[str]:
                 str(part.errors),
                 str(part.skipped),
                 f"{part.pass_rate:.1%}",
+                *(
+                    [str(part.draws), f"{part.pass_hat_k:.1%}", f"{part.pass_at_k:.1%}"]
+                    if drawn
+                    else []
+                ),
                 *(_num(part.metric_mean(m)) for m in metrics),
                 _seconds(part.latency_percentile(50)),
                 _seconds(part.latency_percentile(95)),

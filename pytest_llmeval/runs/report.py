@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypedDict, cast
 
 from ..records import NOT_RUN, Record, RecordJSON
+from .draws import Flaky, FlakyJSON
 from .panel import JudgePanelJSON, panel_json
 from .summary import (
     BudgetJSON,
@@ -50,6 +51,7 @@ class ReportJSON(TypedDict):
     not_run: list[NotRunEntry]
     partitions: dict[str, PartitionJSON]
     gates: list[PartitionVerdictJSON]
+    flaky: list[FlakyJSON]  # cases whose repeated draws disagree
     time_budgets: list[BudgetJSON]
     regression: dict[str, Any] | None
     calibration: CalibrationJSON | None
@@ -66,6 +68,7 @@ def build_report(
     regression: dict[str, Any] | None = None,
     budgets: Sequence[BudgetVerdict] = (),
     failures: Sequence[str] | None = None,
+    flaky: Sequence[Flaky] = (),
 ) -> ReportJSON:
     """The whole run as one JSON-safe document; also the baseline format. ``passed``:
     nothing failed the run (``failures``, the summary's reasons; by default every
@@ -97,6 +100,7 @@ def build_report(
         ],
         "partitions": {p: s.to_json() for p, s in stats.items()},
         "gates": [v.to_json() for v in verdicts],
+        "flaky": [f.to_json() for f in flaky],
         "time_budgets": [b.to_json() for b in budgets],
         "regression": regression,
         "calibration": calibration(records),

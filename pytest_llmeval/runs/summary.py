@@ -31,6 +31,9 @@ class PartitionJSON(TypedDict):
     latency_p50_s: float | None
     latency_p95_s: float | None
     wall_s: float | None
+    draws: int  # the most draws of one case (llmeval_repeat)
+    pass_hat_k: float  # cases that passed every draw (pass^k), over all cases
+    pass_at_k: float  # cases that passed at least one draw (pass@k)
 
 
 @dataclass
@@ -49,6 +52,11 @@ class PartitionStats:
     example_ids: set[str] = field(default_factory=set)
     started_at: float | None = None  # the earliest start of its tests (epoch seconds)
     finished_at: float | None = None  # the latest end
+    # Repeated draws (runs/draws.py): the most draws of a case, and the cases that passed
+    # every draw and at least one.
+    draws: int = 1
+    all_draws_passed: int = 0
+    any_draw_passed: int = 0
 
     def add(self, record: Record) -> None:
         self.cases += 1
@@ -87,6 +95,14 @@ class PartitionStats:
             return None
         return self.finished_at - self.started_at
 
+    @property
+    def pass_hat_k(self) -> float:
+        return self.all_draws_passed / self.cases if self.cases else 0.0
+
+    @property
+    def pass_at_k(self) -> float:
+        return self.any_draw_passed / self.cases if self.cases else 0.0
+
     def metric_mean(self, name: str) -> float | None:
         scores = self.metric_scores.get(name)
         return sum(scores) / len(scores) if scores else None
@@ -107,6 +123,9 @@ class PartitionStats:
             "latency_p50_s": self.latency_percentile(50),
             "latency_p95_s": self.latency_percentile(95),
             "wall_s": self.wall_s,
+            "draws": self.draws,
+            "pass_hat_k": self.pass_hat_k,
+            "pass_at_k": self.pass_at_k,
         }
 
 
