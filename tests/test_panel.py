@@ -7,6 +7,7 @@ by another panel."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -124,6 +125,25 @@ def test_a_panel_scores_with_every_judge_and_keeps_each_answer(
     assert verdict["kind"] == "rubric" and verdict["model"] == "judge-a"
     assert [p["model"] for p in verdict.get("panel", [])] == list(PANEL)
     assert record.usage.keys() == set(PANEL)  # each judge's calls, on the test's record
+
+
+def test_a_panel_awaited_gives_the_same_verdicts(make_judge: Any) -> None:
+    def answer(score: int) -> str:  # a rubric verdict and a preference in one reply
+        return json.dumps({"reasoning": "both", "score": score, "winner": "tie"})
+
+    judge = make_judge(
+        by_model({"judge-a": answer(5), "judge-b": answer(3), "judge-c": answer(4)}),
+        models=PANEL,
+    )
+
+    async def both() -> tuple[Any, Any]:
+        return await judge.ascore("The Team plan is $29.", **ASK), await judge.acompare(
+            "the new answer", "the old answer", **ASK
+        )
+
+    scored, compared = asyncio.run(both())
+    assert scored.mean == 4.0 and [p["mean"] for p in scored.panel] == [5.0, 3.0, 4.0]
+    assert compared.winner == "tie" and [p["winner"] for p in compared.panel] == ["tie"] * 3
 
 
 def test_the_panel_is_versioned_by_its_judges_in_any_order(make_judge: Any) -> None:
