@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from pathlib import Path
 from collections.abc import Callable
 
 import numpy as np
@@ -264,6 +265,9 @@ def test_draws_as_independent_pairs_flag_an_a_a_run_the_per_example_rule_passes(
         f"Can't tell: the data fit anything from {minus}0.56 to 0.07. With n=30 only changes "
         f"{at_least} 0.44 are reliably detectable; about 61 examples are needed."
     )
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme[readme.index("comparison blocks the release") :].split("```")[1]
+    assert block.strip().splitlines() == [pairs.line, examples.line]
 
 
 def test_draws_as_independent_pairs_are_not_an_alpha_level_test() -> None:
