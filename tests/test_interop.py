@@ -399,10 +399,11 @@ def options(base_url: str, *extra: str) -> list[str]:
         CHAT_MODEL,
         # The judge bounds its replies: under a JSON grammar this base model may not stop,
         # and each token it samples costs ~0.1s (the grammar checks gemma's 262k-token
-        # vocabulary). 20 leaves this model's pairwise replies (17 tokens) and grounding
-        # ones (23, under twice the bound) whole, and cuts its rubric reply, as 64 did.
+        # vocabulary). This model's replies are no verdict at any bound (the prompt's
+        # shape copied, fields missing); cut at 12 tokens, each judge call is one
+        # request, as a cut reply is never asked again, where an invalid whole one is.
         "--llmeval-judge-max-tokens",
-        "20",
+        "12",
         "--llmeval-timeout",
         "60",
         "--llmeval-judge-timeout",

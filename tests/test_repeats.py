@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -289,3 +290,51 @@ def test_a_run_without_repeats_keeps_its_ids_and_cache_keys(
     fake_openai.reset_counters()
     suite.runpytest("--llmeval-repeat", "2")
     assert fake_openai.total_requests == 3  # draw 2 of each example only
+
+
+def test_auto_plans_the_draws_from_the_baseline_and_the_header_shows_the_plan(
+    suite: pytest.Pytester, fake_openai: FakeOpenAIServer
+) -> None:
+    suite.makeconftest(PLAIN)
+    # Eight refund questions, each right 3 times in its first 5: noisy enough that the
+    # plan wants more draws than one.
+    noisy = [
+        {"id": f"golden-refund-{i:02}", "partition": "golden", "input": {"q": f"refund {i}"}}
+        for i in range(8)
+    ]
+    suite.path.joinpath("data.jsonl").write_text("".join(json.dumps(e) + "\n" for e in noisy))
+    suite.makepyfile(test_suite=TESTS.replace('RIGHT[example.input["q"]]', '"30 days"'))
+    fake_openai.reply = Script()
+    saved = suite.runpytest("--llmeval-repeat", "5", "--llmeval-save-baseline", "base.json")
+    assert suite.path.joinpath("base.json").exists(), saved.outlines
+    planned = suite.runpytest(
+        "-o", "llmeval_repeat=auto", "--llmeval-baseline", "base.json", "-v", "-p", "no:randomly"
+    )
+    out = "\n".join(planned.outlines)
+    assert "llmeval plan:" in out
+    header = out[: out.index("collected")]
+    draws = next(line for line in header.splitlines() if "draws per example:" in line)
+    # What the header says is what the run does: count the draws of the golden refund.
+    chosen = int(draws.split("golden ")[1].split(",")[0])
+    assert chosen > 1, header
+    ran = {
+        line.split("[")[1].split("]")[0]
+        for line in planned.outlines
+        if line.startswith("test_suite.py::") and "golden-refund-01" in line
+    }
+    assert len(ran) == chosen, (draws, ran)
+    # The same plan from the command line (its lines, as the header indents them).
+    cli = suite.run(sys.executable, "-m", "pytest_llmeval.cli", "plan", "base.json")
+    assert cli.ret == 0
+    planned_lines = [
+        line
+        for line in header[header.index("llmeval plan:") :].splitlines()[1:]
+        if line.startswith("  ")
+    ]
+    assert [line.strip() for line in planned_lines] == [line.strip() for line in cli.outlines[1:]]
+
+
+def test_auto_without_a_baseline_is_a_usage_error(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("-o", "llmeval_repeat=auto")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*llmeval_repeat = auto plans the draws from a baseline*"])

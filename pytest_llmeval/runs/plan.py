@@ -123,7 +123,7 @@ class Planned:
         head = (
             f"{self.partition} {self.metric}: {self.n} examples x {_draws(self.draws)}: "
             if self.status != "too_few"
-            else f"{self.partition} {self.metric}: {self.n} examples: "
+            else f"{self.partition} {self.metric}: {self.n} example{'s' * (self.n != 1)}: "
         )
         if self.status == "too_few":
             return head + (
