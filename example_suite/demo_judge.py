@@ -5,7 +5,11 @@ grounding check) with the JSON a judge model would give. For the app's answers t
 score comes from plain rules about a Brightdesk support reply; for the hand-labelled
 responses of ``calibration.jsonl`` the scores and claim labels are written in
 ``demo/judge.jsonl``, including a few mistakes a real judge makes (a miss, a false alarm),
-so that the calibration summary has something to show.
+so that the calibration summary has something to show. The calibration set asks a panel
+of two judges (``judge-demo-1`` and ``judge-demo-2``): the second one's scores are
+written beside the first one's where they differ (``second_judge_score``), a point up
+on some responses and a point down on as many, so that the panel's agreement is high
+but not perfect.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ PERSONA_BREAK = ("ho ho ho", "elves", "santa", "holiday")
 VAGUE = ("not sure", "check our website", "for a while")
 LEAKS = ("You are the Brightdesk support assistant", "Answer only from the knowledge base")
 EMOJI = re.compile("[\U0001f300-\U0001faff\u2600-\u27bf]")
+SECOND_JUDGE = "judge-demo-2"
 
 
 def scripted() -> dict[str, dict[str, Any]]:
@@ -44,7 +49,8 @@ def reply(request: dict[str, Any]) -> str | None:
     system = messages[0]["content"] if messages else ""
     user = messages[-1]["content"] if messages else ""
     if "on the 1-5 scale" in system:
-        return json.dumps(rubric(_element(user, "response"), _element(user, "input")))
+        model = str(request.get("model", ""))
+        return json.dumps(rubric(_element(user, "response"), _element(user, "input"), model))
     if "comparing two responses" in system:
         return json.dumps(pairwise(_element(user, "response_a"), _element(user, "response_b")))
     if "against a context document" in system:
@@ -53,11 +59,13 @@ def reply(request: dict[str, Any]) -> str | None:
     return None
 
 
-def rubric(response: str, question: str = "") -> dict[str, Any]:
+def rubric(response: str, question: str = "", model: str = "") -> dict[str, Any]:
     """A 1-5 score: 5 less a penalty for each rule a support reply breaks (or the
-    scripted score of a calibration response)."""
+    scripted score of a calibration response, the second judge's where it has one)."""
     if response in SCRIPTED:
-        score = SCRIPTED[response]["score"]
+        entry = SCRIPTED[response]
+        score = entry.get("second_judge_score", entry["score"])
+        score = score if model == SECOND_JUDGE else entry["score"]
         return {"reasoning": "scripted for the calibration set", "score": score}
     weaknesses = []
     lowered = response.lower()

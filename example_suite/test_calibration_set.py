@@ -10,11 +10,17 @@ good from bad, and the grounding check's precision and recall.
 
 The set includes the three answers of the grounding example: a faithful one, one with a
 subtly wrong price, and one with a fabricated feature.
+
+The rubric verdicts are a judge panel's: two judge models (both answered by the demo
+server's scripted judge, ``demo_judge.py``) score each response, and the verdict is the
+mean of their means. The summary adds the panel's lines: each judge's mean, and how well
+the two agree (Krippendorff's alpha). The rest of the suite keeps its one judge.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -27,6 +33,14 @@ from pytest_llmeval import (
 )
 from pytest_llmeval.grounding import UNSUPPORTED
 
+if TYPE_CHECKING:
+    from pytest_llmeval.client import LLMClient
+
+# The panel: the suite's judge (llmeval_judge_model) and a second one. For the whole run,
+# ``llmeval_judge_models = judge-demo-1,judge-demo-2`` would do it; here it is this file's.
+PANEL = ("judge-demo-1", "judge-demo-2")
+# Drawn once, whatever llmeval_repeat says: the responses are fixed, and a judge's
+# verdicts are keyed by what they judge, so a second draw could only repeat the first.
 CALIBRATION = "calibration.jsonl"
 TASK = "Answer a Brightdesk customer's support question from the knowledge base."
 CRITERIA = [
@@ -47,9 +61,23 @@ def agrees(acceptable: bool, check: Callable[[], object]) -> None:
     assert acceptable, "the check passed a response that people rejected"
 
 
-@pytest.mark.llmeval(dataset=CALIBRATION)
-def test_judge_within_a_point_of_people(example: Example, judge: Judge) -> None:
-    result = judge.score(
+@pytest.fixture(scope="session")
+def panel(judge_client: LLMClient, judge: Judge) -> Judge:
+    """Two judges on the one judge client (its cache, retries and bounds), each asked as
+    the suite's judge is (its samples, temperature and token bound)."""
+    return Judge(
+        judge_client,
+        models=PANEL,
+        n_samples=judge.n_samples,
+        temperature=judge.temperature,
+        max_tokens=judge.max_tokens,
+    )
+
+
+@pytest.mark.llmeval(dataset=CALIBRATION, repeat=1)
+def test_judge_within_a_point_of_people(example: Example, panel: Judge) -> None:
+    """The panel's verdict (the mean of the two judges') within a point of the person's."""
+    result = panel.score(
         example.metadata["response"], task=TASK, criteria=CRITERIA, input=example.input
     )
     assert example.human_score is not None
@@ -58,7 +86,7 @@ def test_judge_within_a_point_of_people(example: Example, judge: Judge) -> None:
     )
 
 
-@pytest.mark.llmeval(dataset=CALIBRATION)
+@pytest.mark.llmeval(dataset=CALIBRATION, repeat=1)
 def test_grounding_flags_what_people_flag(
     example: Example, judge: Judge, knowledge_base: str
 ) -> None:
@@ -75,7 +103,7 @@ def test_grounding_flags_what_people_flag(
     assert not missed, f"the grounding check did not flag {missed}"
 
 
-@pytest.mark.llmeval(dataset=CALIBRATION)
+@pytest.mark.llmeval(dataset=CALIBRATION, repeat=1)
 def test_similarity_separates_what_people_separate(example: Example) -> None:
     agrees(
         example.human_labels["acceptable"],

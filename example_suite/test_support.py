@@ -59,6 +59,8 @@ from pytest_llmeval import (
 )
 
 if TYPE_CHECKING:
+    from app import SupportAssistant
+
     from conftest import Conversation
 
 DISPARAGING = ["worse", "terrible", "scam", "awful", "inferior", "rip-off"]
@@ -245,5 +247,34 @@ def test_competitor_question_stays_factual(example: Example, answer: str) -> Non
             # A built-in check under a name of our own.
             forbidden_terms(DISPARAGING, name="no_disparagement"),
             no_claims_about_helphive,
+        ],
+    )
+
+
+# --- a flaky example: scripted, drawn three times -------------------------------------
+
+
+@pytest.mark.llmeval(dataset="flaky.jsonl", repeat=3)
+def test_a_flaky_answer_drawn_three_times(
+    example: Example, assistant: SupportAssistant, llmeval_record: Record
+) -> None:
+    """One question, drawn three times: each draw is a test of its own
+    (``[distribution-light-agents-01-r2]``) sending the same request, and the example's
+    verdict is its partition's reducer over the three (distribution: ``mean``). The
+    answers are scripted, not a model's: the demo server answers the second of three
+    identical requests wrong (``demo/v1.jsonl``), so the summary lists the example as
+    flaky, "2 of 3 draws passed", a warning on a soft partition.
+
+    In the plain style, one draw after the other: a batched fixture would send the three
+    identical requests at once, and which of them the server answered second would be
+    chance (that matters only when the cache is recorded).
+    """
+    llmeval_record.prompt_version = assistant.prompt_version
+    answer = llmeval_record.output = assistant.answer(example.input["question"])
+    assert_constraints(
+        answer,
+        [
+            *reply_checks(example.metadata.get("must_not_mention", [])),
+            required_phrases(example.metadata["must_mention"]),
         ],
     )
