@@ -531,7 +531,17 @@ def case_of(nodeid: str, example_id: str, draw: int | None) -> str:
     if draw is None:
         return nodeid
     head, bracket, params = nodeid.partition("[")
-    return head + bracket + params.replace(draw_id(example_id, draw), example_id, 1)
+    # pytest writes a non-ASCII id escaped (golden-caf\xe9-r2) unless told not to.
+    for shown in (example_id, _ascii_escaped(example_id)):
+        if draw_id(shown, draw) in params:
+            return head + bracket + params.replace(draw_id(shown, draw), shown, 1)
+    return nodeid
+
+
+def _ascii_escaped(text: str) -> str:
+    """An id as pytest shows it in a node id (its ``ascii_escaped``)."""
+    escaped = text.encode("unicode_escape").decode("ascii")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in escaped)
 
 
 _STEPS_LOCK = threading.Lock()  # a step's limit check and its append are one step

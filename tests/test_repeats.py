@@ -39,7 +39,8 @@ BATCHED = """
 from pytest_llmeval import batched
 
 @batched
-async def answer(example, llm):
+async def answer(example, llm, llmeval_draw, llmeval_record):
+    assert llmeval_draw == (llmeval_record.draw or 1)
     return await llm.aio.complete(example.input["q"])
 """
 
@@ -49,7 +50,8 @@ import pytest
 RIGHT = {RIGHT!r}
 
 @pytest.mark.llmeval(dataset="data.jsonl")
-def test_answer(example, answer):
+def test_answer(example, answer, llmeval_draw, llmeval_record):
+    assert llmeval_draw == (llmeval_record.draw or 1)  # 1 when drawn once
     assert answer == RIGHT[example.input["q"]]
 """
 

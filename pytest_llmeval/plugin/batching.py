@@ -36,7 +36,7 @@ from .keys import (
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 # Arguments filled per example rather than shared across the window.
-PER_EXAMPLE = ("example", "llmeval_record")
+PER_EXAMPLE = ("example", "llmeval_record", DRAW)
 WINDOW_PER_SLOT = 4  # a window is this many times the concurrency: -x never pays for more
 _SCOPE_NODES: dict[str, type[pytest.Collector]] = {
     "package": pytest.Package,

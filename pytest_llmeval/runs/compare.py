@@ -14,7 +14,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from ..partitions import PARTITIONS
-from ..records import LLM_ERROR, RecordJSON, is_rubric
+from ..records import LLM_ERROR, RecordJSON, RubricVerdict, case_of, is_rubric
 from .report import check_unique
 
 if TYPE_CHECKING:
@@ -41,15 +41,16 @@ def samples(
     """partition -> example id -> the example's samples of ``metric``.
 
     ``pass_rate``: one 0/1 sample per draw of the example (one, unless it was repeated),
-    1 when every test of the draw passed.
-    A test that errored because a model call failed after retries is missing (None), not
-    a failure: the infrastructure, not the model, lost it. ``judge``: every rubric score
-    of the example's verdicts (k samples; a failed judge sample is None). A test in
-    ``judged`` (node ids that produced verdicts in either run) that failed before the
-    judge saw anything scores the scale minimum when the app failed, and is missing when
-    a model call was lost. ``tool_calls``: 1 or 0 per ``assert_tool_calls`` of the
-    example (passed or not); ``retrieval_recall``: each ``assert_retrieval``'s recall. For
-    these two, ``judged`` holds the node ids that recorded the metric in either run: such
+    1 when every test of the draw passed. A test that errored because a model call failed
+    after retries is missing (None), not a failure: the infrastructure, not the model,
+    lost it. ``judge``: every rubric score of the example's verdicts (k samples; a failed
+    judge sample is None, and so is a panel's verdict missing a judge). A test whose case
+    (its node id without the draw) is in ``judged`` (it produced verdicts in either run)
+    that failed before the judge saw anything scores the scale minimum when the app
+    failed, and is missing when a model call was lost. ``tool_calls``: 1 or 0 per
+    ``assert_tool_calls`` of the example (passed or not); ``retrieval_recall``: each
+    ``assert_retrieval``'s recall. For
+    these two, ``judged`` holds the cases that recorded the metric in either run: such
     a test that failed first scores 0, or is missing when a model call was lost."""
     if metric not in METRICS:
         raise ValueError(f"unknown gated metric {metric!r}; valid: {', '.join(METRICS)}")
@@ -69,7 +70,7 @@ def samples(
             continue
         if metric != "judge":
             entries = [m for m in record.get("metrics", []) if m["name"] == metric]
-            if not entries and record.get("nodeid") in judged and record["status"] != "skipped":
+            if not entries and _case(record) in judged and record["status"] != "skipped":
                 # The test measures this but failed first (an agent stopped at a limit):
                 # the worst outcome, as for the judge; a lost call is missing.
                 if record["status"] != "passed":
@@ -87,12 +88,12 @@ def samples(
                 found.setdefault(key[0], {}).setdefault(key[1], []).extend(values)
             continue
         scores = [
-            None if s is None else float(s)
+            score
             for verdict in record.get("judge", [])
             if is_rubric(verdict)
-            for s in verdict["scores"]
+            for score in _rubric_samples(verdict)
         ]
-        if not scores and record.get("nodeid") in judged and record["status"] != "skipped":
+        if not scores and _case(record) in judged and record["status"] != "skipped":
             # No verdict because the test failed first: the model's failure is a real
             # (worst) outcome; a lost call is missing.
             scores = [None if lost else JUDGE_SCALE[0]] if record["status"] != "passed" else []
@@ -110,10 +111,23 @@ def _all_passed(outcomes: list[bool | None]) -> float | None:
     return None if len(known) < len(outcomes) and all(known) else float(all(known))
 
 
+def _rubric_samples(verdict: RubricVerdict) -> list[float | None]:
+    """A rubric verdict's samples. A panel's whose judge gave no verdict is missing as a
+    whole: its mean would lean toward the judges that answered."""
+    if any(entry["mean"] is None for entry in verdict.get("panel", [])):
+        return [None]
+    return [None if s is None else float(s) for s in verdict["scores"]]
+
+
+def _case(record: Mapping[str, Any]) -> str:
+    """The test and example a record is a draw of: runs drawn differently share it."""
+    return case_of(str(record.get("nodeid") or ""), record["example_id"], record.get("draw"))
+
+
 def measured_tests(metric: str, *runs: Sequence[RecordJSON]) -> set[str]:
-    """Node ids of the tests that recorded ``metric`` in any of the runs."""
+    """The cases (node ids without the draw) that recorded ``metric`` in any run."""
     return {
-        r["nodeid"]
+        _case(r)
         for run in runs
         for r in run
         if r.get("nodeid") and any(m["name"] == metric for m in r.get("metrics", []))
@@ -121,9 +135,9 @@ def measured_tests(metric: str, *runs: Sequence[RecordJSON]) -> set[str]:
 
 
 def judged_tests(*runs: Sequence[RecordJSON]) -> set[str]:
-    """Node ids of the tests that produced a rubric verdict in any of the runs."""
+    """The cases (node ids without the draw) that produced a rubric verdict in any run."""
     return {
-        r["nodeid"]
+        _case(r)
         for records in runs
         for r in records
         if r.get("nodeid") and any(is_rubric(v) for v in r.get("judge", []))

@@ -95,10 +95,11 @@ def reduce_draws(records: Sequence[Record], settings: Settings) -> Reduced:
         judged = [r for r in group if r.status in ("passed", "failed")]
         passed = sum(r.status == "passed" for r in judged)
         draws[partition] = max(draws.get(partition, 1), len(group))
-        all_passed[partition] = all_passed.get(partition, 0) + (
-            bool(judged) and passed == len(judged)
-        )
-        any_passed[partition] = any_passed.get(partition, 0) + (passed > 0)
+        # An example that errored, was skipped or did not run is in neither count: not
+        # all of its draws are known.
+        known = case.status in ("passed", "failed") and len(judged) == len(group)
+        all_passed[partition] = all_passed.get(partition, 0) + (known and passed == len(group))
+        any_passed[partition] = any_passed.get(partition, 0) + (known and passed > 0)
         if 0 < passed < len(judged):
             mode = settings.flaky_mode(partition)
             flaky.append(Flaky(case.nodeid, case.example_id, partition, passed, len(judged), mode))
@@ -120,8 +121,7 @@ def aggregate_cases(reduced: Reduced) -> dict[str, PartitionStats]:
 
 def _case(nodeid: str, group: list[Record], reducer: str) -> Record:
     """The case's record: the first draw's identity, each metric's mean score, and the
-    status its reducer gives (an error or a draw that never ran decides it first: the
-    case is not known)."""
+    status its reducer gives."""
     first = group[0]
     case = Record(
         first.example_id,
@@ -141,41 +141,43 @@ def _case(nodeid: str, group: list[Record], reducer: str) -> Record:
     starts = [r.started_at for r in group if r.started_at is not None]
     ends = [r.finished_at for r in group if r.finished_at is not None]
     case.started_at, case.finished_at = min(starts, default=None), max(ends, default=None)
-    undecided = next((r for r in group if r.failure_kind == NOT_RUN), None) or next(
-        (r for r in group if r.status == "error"), None
+    # A draw that never ran, errored or was skipped leaves the example undecided: the
+    # draws that remain are not the k asked for (and a skipped golden example fails the
+    # golden rule, drawn once or k times).
+    undecided = (
+        next((r for r in group if r.failure_kind == NOT_RUN), None)
+        or next((r for r in group if r.status == "error"), None)
+        or next((r for r in group if r.status == "skipped"), None)
     )
     if undecided is not None:
         case.status = undecided.status
         case.failure_kind, case.failure_reason = undecided.failure_kind, undecided.failure_reason
         return case
-    judged = [r for r in group if r.status in ("passed", "failed")]
-    if not judged:
-        case.status = "skipped"
-        return case
-    passed = sum(r.status == "passed" for r in judged)
+    passed = sum(r.status == "passed" for r in group)
     if reducer == "all":
-        ok = passed == len(judged)
+        ok = passed == len(group)
     elif reducer == "majority":
-        ok = passed * 2 > len(judged)
+        ok = passed * 2 > len(group)
     elif reducer == "any":
         ok = passed > 0
     else:
-        ok = _mean_passes(case.metrics, judged)
+        ok = _mean_passes(case.metrics, group)
     if not ok:
-        failed = next(r for r in judged if r.status == "failed")
+        failed = next(r for r in group if r.status == "failed")
         case.fail(
             "failed",
             failed.failure_kind or "assertion",
-            f"{passed} of {len(judged)} draws passed ({reducer}); draw {failed.draw}: "
+            f"{passed} of {len(group)} draws passed ({reducer}); draw {failed.draw}: "
             f"{failed.failure_reason}",
         )
     return case
 
 
 def _mean_metrics(group: list[Record]) -> list[MetricEntry]:
-    """Each metric's mean score over the draws that scored it, against its threshold;
-    it passes as the draws' own verdicts say the threshold reads (higher or lower is
-    better)."""
+    """Each metric's mean score over the draws that scored it, against its threshold.
+    Only a metric whose every draw passed exactly when its score reached the threshold
+    is decided by the mean; another (grounding's, which counts unsupported claims, or a
+    lower-is-better one) passes when most of its draws did."""
     by_name: dict[str, list[MetricEntry]] = {}
     for record in group:
         for metric in record.metrics:
@@ -185,21 +187,28 @@ def _mean_metrics(group: list[Record]) -> list[MetricEntry]:
         scores = [s for m in entries if (s := m["score"]) is not None and math.isfinite(s)]
         mean = sum(scores) / len(scores) if scores else None
         threshold = entries[0]["threshold"]
-        lower_better = any(
-            m["score"] is not None
-            and m["threshold"] is not None
-            and (m["score"] < m["threshold"]) == m["passed"]
-            and m["score"] != m["threshold"]
-            for m in entries
-        )
-        if mean is None or threshold is None:
-            passed = all(m["passed"] for m in entries)
+        if (
+            mean is not None
+            and threshold is not None
+            and all(_by_score(m, threshold) for m in entries)
+        ):
+            passed = mean >= threshold
         else:
-            passed = mean <= threshold if lower_better else mean >= threshold
+            passed = sum(m["passed"] for m in entries) * 2 > len(entries)
         out.append(
             {"name": name, "score": mean, "threshold": threshold, "passed": passed, "details": {}}
         )
     return out
+
+
+def _by_score(metric: MetricEntry, threshold: float) -> bool:
+    """Whether the metric passed exactly when its score reached ``threshold``."""
+    score = metric["score"]
+    return (
+        score is not None
+        and metric["threshold"] == threshold
+        and metric["passed"] == (score >= threshold)
+    )
 
 
 def _mean_passes(metrics: list[MetricEntry], judged: list[Record]) -> bool:
