@@ -241,8 +241,14 @@ class Settings:
         parts.append(f"cache: {self.cache_mode} ({self.cache_dir})")
         if self.app.model:
             parts.append(f"model: {self.app.model}")
-        if self.judge.model:
+        if self.judge_models:
+            parts.append(f"judges: {','.join(self.judge_models)}")
+        elif self.judge.model:
             parts.append(f"judge: {self.judge.model}")
+        if self.repeat_auto:
+            parts.append("draws: auto")
+        elif any(k > 1 for k in self.repeat.values()):
+            parts.append("draws: " + " ".join(f"{p}:{k}" for p, k in self.repeat.items()))
         return ", ".join(parts)
 
 

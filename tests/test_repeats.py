@@ -340,3 +340,8 @@ def test_auto_without_a_baseline_is_a_usage_error(suite: pytest.Pytester) -> Non
     result = suite.runpytest("-o", "llmeval_repeat=auto")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*llmeval_repeat = auto plans the draws from a baseline*"])
+
+
+def test_the_header_names_the_draws(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("--llmeval-repeat", "golden:3", "--co")
+    result.stdout.fnmatch_lines(["llmeval: *draws: golden:3*"])
