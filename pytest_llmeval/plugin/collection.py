@@ -60,7 +60,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         problem = None
     if problem is not None:  # outside the except block: one message, not two
         pytest.fail(f"llmeval dataset error: {problem}", pytrace=False)
-    draws = _draws(metafunc.config, marker, metafunc.function.__name__)
+    draws = _draw_counts(metafunc.config, marker, metafunc.function.__name__)
     repeated = any(draws(ex) > 1 for ex in dataset.examples)
     params = drawn_params(dataset.examples, draws) if repeated else dataset.params()
     if inspect.iscoroutinefunction(metafunc.function) and _needs_asyncio_mark(metafunc):
@@ -77,7 +77,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("example", params)
 
 
-def _draws(config: pytest.Config, marker: pytest.Mark, test: str) -> Callable[[Example], int]:
+def _draw_counts(config: pytest.Config, marker: pytest.Mark, test: str) -> Callable[[Example], int]:
     """How many draws each example of the test gets: the marker's ``repeat=``, else its
     partition's llmeval_repeat (or the plan's, with llmeval_repeat = auto)."""
     fixed = marker.kwargs.get("repeat")
@@ -195,7 +195,7 @@ def _draw_of(item: pytest.Item, example: Example, draw: int | None) -> int | Non
     marker = item.get_closest_marker("llmeval")
     if draw is None or marker is None:
         return None
-    return draw if _draws(item.config, marker, item.name)(example) > 1 else None
+    return draw if _draw_counts(item.config, marker, item.name)(example) > 1 else None
 
 
 # What is known of an eval test before it runs, in the order of Record's first fields
