@@ -1,7 +1,9 @@
 """The example suite behaves as the README says: v1 passes, its pipeline checks too
-(retrieval, tool calls, conversations) and its looping agent is stopped at max_steps; a
-wrong golden answer or the v2 prompt fails the gates, and xdist changes nothing. Every
-output block of the README's "The example suite" section is checked here."""
+(retrieval, tool calls, conversations) and its looping agent is stopped at max_steps, its
+scripted flaky example is listed and its calibration panel's agreement shown; the power
+plan is printed before the run, by ``llmeval_repeat = auto`` and by ``llmeval plan``
+alike; a wrong golden answer or the v2 prompt fails the gates, and xdist changes nothing.
+Every output block of the README's "The example suite" section is checked here."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 
 from pytest_llmeval import load_dataset
+from pytest_llmeval.cli import main as llmeval
 from pytest_llmeval.embeddings import default_embedder
 
 HOLIDAY = "It is the holiday season"  # the v2 prompt's addition (example_suite/app.py)
@@ -31,6 +34,7 @@ JUDGE_PROMPTS = {
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = ROOT / "example_suite"
 LOOP = "adversarial-refund-polling-loop-01"
+FLAKY = "distribution-light-agents-01"
 STOPPED = "max_steps=6: stopped before step 7 (tool refund_status)"
 
 
@@ -87,11 +91,16 @@ def test_v1_passes_with_soft_failures_listed(pytester: pytest.Pytester, suite: P
     result = pytester.runpytest(str(suite), "--llmeval-report", "v1.json")
     assert result.ret == pytest.ExitCode.OK
     assert verdicts(result) == readme_block("With v1 the verdicts read:")
-    result.stdout.fnmatch_lines(["soft failures (14):"])
+    result.stdout.fnmatch_lines(["soft failures (15):"])
+    # The scripted flaky example, a warning; the calibration panel's agreement.
+    assert_shown(result, readme_block("The flaky example is listed under them:"))
+    assert_shown(result, readme_block("the calibration panel's agreement next to"))
     # Against the committed baseline of v1: every judge score and tool call is the same
     # (all d = 0): NO_CHANGE for the judge, INSUFFICIENT_DATA (not blocking) for the 8
     # regression examples' tool calls.
     assert_shown(result, readme_block("and its regression section:"))
+    # The power plan, before the first test.
+    assert_shown(result, readme_block("Before the first test, the header prints"))
 
     # The pipeline checks pass: retrieval on golden, tool calls everywhere, each turn.
     run = records(pytester.path / "v1.json")
@@ -139,6 +148,21 @@ def test_v1_passes_with_soft_failures_listed(pytester: pytest.Pytester, suite: P
     ]
     assert steps[4]["result"]["amount"] == "$566.40"
 
+    # The flaky example: three draws of one test, the second answered wrong (scripted).
+    flaky = sorted((r["draw"], r["status"]) for r in run if r["example_id"] == FLAKY)
+    assert flaky == [(1, "passed"), (2, "failed"), (3, "passed")]
+    # The calibration set's rubric verdicts are the panel's: each holds both judges.
+    panels = [
+        [p["model"] for p in v["panel"]]
+        for r in run
+        if "test_judge_within_a_point_of_people" in r["nodeid"]
+        for v in r["judge"]
+    ]
+    assert len(panels) == 13 and all(p == ["judge-demo-1", "judge-demo-2"] for p in panels)
+    # The rest of the suite keeps its one judge.
+    singles = [v for r in run if "test_judge_rates_the_answer" in r["nodeid"] for v in r["judge"]]
+    assert singles and not any(v.get("panel") for v in singles)
+
     # The looping agent: each of its tests is stopped before the tool call of step 7,
     # after 3 model calls; the rest was never asked for (the cache holds those 3 only).
     loop = [r for r in run if r["example_id"] == LOOP]
@@ -155,6 +179,70 @@ def test_v1_passes_with_soft_failures_listed(pytester: pytest.Pytester, suite: P
         if entry["request"]["messages"][1]["content"] == question["question"]
     ]
     assert len(asked) == 6  # 3 model calls for each prompt version
+
+
+def readme_commands(start: str) -> list[list[str]]:
+    """The commands of the README's example-suite section (its bash block) that start
+    with ``start``, as argv."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## The example suite") :]
+    block = section[section.index("```bash\n") :].split("```")[1]
+    return [
+        shlex.split(line.split("  #")[0]) for line in block.splitlines() if line.startswith(start)
+    ]
+
+
+def test_auto_draws_pick_k_per_partition_and_print_the_plan(
+    pytester: pytest.Pytester, suite: Path
+) -> None:
+    """``llmeval_repeat = auto`` on the committed baseline (two draws of each distribution
+    example): the header's plan, and the draws it picks, one per example everywhere (its
+    draws always agree); gate the pass rate, where the flaky example's draws disagree,
+    and it picks two for distribution, all of them in the committed cache."""
+
+    def collected(result: pytest.RunResult) -> list[str]:
+        return [line for line in result.outlines if "::" in line]
+
+    header = pytester.runpytest(str(suite), "-o", "llmeval_repeat=auto", "--co")
+    assert header.ret == pytest.ExitCode.OK
+    assert_shown(header, readme_block("Before the first test, the header prints"))
+    # One draw everywhere: the tests of a run without draws, and the flaky example's 3.
+    auto = collected(pytester.runpytest(str(suite), "-o", "llmeval_repeat=auto", "--co", "-q"))
+    assert auto == collected(pytester.runpytest(str(suite), "--co", "-q"))
+    assert len(auto) == 322 and sum(FLAKY in test for test in auto) == 3
+
+    pass_rate = ("-o", "llmeval_gate=pass_rate.distribution", "-o", "llmeval_delta=pass_rate:0.04")
+    drawn = pytester.runpytest(str(suite), "-o", "llmeval_repeat=auto", *pass_rate, "--co", "-q")
+    ids = collected(drawn)
+    second = {i.split("[")[1].removesuffix("-r2]") for i in ids if i.endswith("-r2]")}
+    distribution = {
+        ex.id for ex in load_dataset(suite / "datasets") if ex.partition == "distribution"
+    }
+    assert second == distribution | {FLAKY}  # calibration is drawn once (repeat=1)
+    # Every second draw is replayed from the committed cache: the run passes, offline.
+    result = pytester.runpytest(
+        str(suite), "-o", "llmeval_repeat=auto", *pass_rate, "-k", "distribution-starter-price"
+    )
+    assert result.ret == pytest.ExitCode.OK
+    result.assert_outcomes(passed=8)
+
+
+def test_llmeval_plan_prints_the_same_plan(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's ``llmeval plan`` commands print its blocks: the plan of the header
+    (the same lines, but for the note on prices, which the header reads from pytest.ini)
+    and the plan of a pass-rate gate."""
+    monkeypatch.chdir(ROOT)
+    same, pass_rate = readme_commands(".venv/bin/llmeval plan")
+    assert llmeval(same[1:]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == readme_block("from the command line, given the suite's gate and δ:")
+    header = readme_block("Before the first test, the header prints")
+    assert [line.strip() for line in header[1:-1]] == [line.strip() for line in printed[1:-1]]
+    assert header[-1].split(", cost")[0].strip() == printed[-1].split(", cost")[0]
+    assert llmeval(pass_rate[1:]) == 0
+    assert capsys.readouterr().out.splitlines() == readme_block("buys a second draw")
 
 
 def test_the_second_turn_is_asked_with_the_first(suite: Path) -> None:
@@ -269,10 +357,18 @@ def test_the_committed_cache_is_what_the_demo_server_records(suite: Path) -> Non
     askers = Counter(asker for asker, _ in committed.values())
     # For each of two prompt versions: 50 questions answered at once, 6 after 1 or 2
     # rounds of tool calls (17 calls in v1, 18 in v2), the looping agent's 3 calls before
-    # it is stopped, and the conversation's 2 turns.
-    assert askers["app"] == 145
+    # it is stopped, the conversation's 2 turns, and the flaky example's 3 draws; and the
+    # baseline's second draw of each of the 38 distribution questions (v1).
+    assert askers["app"] == 145 + 2 * 3 + 38
     assert askers["grounding"] == 13  # the calibration set's responses
     assert askers["rubric"] > 50 and askers["pairwise"] > 0
+    # The panel's second judge scored the calibration set's 13 responses.
+    second = [
+        e
+        for e in map(json.loads, committed_entries.values())
+        if e["request"]["model"] == "judge-demo-2"
+    ]
+    assert len(second) == 13
 
 
 def test_v2_prompt_fails_the_gates_as_the_readme_shows(
