@@ -137,3 +137,12 @@ def test_a_panel_verdict_missing_a_judge_is_missing_not_a_lower_score() -> None:
         {"model": "c", "mean": 3.0, "scores": [3]},
     ]
     assert samples([record], "judge")["golden"]["e"] == [None]
+
+
+def test_mean_fails_an_example_whose_draws_passed_but_whose_mean_misses() -> None:
+    # A test that records a metric it expected to miss, and passes.
+    records = draws("passed", "passed", partition="distribution")
+    for record, score in zip(records, (0.9, 0.0), strict=True):
+        record.metrics = [metric(score, score >= 0.5)]
+    case = one_case(records)
+    assert (case.status, case.failure_reason) == ("failed", "the mean over 2 draws misses: m")

@@ -163,13 +163,17 @@ def _case(nodeid: str, group: list[Record], reducer: str) -> Record:
     else:
         ok = _mean_passes(case.metrics, group)
     if not ok:
-        failed = next(r for r in group if r.status == "failed")
-        case.fail(
-            "failed",
-            failed.failure_kind or "assertion",
-            f"{passed} of {len(group)} draws passed ({reducer}); draw {failed.draw}: "
-            f"{failed.failure_reason}",
-        )
+        failed = next((r for r in group if r.status == "failed"), None)
+        if failed is None:  # mean: every draw passed, a metric's mean did not
+            missed = ", ".join(m["name"] for m in case.metrics if not m["passed"])
+            case.fail("failed", "mean", f"the mean over {len(group)} draws misses: {missed}")
+        else:
+            case.fail(
+                "failed",
+                failed.failure_kind or "assertion",
+                f"{passed} of {len(group)} draws passed ({reducer}); draw {failed.draw}: "
+                f"{failed.failure_reason}",
+            )
     return case
 
 
