@@ -103,10 +103,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--runs", nargs="+", default=[], metavar="REPORT", help="JSON reports of CI runs"
     )
     dashboard.add_argument("--out", required=True, metavar="FILE.html", help="the page")
+    history = commands.add_parser(
+        "history",
+        help="the runs of a history folder (llmeval_history_dir) in start order: pass rate, "
+        "gated metric means, cost and p95 latency, as one HTML page or JSON",
+    )
+    history.add_argument("directory", metavar="DIR", help="a folder of run reports")
+    history.add_argument("--html", metavar="FILE.html", help="draw the runs as one HTML page")
+    history.add_argument("--json", action="store_true", help="print the series as JSON")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
+    if args.command == "history":
+        from .monitor.dashboard import history_command
+
+        html = Path(args.html) if args.html else None
+        return history_command(Path(args.directory), html=html, as_json=args.json)
     if args.command == "calibrate":
         return _calibrate(args.report, as_json=args.json)
     if args.command == "compare":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +15,6 @@ from pytest_llmeval.cli import main
 from pytest_llmeval.monitor.dashboard import write_dashboard
 from pytest_llmeval.monitor.store import Store
 from pytest_llmeval.runs.report import REPORT_FORMAT
-
-# Every test here draws a page, or reaches the check for matplotlib before its own.
-pytest.importorskip("matplotlib", reason="the dashboard needs the monitor extra")
 
 HOUR = 3600.0
 T0 = 1_780_000_000.0 // HOUR * HOUR
@@ -100,10 +99,13 @@ def page(db: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
 def test_page_is_self_contained(page: str) -> None:
     assert "http://" not in page and "https://" not in page and 'src="//' not in page
     assert "url(" not in page  # no CSS fetches either
-    sources = re.findall(r'(?:src|href)="([^"]*)"', page)
-    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
-    # Quality, traffic, alerts and CI runs.
-    assert page.count("<img ") == 4
+    # Charts are inline SVG: nothing to fetch, and no run here has a page to link to.
+    assert re.findall(r'(?:src|href)="([^"]*)"', page) == []
+    assert "<img" not in page and "<script" not in page
+    # Quality (judge, hallucination, constraints), traffic (pushed, sampled), alerts (by
+    # type, by severity), CI runs (pass rate, cost, p95 latency).
+    assert page.count('<figure class="chart">') == 10
+    assert page.count('class="shaded"') == 3 * 6  # every window has a drift alert here
 
 
 def test_page_shows_alerts_escaped(page: str) -> None:
@@ -127,7 +129,7 @@ def test_page_shows_totals_and_runs(page: str, db: Path) -> None:
 def test_empty_database_without_runs(tmp_path: Path) -> None:
     Store(tmp_path / "empty.sqlite3").close()
     page = write_dashboard(tmp_path / "empty.sqlite3", tmp_path / "dash.html").read_text()
-    assert "<img " not in page
+    assert "<svg" not in page
     assert page.count("no data yet") >= 4
 
 
@@ -140,7 +142,9 @@ def test_windows_without_evaluations(tmp_path: Path) -> None:
         Store.save_window(conn, T0, T0 + HOUR, _window(None, None), None, T0 + HOUR)
     store.close()
     page = write_dashboard(path, tmp_path / "dash.html").read_text()
-    assert page.count("<img ") == 1
+    assert page.count('<figure class="chart">') == 3  # the quality charts only
+    assert page.count(">no evaluations of this kind yet</text>") == 3
+    assert "<circle" not in page and "<polyline" not in page
 
 
 def test_missing_database_names_it(tmp_path: Path) -> None:
@@ -194,31 +198,10 @@ def test_a_file_that_is_not_a_monitor_database_is_one_line_and_exit_2(
     assert bad.read_bytes() == before and not (tmp_path / "dash.html").exists()
 
 
-def test_dollar_signs_are_drawn_as_plain_text(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_dollar_signs_are_drawn_as_plain_text(tmp_path: Path) -> None:
     """Alert types, severities, partition and file names are free text: "$" in them is
-    drawn as it is, not as mathtext (mangled, or an error) nor by LaTeX, even when the
-    caller's rcParams ask for LaTeX."""
-    matplotlib = pytest.importorskip("matplotlib")
-    from matplotlib.backends.backend_agg import RendererAgg
-
-    drawn: list[tuple[str, object]] = []
-    plain_text = RendererAgg.draw_text
-
-    def spy(
-        self: Any, gc: Any, x: Any, y: Any, s: str, prop: Any, angle: Any, *args: Any, **kw: Any
-    ) -> Any:
-        drawn.append((s, kw.get("ismath", args[0] if args else False)))
-        return plain_text(self, gc, x, y, s, prop, angle, *args, **kw)
-
-    def refuse(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError(f"drawn as mathtext or TeX: {args[4]!r}")
-
-    monkeypatch.setattr(RendererAgg, "draw_text", spy)
-    monkeypatch.setattr(RendererAgg, "draw_mathtext", refuse)
-    monkeypatch.setattr(RendererAgg, "draw_tex", refuse)
-
+    drawn as it is, as escaped SVG text (no mathtext, no LaTeX: the page is drawn without
+    matplotlib)."""
     path = tmp_path / "monitor $prod$.sqlite3"
     store = Store(path)
     kinds = ["price $27 vs $29", "$$", r"cost $\notacommand$"]
@@ -230,14 +213,22 @@ def test_dollar_signs_are_drawn_as_plain_text(
             Store.insert_alert(conn, alert | {"message": f"{kind}!", "request_id": f"r{i}"})
     store.close()
     run = _report(tmp_path / "run $a$ vs $b$.json", {"golden": 1.0, "$weird$": 0.5}, [4.0])
-    with matplotlib.rc_context({"text.usetex": True}):  # the caller's setting
-        out = write_dashboard(path, tmp_path / "dash.html", [run])
-    page = out.read_text(encoding="utf-8")
+    # In a fresh interpreter, to see that drawing the page imports no matplotlib.
+    draw = (
+        "import sys; from pytest_llmeval.monitor.dashboard import write_dashboard; "
+        "write_dashboard(*sys.argv[1:3], [sys.argv[3]]); print('matplotlib' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", draw, str(path), str(tmp_path / "dash.html"), str(run)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "False"
+    page = (tmp_path / "dash.html").read_text(encoding="utf-8")
     for kind in kinds:
         assert f"<td>{kind}</td>" in page
+        assert f"</title>{kind}</text>" in page  # a label of the alerts chart
     assert "<td>run $a$ vs $b$</td>" in page and "monitor $prod$.sqlite3" in page
-    texts = {s for s, _ in drawn}
-    assert {*kinds, "high $1$", "$weird$"} <= texts
-    assert any(s.startswith("#1 run $a$ vs $b$") for s in texts)
-    assert not any(math for _, math in drawn)
-    assert matplotlib.rcParams["text.parse_math"] is True  # the caller's rcParams are kept
+    assert ">$weird$</text>" in page and ">high $1$</text>" in page
+    assert ">#1 run $a$ vs $b$</text>" in page  # the run's label on the x axis
