@@ -371,7 +371,7 @@ def _dashboard(args: argparse.Namespace) -> int:
 
     try:
         out = write_dashboard(args.db, args.out, args.runs)
-    except (OSError, ValueError, ImportError) as exc:  # ImportError: no matplotlib
+    except (OSError, ValueError) as exc:
         print(f"llmeval dashboard: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {out}")

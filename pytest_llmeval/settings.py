@@ -32,6 +32,24 @@ FLAKY_MODES = ("fail", "warn", "ignore")
 # (name, help, default) for each key that is both a flag and an ini key.
 OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("report", "write the whole run as JSON to this path (records, aggregates, verdicts)", ""),
+    ("html", "write the run as one self-contained HTML page to this path", ""),
+    (
+        "markdown",
+        "write the run's verdicts, regression table and top failures as Markdown to this "
+        "path (also appended to $GITHUB_STEP_SUMMARY when set)",
+        "",
+    ),
+    (
+        "history_dir",
+        "add each run's report (compressed) to this folder, for llmeval history",
+        "",
+    ),
+    (
+        "junit_properties",
+        "yes: each eval test's JUnit testcase carries its example, partition, scores and "
+        "cost as properties (xunit1; xunit2 validators reject them)",
+        "no",
+    ),
     ("tags", "run only eval examples carrying one of these tags (comma-separated)", ""),
     (
         "hard_partitions",
@@ -183,6 +201,10 @@ class Settings:
     """The plugin's effective configuration for one session."""
 
     report: Path | None = None
+    html: Path | None = None  # the run's page (llmeval_html)
+    markdown: Path | None = None  # the run's pull-request summary (llmeval_markdown)
+    history_dir: Path | None = None  # where each run's report is kept (llmeval_history_dir)
+    junit_properties: bool = False  # per-testcase JUnit properties
     tags: tuple[str, ...] = ()
     hard_partitions: frozenset[str] = frozenset(DEFAULT_HARD)
     min_pass_rate: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIN_PASS_RATE))
@@ -301,6 +323,10 @@ def build(
         )
     return Settings(
         report=Path(value("report")) if value("report") else None,
+        html=Path(value("html")) if value("html") else None,
+        markdown=Path(value("markdown")) if value("markdown") else None,
+        history_dir=(rootpath / value("history_dir")) if value("history_dir") else None,
+        junit_properties=_yes("junit_properties", value("junit_properties")),
         tags=tuple(t.strip() for t in value("tags").split(",") if t.strip()),
         hard_partitions=hard,
         min_pass_rate=minimums,

@@ -5,6 +5,7 @@ summary and the JSON report."""
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import time
@@ -22,7 +23,7 @@ from ..records import NOT_RUN, WORKER_CRASHED, Record, RecordJSON
 from ..runs.compare import compare_runs, decision
 from ..runs.draws import Flaky, aggregate_cases, reduce_draws
 from ..runs.render import summary_lines, table_lines
-from ..runs.report import build_report
+from ..runs.report import ReportJSON, build_report
 from ..runs.summary import (
     BudgetVerdict,
     PartitionStats,
@@ -36,6 +37,8 @@ from ..runs.summary import (
 from ..settings import Settings
 from .collection import Selected, selection
 from .keys import REPORT_ATTR, SELECTION_ATTR
+
+STEP_SUMMARY = "GITHUB_STEP_SUMMARY"  # GitHub Actions' job summary file
 
 if TYPE_CHECKING:
     from ..runs.plan import Plan
@@ -241,7 +244,7 @@ class Controller:
         if exitstatus == pytest.ExitCode.INTERRUPTED:
             self.interrupted = True
         targets = [self.settings.report, self.settings.regression.save_baseline]
-        if not any(targets):
+        if not any(targets) and not self._views():
             return
         ordered, stats, verdicts, flaky = self._outcome()
         document = build_report(
@@ -263,6 +266,41 @@ class Controller:
                 # written (standard JSON, null in its place), and the summary says so.
                 self.report_problem = f"{exc}; written as null"
                 write_json(target, nonfinite_as_null(document))
+        self._write_views(nonfinite_as_null(document))
+
+    def _views(self) -> bool:
+        """Whether the run is also written as a page, Markdown or into a history."""
+        s = self.settings
+        return bool(s.html or s.markdown or s.history_dir or os.environ.get(STEP_SUMMARY))
+
+    def _write_views(self, document: ReportJSON) -> None:
+        """The run's HTML page, its Markdown summary and its entry in the history: each
+        written even when the run failed or was interrupted, and a view that cannot be
+        written is said in the summary, never the end of the session."""
+        here = self.config.invocation_params.dir
+        s = self.settings
+        try:
+            if s.history_dir is not None:
+                from ..runs.history import add_run
+
+                add_run(document, s.history_dir)
+            if s.html is not None:
+                from ..html.report import write_html
+
+                write_html(document, s.html if s.html.is_absolute() else here / s.html)
+            if s.markdown is not None or os.environ.get(STEP_SUMMARY):
+                from ..runs.markdown import write_markdown
+
+                target = (
+                    s.markdown
+                    if s.markdown is None or s.markdown.is_absolute()
+                    else here / s.markdown
+                )
+                write_markdown(
+                    document, target, html=s.html, step_summary=os.environ.get(STEP_SUMMARY)
+                )
+        except OSError as exc:
+            self.report_problem = f"a view of the run was not written: {exc}"
 
     def _baseline_name(self) -> str:
         """The baseline's path as the user would type it: relative to the current
