@@ -443,3 +443,15 @@ def test_the_example_suites_v2_page_shows_verdicts_a_filtered_table_and_a_drill_
     assert "rubric by judge-demo-1: mean 1.00" in text
     assert "breaks the support persona" in text  # the judge's reasoning
     assert "Trajectory (" in text and "retrieval search" in text
+
+
+def test_the_readmes_screenshots_are_the_views_the_test_above_checks() -> None:
+    """The README's three pictures exist, are small, and its linked view is the one the
+    example suite's test opens."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### The run's page", 1)[1].split("\n## ", 1)[0]
+    pictures = re.findall(r"!\[[^\]]*\]\((docs/[^)]+\.png)\)", section)
+    assert len(pictures) == 3
+    for picture in pictures:
+        assert (ROOT / picture).stat().st_size < 150_000, picture
+    assert "v2.html#status=failed&partition=golden&view=records" in section
