@@ -50,7 +50,10 @@ from .keys import (
 )
 from .outcomes import test_files, update_record
 
-pytest_plugins = ["pytest_llmeval.plugin.otel"]  # OpenTelemetry spans as steps (llmeval_otel)
+pytest_plugins = [
+    "pytest_llmeval.plugin.otel",  # OpenTelemetry spans as steps (llmeval_otel)
+    "pytest_llmeval.plugin.junit",  # the eval in --junitxml (llmeval_junit_properties)
+]
 
 _MARKERS = (
     "llmeval(dataset, partition=None, tags=None): run the test once per example of the "
