@@ -101,6 +101,10 @@ def test_the_suite_carries_the_verdicts_and_each_failure_its_scores(
         "soft failure (distribution): token_f1; llmeval: token_f1 0.00 < 0.70"
     )
     # A test that is not an eval test is left as pytest writes it.
+    if not workers:  # the terminal's short summary says it too
+        result.stdout.fnmatch_lines(
+            ["FAILED test_evals.py::test_answer[[]golden-3[]] - llmeval: token_f1 0.00 < 0.70"]
+        )
     plain = cases["test_plain"].find("failure")
     assert plain is not None and "llmeval" not in plain.get("message", "")
     # No testcase properties unless asked.
@@ -160,6 +164,11 @@ def test_testcase_properties_under_xunit2_are_warned_about_and_invalid(
     assert cases["test_answer[golden-0]"].find("properties") is not None
     # Why they are asked for, and xunit1 is said: the schema has no testcase properties.
     assert not schema.is_valid(str(pytester.path / "junit.xml"))
+    # A suite that makes warnings errors stops there, as it would for record_property.
+    make_suite(pytester, "llmeval_junit_properties = yes\nfilterwarnings = error")
+    result = pytester.runpytest("--junitxml=junit.xml")
+    assert result.ret not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
+    assert "LLMEvalWarning: llmeval_junit_properties" in result.stderr.str() + result.stdout.str()
 
 
 def test_a_session_without_eval_tests_gets_no_properties(
@@ -222,3 +231,10 @@ def test_the_example_suites_junit_validates_and_carries_the_eval(
     assert messages and all(
         m.startswith("soft failure (distribution): judge; llmeval: judge ") for m in messages
     )
+    assert "soft failure (distribution): judge; llmeval: judge 1.00 < 3.00" in messages
+    # The README's lines, name = value.
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### JUnit XML") :]
+    shown = section[section.index("```text\n") + 8 :]
+    pairs = [line.split(" = ", 1) for line in shown[: shown.index("```\n")].splitlines()]
+    assert len(pairs) == 5 and all(props[name] == value for name, value in pairs)

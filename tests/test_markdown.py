@@ -415,5 +415,15 @@ def test_the_example_suites_v2_run_fits_and_names_its_blocking_verdicts(tmp_path
         "❌ **regression: BLOCK, judge\\[distribution\\] REGRESSION, "
         "tool_calls\\[regression\\] REGRESSION**"
     ) in lines
-    changed = next(line for line in lines if line.startswith("- pass → fail: "))
+    changed = next(line for line in lines if line.startswith("- pass → fail: 43 examples"))
     assert "`regression-refund-lookup-first-01`" in changed
+    # As the README shows it: the start, the third line (prompt, model, duration) aside.
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Markdown for the pull request") :]
+    shown = section[section.index("```markdown\n") + 12 :]
+    shown_lines = shown[: shown.index("```\n")].splitlines()
+    assert shown_lines == lines[:2] + lines[3 : len(shown_lines) + 1]
+    assert "### Failures (113)" in lines and len(lines) == 43
+    assert "then the regression table, the 43 examples that went from pass to fail, and 8 of " in (
+        section
+    )

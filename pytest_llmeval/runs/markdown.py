@@ -319,19 +319,9 @@ def _failures(records: Sequence[Record], names: dict[str, str], more: str) -> li
     failed = [r for r in records if r.status in ("failed", "error")]
     if not failed:
         return []
-    # Errors and the failures that fail the run by themselves first, soft ones after;
-    # and of those, one of each kind per partition, then each example's first failure,
-    # then the rest: ten lines show as many different failures as they can.
-    failed.sort(key=lambda r: (r.status != "error", r.soft))
-    shown: dict[int, Record] = {}
-    for key in (lambda r: (r.partition, r.failure_kind), lambda r: r.example_id, id):
-        seen: set[object] = set()
-        for r in failed:
-            if key(r) not in seen:
-                seen.add(key(r))
-                shown.setdefault(id(r), r)
     lines = [f"### Failures ({len(failed)})"]
-    for r in list(shown.values())[:FAILURES]:
+    shown = _top(failed)
+    for r in shown[:FAILURES]:
         soft = ", soft" if r.soft else ""
         lines.append(
             f"- {_code(names[r.nodeid])} ({_text(r.partition)}{soft}): {_text(_reason(r))}"
@@ -340,6 +330,36 @@ def _failures(records: Sequence[Record], names: dict[str, str], more: str) -> li
     if left > 0:
         lines.append(f"- and {left} more{more}")
     return lines
+
+
+def _top(failed: list[Record]) -> list[Record]:
+    """The failures in the order to list them: first one test of each way of failing
+    (partition and failure kind), errors first, then the failures that fail the run by
+    themselves, then soft ones, and within each the commonest first, taking the
+    partitions in turn; then each example's first failure; then the rest. So the first
+    lines show as many different failures as they can."""
+    tiers: dict[tuple[bool, bool], list[Record]] = {}
+    for r in sorted(failed, key=lambda r: (r.status != "error", r.soft)):
+        tiers.setdefault((r.status != "error", r.soft), []).append(r)
+    out: list[Record] = []
+    for tier in tiers.values():
+        kinds: dict[tuple[str, str | None], list[Record]] = {}
+        for r in tier:
+            kinds.setdefault((r.partition, r.failure_kind), []).append(r)
+        by_partition: dict[str, list[Record]] = {r.partition: [] for r in tier}  # in order
+        for (partition, _), members in sorted(kinds.items(), key=lambda kv: -len(kv[1])):
+            by_partition[partition].append(members[0])
+        turns = list(by_partition.values())
+        out += [t[i] for i in range(max(map(len, turns))) for t in turns if i < len(t)]
+    chosen = {id(r) for r in out}
+    ordered = [r for tier in tiers.values() for r in tier]
+    firsts: dict[str, Record] = {}
+    for r in ordered:
+        if id(r) not in chosen:
+            firsts.setdefault(r.example_id, r)
+    out += firsts.values()
+    chosen |= {id(r) for r in firsts.values()}
+    return out + [r for r in ordered if id(r) not in chosen]
 
 
 def _reason(record: Record) -> str:
