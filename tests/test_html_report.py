@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -395,59 +394,9 @@ def test_a_page_that_cannot_be_written_is_said_not_fatal(pytester: pytest.Pytest
 # --- the example suite (the README's screenshots) -----------------------------------------
 
 
-def test_the_example_suites_v2_page_shows_verdicts_a_filtered_table_and_a_drill_down(
-    tmp_path: Path,
-) -> None:
-    chromium()
-    target = tmp_path / "v2.html"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "example_suite",
-            "--prompt-version",
-            "v2",
-            f"--llmeval-html={target}",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert done.returncode == 1, done.stdout[-3000:]
-    first = Dom(dump_dom(target, profile=tmp_path / "a"))
-    assert_nothing_injected(first)
-    verdicts = first.text("verdicts")
-    assert "golden rule: FAIL, 2 of 7 golden examples did not pass" in verdicts
-    assert "regression: BLOCK, judge[distribution] REGRESSION" in verdicts
-    assert "REGRESSION" in first.text("regression")
-    changed = first.text("changed")
-    assert "passed in the baseline, fail now" in changed and "this run: failed" in changed
-
-    view = "#status=failed&partition=golden&metric=judge&view=records"
-    filtered = Dom(dump_dom(target, view, profile=tmp_path / "b"))
-    assert filtered.text("count").startswith("showing 2 of 2 records")
-    rows = filtered.text("rows")
-    assert "golden-annual-discount-01" in rows and "judge 1.000 / 4.000" in rows
-
-    index = int(
-        re.findall(r'data-index="(\d+)"', dump_dom(target, view, profile=tmp_path / "c"))[0]
-    )
-    drill = Dom(dump_dom(target, f"{view}&open={index}", profile=tmp_path / "d"))
-    text = drill.text(f"record-{index}")
-    assert "rubric by judge-demo-1: mean 1.00" in text
-    assert "breaks the support persona" in text  # the judge's reasoning
-    assert "Trajectory (" in text and "retrieval search" in text
-
-
-def test_the_readmes_screenshots_are_the_views_the_test_above_checks() -> None:
+def test_the_readmes_screenshots_are_the_views_the_example_suites_test_checks() -> None:
     """The README's three pictures exist, are small, and its linked view is the one the
-    example suite's test opens."""
+    example suite's test (tests/test_example_suite_views.py) opens."""
     readme = (ROOT / "README.md").read_text()
     section = readme.split("### The run's page", 1)[1].split("\n## ", 1)[0]
     pictures = re.findall(r"!\[[^\]]*\]\((docs/[^)]+\.png)\)", section)

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from pytest_llmeval import load_dataset
 from pytest_llmeval.monitor import Store
 
