@@ -268,6 +268,14 @@ class Controller:
                 write_json(target, nonfinite_as_null(document))
         self._write_views(nonfinite_as_null(document))
 
+    def verdicts(
+        self,
+    ) -> tuple[Outcome, list[str], list[Comparison] | str | None, list[BudgetVerdict]]:
+        """The run's outcome, what fails it, the regression comparisons (or the error that
+        prevented them) and the time budgets' verdicts, as the summary shows them (the
+        JUnit properties read them)."""
+        return self._outcome(), self._reasons(), self._comparisons(), self._budgets()
+
     def _views(self) -> bool:
         """Whether the run is also written as a page, Markdown or into a history."""
         s = self.settings

@@ -138,12 +138,10 @@ def suite_properties(controller: Controller) -> list[tuple[str, str]]:
     comparison's verdict, time budgets, flaky examples and an incomplete run."""
     if not controller.records and not controller.selected:
         return []  # no eval test in this session
-    ordered, stats, verdicts, flaky = controller._outcome()
-    reasons = controller._reasons()
+    (ordered, stats, verdicts, flaky), reasons, compared, budgets = controller.verdicts()
     props = [(PREFIX, f"FAIL ({'; '.join(reasons)})" if reasons else "PASS")]
     props += [(f"{PREFIX}.gate.{v.partition}", v.message) for v in verdicts]
     props += [(f"{PREFIX}.pass_rate.{p}", _number(s.pass_rate)) for p, s in stats.items()]
-    compared = controller._comparisons()
     if isinstance(compared, str):
         props.append((f"{PREFIX}.regression", compared))
     elif compared is not None:
@@ -153,7 +151,7 @@ def suite_properties(controller: Controller) -> list[tuple[str, str]]:
             (f"{PREFIX}.regression.{c.metric}.{c.partition}", f"{c.verdict}: {c.line}")
             for c in compared
         ]
-    for budget in controller._budgets():
+    for budget in budgets:
         state = "over (the session fails)" if budget.fails else "over" if budget.over else "within"
         props.append(
             (
