@@ -281,6 +281,8 @@ class RecordJSON(TypedDict):
     steps: list[Step]
     limits: StepLimits
     extra: dict[str, Any]
+    input: dict[str, Any] | None
+    expected_output: str | None
 
 
 # Slots: a record has more fields than CPython shares the keys of in instance dicts (30),
@@ -329,6 +331,9 @@ class Record:
     steps: list[Step] = field(default_factory=list)  # the trajectory, in order
     limits: StepLimits = field(default_factory=StepLimits)
     extra: dict[str, Any] = field(default_factory=dict)
+    # The example's, for whoever reads the record without the dataset (the run's page).
+    input: dict[str, Any] | None = None
+    expected_output: str | None = None
 
     def __setitem__(self, key: str, value: Any) -> None:
         """``record["key"] = value``: a custom JSON-safe value kept in ``extra``."""

@@ -85,6 +85,7 @@ def test_the_page_shows_verdicts_a_filtered_table_and_a_drill_down(v2: V2, tmp_p
     assert "rubric by judge-demo-1: mean 1.00" in text
     assert "breaks the support persona" in text  # the judge's reasoning
     assert "Trajectory (" in text and "retrieval search" in text
+    assert "expected output" in text and '"question"' in text  # the example's, recorded
 
 
 def test_the_junit_xml_validates_and_carries_the_eval(v2: V2) -> None:

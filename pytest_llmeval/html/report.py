@@ -914,9 +914,10 @@ function detail(r) {
     box.appendChild(pre(r.failure_reason, "bad"));
   }
   KEPT.forEach(function (k) {
-    if (extra[k] !== undefined) {
+    var value = r[k] !== undefined && r[k] !== null ? r[k] : extra[k];
+    if (value !== undefined && value !== null) {
       section(box, k.replace("_", " "));
-      box.appendChild(pre(json(extra[k])));
+      box.appendChild(pre(json(value)));
     }
   });
   section(box, "Output");

@@ -133,6 +133,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if example.human_score is not None or example.human_labels:
         record.human = {"score": example.human_score, "labels": example.human_labels}
     record.limits = example.limits
+    record.input, record.expected_output = example.input, example.expected_output
     item.stash[RECORD_KEY] = record
     item.stash[PREVIOUS_RECORD_KEY] = records.bind(record)
 
