@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_html_report import Dom, chromium, dump_dom
 
 from pytest_llmeval import load_dataset
 from pytest_llmeval.cli import main as llmeval
@@ -88,7 +89,9 @@ def verdicts(result: pytest.RunResult) -> list[str]:
 
 
 def test_v1_passes_with_soft_failures_listed(pytester: pytest.Pytester, suite: Path) -> None:
-    result = pytester.runpytest(str(suite), "--llmeval-report", "v1.json")
+    result = pytester.runpytest(
+        str(suite), "--llmeval-report", "v1.json", "--llmeval-html", "v1.html"
+    )
     assert result.ret == pytest.ExitCode.OK
     assert verdicts(result) == readme_block("With v1 the verdicts read:")
     result.stdout.fnmatch_lines(["soft failures (15):"])
@@ -101,6 +104,11 @@ def test_v1_passes_with_soft_failures_listed(pytester: pytest.Pytester, suite: P
     assert_shown(result, readme_block("and its regression section:"))
     # The power plan, before the first test.
     assert_shown(result, readme_block("Before the first test, the header prints"))
+    # The run's page, as headless Chromium shows it (v2's: tests/test_example_suite_views.py).
+    chromium()
+    page = Dom(dump_dom(pytester.path / "v1.html", profile=pytester.path / "chromium"))
+    assert "llmeval: PASS" in page.text("verdicts") and "golden rule: PASS" in page.text("verdicts")
+    assert "NO_CHANGE" in page.text("regression")
 
     # The pipeline checks pass: retrieval on golden, tool calls everywhere, each turn.
     run = records(pytester.path / "v1.json")
