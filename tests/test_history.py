@@ -429,3 +429,14 @@ def test_parallel_jobs_adding_runs_at_once_keep_each(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)  # no temporary file
     runs, warnings = read_history(tmp_path)
     assert len(runs) == 16 and warnings == []
+
+
+def test_a_session_without_eval_tests_adds_nothing_to_the_history(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(test_plain="def test_a():\n    pass\n")
+    pytester.runpytest("--llmeval-history-dir=hist", "-p", "no:cacheprovider").assert_outcomes(
+        passed=1
+    )
+    assert not pytester.path.joinpath("hist").exists()

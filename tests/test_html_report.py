@@ -388,7 +388,7 @@ def test_a_page_that_cannot_be_written_is_said_not_fatal(pytester: pytest.Pytest
     pytester.path.joinpath("taken").write_text("a file, not a folder")
     result = pytester.runpytest("--llmeval-html=taken/run.html")
     assert result.ret == pytest.ExitCode.OK
-    result.stdout.fnmatch_lines(["report: a view of the run was not written: *"])
+    result.stdout.fnmatch_lines(["the run's page was not written: *"])
 
 
 # --- the example suite (the README's screenshots) -----------------------------------------

@@ -374,3 +374,26 @@ def test_the_plugin_writes_the_file_and_the_step_summary(
     summary.unlink()
     pytester.runpytest(*workers)
     assert summary.read_text().startswith("## llmeval: FAIL")
+
+
+def test_a_run_that_saves_over_its_baseline_still_lists_what_changed_since_it(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rolling baseline (the same file read and saved): the changes are against the
+    baseline the run read at start-up, not the file it has just written."""
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    rows = [
+        {"id": f"golden-{i}", "partition": "golden", "input": {"q": i}, "expected_output": "a b"}
+        for i in range(8)
+    ]
+    pytester.path.joinpath("data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(test_evals=SUITE.replace('endswith("3")', "endswith(BAD)"))
+    pytester.makeconftest("import builtins\nbuiltins.BAD = ('3',)\n")
+    pytester.runpytest("--llmeval-save-baseline=b.json")
+    pytester.makeconftest("import builtins\nbuiltins.BAD = ('1', '2', '3')\n")
+    pytester.runpytest(
+        "--llmeval-baseline=b.json", "--llmeval-save-baseline=b.json", "--llmeval-markdown=r.md"
+    )
+    text = (pytester.path / "r.md").read_text()
+    assert "pass → fail: 2 examples" in text, text

@@ -33,10 +33,18 @@ _INTERN_MIN = 40  # strings at least this long are stored once when they recur
 _MARK = "\x01"  # a string starting with it is a reference into the string table
 
 
-def write_html(document: Mapping[str, Any], path: Path) -> None:
-    """Write the run's page to ``path`` atomically. With a baseline whose report can be
-    read (``regression.baseline``), the page also shows the examples that changed."""
-    baseline, note = baseline_records(document)
+def write_html(
+    document: Mapping[str, Any],
+    path: Path,
+    *,
+    baseline: Sequence[Mapping[str, Any]] | None = None,
+) -> None:
+    """Write the run's page to ``path`` atomically. With the baseline's records (given:
+    the plugin read them at start-up, before this run may have saved over them; else
+    read from ``regression.baseline``), the page also shows the examples that changed."""
+    note = ""
+    if baseline is None:
+        baseline, note = baseline_records(document)
     write_text_atomic(path, render(document, baseline=baseline, baseline_note=note))
 
 
@@ -671,7 +679,10 @@ function readHash() {
   var found = {};
   location.hash.replace(/^#/, "").split("&").forEach(function (part) {
     var kv = part.split("=");
-    if (kv[0]) { found[decodeURIComponent(kv[0])] = decodeURIComponent(kv.slice(1).join("=")); }
+    // A part that is not valid percent-encoding (a typed "100%") is ignored, not fatal.
+    try {
+      if (kv[0]) { found[decodeURIComponent(kv[0])] = decodeURIComponent(kv.slice(1).join("=")); }
+    } catch (e) { /* skip it */ }
   });
   controls.forEach(function (k) {
     var c = $(k), v = found[k];

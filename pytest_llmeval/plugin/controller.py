@@ -9,7 +9,7 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,6 +74,7 @@ class Controller:
         self.session: pytest.Session | None = None
         self.interrupted = False
         self.report_problem: str | None = None  # why the report needed repair
+        self.view_problems: list[str] = []  # the run's page, Markdown or history not written
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if not self.config.option.collectonly:  # nothing runs, so nothing goes missing
@@ -229,6 +230,8 @@ class Controller:
         write("")
         if self.report_problem:
             write(f"report: {self.report_problem}", yellow=True)
+        for problem in self.view_problems:
+            write(problem, yellow=True)
         incomplete = incomplete_line(ordered)
         if incomplete:
             write(incomplete, red=True, bold=True)
@@ -277,38 +280,52 @@ class Controller:
         return self._outcome(), self._reasons(), self._comparisons(), self._budgets()
 
     def _views(self) -> bool:
-        """Whether the run is also written as a page, Markdown or into a history."""
+        """Whether the run is also written as a page, Markdown or into a history: only a
+        session that selected eval tests (a unit-test job in the same CI adds nothing)."""
+        if self.config.option.collectonly or not (self.records or self.selected):
+            return False
         s = self.settings
         return bool(s.html or s.markdown or s.history_dir or os.environ.get(STEP_SUMMARY))
 
     def _write_views(self, document: ReportJSON) -> None:
         """The run's HTML page, its Markdown summary and its entry in the history: each
-        written even when the run failed or was interrupted, and a view that cannot be
-        written is said in the summary, never the end of the session."""
+        written even when the run failed or was interrupted, each on its own (one that
+        cannot be written is said in the summary, never the end of the session)."""
+        if not self._views():
+            return
         here = self.config.invocation_params.dir
         s = self.settings
-        try:
-            if s.history_dir is not None:
-                from ..runs.history import add_run
+        html = None if s.html is None else s.html if s.html.is_absolute() else here / s.html
+        views: list[tuple[str, Callable[[], object]]] = []
+        if s.history_dir is not None:
+            from ..runs.history import add_run
 
-                add_run(document, s.history_dir)
-            if s.html is not None:
-                from ..html.report import write_html
+            history = s.history_dir
+            views.append(("history", lambda: add_run(document, history)))
+        if html is not None:
+            from ..html.report import write_html
 
-                write_html(document, s.html if s.html.is_absolute() else here / s.html)
-            if s.markdown is not None or os.environ.get(STEP_SUMMARY):
-                from ..runs.markdown import write_markdown
+            views.append(("page", lambda: write_html(document, html, baseline=self.baseline)))
+        summary = os.environ.get(STEP_SUMMARY)
+        if s.markdown is not None or summary:
+            from ..runs.markdown import write_markdown
 
-                target = (
-                    s.markdown
-                    if s.markdown is None or s.markdown.is_absolute()
-                    else here / s.markdown
+            md = s.markdown if s.markdown is None or s.markdown.is_absolute() else here / s.markdown
+            # The page's link, as the Markdown file's folder reaches it.
+            link = html if html is None or md is None else os.path.relpath(html, md.parent)
+            views.append(
+                (
+                    "Markdown",
+                    lambda: write_markdown(
+                        document, md, html=link, step_summary=summary, baseline=self.baseline
+                    ),
                 )
-                write_markdown(
-                    document, target, html=s.html, step_summary=os.environ.get(STEP_SUMMARY)
-                )
-        except OSError as exc:
-            self.report_problem = f"a view of the run was not written: {exc}"
+            )
+        for name, write in views:
+            try:
+                write()
+            except Exception as exc:  # a view is never worth the session's verdict
+                self.view_problems.append(f"the run's {name} was not written: {exc}")
 
     def _baseline_name(self) -> str:
         """The baseline's path as the user would type it: relative to the current

@@ -268,7 +268,7 @@ def read_runs(paths: Iterable[Path], *, strict: bool = False) -> tuple[list[Hist
     for path in sorted(paths):
         try:
             documents[path] = read_document(path)
-        except ValueError as exc:
+        except (OSError, ValueError) as exc:  # OSError: pruned by another job meanwhile
             if strict:
                 raise
             warnings.append(f"skipped {exc}")
@@ -292,9 +292,13 @@ def _own_pages(runs: list[HistoryRun]) -> list[HistoryRun]:
     for run, after in zip(runs, [*runs[1:], None], strict=False):
         page = run.page
         if page is not None and page.name != run.name + ".html":
-            written = datetime.fromtimestamp(page.stat().st_mtime, UTC)
-            if written < run.started_at or (after is not None and written >= after.started_at):
+            try:
+                written = datetime.fromtimestamp(page.stat().st_mtime, UTC)
+            except OSError:  # gone since it was found
                 run = replace(run, page=None)
+            else:
+                if written < run.started_at or (after is not None and written >= after.started_at):
+                    run = replace(run, page=None)
         kept.append(run)
     return kept
 

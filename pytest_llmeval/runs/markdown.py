@@ -37,12 +37,20 @@ FLAKY_LINES = 1
 
 
 def write_markdown(
-    document: ReportJSON, path: Path | None, *, html: Path | None, step_summary: str | None
+    document: ReportJSON,
+    path: Path | None,
+    *,
+    html: Path | str | None,
+    step_summary: str | None,
+    baseline: Sequence[RecordJSON] | None = None,
 ) -> None:
     """Write the run's Markdown to ``path`` (when given) and append it to the file named
-    by ``step_summary`` (GitHub Actions' ``$GITHUB_STEP_SUMMARY``, when set). With a
-    baseline it can still read, the examples that changed since it are listed too."""
-    text = markdown(document, html, baseline=_baseline_records(document))
+    by ``step_summary`` (GitHub Actions' ``$GITHUB_STEP_SUMMARY``, when set). With the
+    baseline's records (given, as the plugin read them at start-up; else read from
+    ``regression.baseline`` if it still can be), the examples that changed are listed."""
+    if baseline is None:
+        baseline = _baseline_records(document)
+    text = markdown(document, html, baseline=baseline)
     if path is not None:
         write_text_atomic(path, text)
     if step_summary:
