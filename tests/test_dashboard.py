@@ -119,9 +119,9 @@ def test_page_shows_alerts_escaped(page: str) -> None:
 
 def test_page_shows_totals_and_runs(page: str, db: Path) -> None:
     assert str(db.resolve()) in page
-    assert '<tr><th>pushed</th><td class="n">600</td></tr>' in page
-    assert '<tr><th>dropped</th><td class="n">15</td></tr>' in page
-    assert '<tr><th>alerts</th><td class="n">24</td></tr>' in page
+    assert '<tr><th>pushed</th><td class="num">600</td></tr>' in page
+    assert '<tr><th>dropped</th><td class="num">15</td></tr>' in page
+    assert '<tr><th>alerts</th><td class="num">24</td></tr>' in page
     assert "<td>run-a</td>" in page and "<td>run-b</td>" in page
     assert "<td>75.0%</td>" in page and "<td>4.50</td>" in page
 

@@ -25,7 +25,7 @@ from urllib.parse import quote
 from ..files import dumps, write_text_atomic
 from ..html.charts import CSS as CHART_CSS
 from ..html.charts import Series, XPoint, bar_chart, line_chart
-from ..html.kit import Raw, esc, page
+from ..html.kit import Raw, cell, esc, page, table
 from ..runs.compare import JUDGE_SCALE
 from ..runs.history import (
     HistoryRun,
@@ -51,7 +51,6 @@ _METRIC_TITLES = {
 
 _CSS = (
     """
-td.n{text-align:right;font-variant-numeric:tabular-nums}
 td.msg{white-space:pre-wrap;max-width:680px}
 .note{color:#666;font-style:italic}
 .sev-high,.sev-critical{color:#b71c1c;font-weight:600}
@@ -327,17 +326,15 @@ def _link(run: HistoryRun, out: Path) -> Raw | str:
 
 
 def _table(head: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    lines = ["<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>"]
-    lines += ["<tr>" + "".join(_cell(value) for value in row) + "</tr>" for row in rows]
-    return "\n".join([*lines, "</table>"])
+    """kit's table, its columns of counts right-aligned."""
+    rows = [list(row) for row in rows]
+    numeric = {i for row in rows for i, v in enumerate(row) if isinstance(v, int | float)}
+    return str(table(head, rows, numeric=numeric))
 
 
 def _cell(value: object) -> str:
-    if isinstance(value, Raw):
-        return f"<td>{value}</td>"
-    if isinstance(value, int | float):
-        return f'<td class="n">{value}</td>'
-    return f"<td>{esc(str(value))}</td>"
+    right = ' class="num"' if isinstance(value, int | float) else ""
+    return f"<td{right}>{cell(value)}</td>"
 
 
 def _note(what: str) -> str:
