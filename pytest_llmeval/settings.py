@@ -325,7 +325,7 @@ def build(
         report=Path(value("report")) if value("report") else None,
         html=Path(value("html")) if value("html") else None,
         markdown=Path(value("markdown")) if value("markdown") else None,
-        history_dir=(rootpath / value("history_dir")) if value("history_dir") else None,
+        history_dir=location("history_dir"),  # a store kept across runs, as the baseline
         junit_properties=_yes("junit_properties", value("junit_properties")),
         tags=tuple(t.strip() for t in value("tags").split(",") if t.strip()),
         hard_partitions=hard,
