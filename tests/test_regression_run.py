@@ -303,3 +303,23 @@ def test_answer(example):
     [comparison] = report["regression"]["comparisons"]
     assert comparison["n"] == 12 and comparison["clusters"] == 4
     assert comparison["test"] == "cluster_sign_flip"
+
+
+def test_a_baseline_record_of_another_shape_is_an_error_not_a_crash(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.path.joinpath("data.jsonl").write_text(
+        '{"id": "g1", "partition": "golden", "input": {}}\n'
+    )
+    pytester.makepyfile(
+        test_s="import pytest\n@pytest.mark.llmeval(dataset='data.jsonl')\n"
+        "def test_a(example):\n    pass\n"
+    )
+    pytester.runpytest("--llmeval-save-baseline=b.json").assert_outcomes(passed=1)
+    report = json.loads(pytester.path.joinpath("b.json").read_text())
+    report["records"][0]["metrics"] = [{"score": 1.0}]  # no name
+    pytester.path.joinpath("b.json").write_text(json.dumps(report))
+    result = pytester.runpytest("--llmeval-baseline=b.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR  # found at start-up, by the power plan
+    result.stderr.fnmatch_lines(["*llmeval_baseline: *b.json: a record lacks or mistypes a field*"])

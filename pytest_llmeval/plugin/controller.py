@@ -170,6 +170,11 @@ class Controller:
                 result = compare_runs(self.baseline, candidate, self.settings.regression)
             except ValueError as exc:
                 result = f"regression: ERROR, cannot compare with the baseline: {exc}"
+            except (KeyError, TypeError) as exc:  # a record of another shape (edited?)
+                result = (
+                    "regression: ERROR, cannot compare with the baseline: a record lacks or "
+                    f"mistypes a field ({type(exc).__name__}: {exc})"
+                )
             self._compared = (key, result)
         return self._compared[1]
 

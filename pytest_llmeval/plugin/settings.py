@@ -79,6 +79,11 @@ def plan_of(effective: Settings, baseline: list[RecordJSON] | None) -> Plan | No
         )
     except ValueError as exc:
         raise pytest.UsageError(f"llmeval plan: {exc}") from None
+    except (KeyError, TypeError) as exc:  # a record of another shape: the run cannot compare
+        raise pytest.UsageError(
+            f"llmeval_baseline: {effective.regression.baseline}: a record lacks or mistypes a "
+            f"field ({type(exc).__name__}: {exc}); save the baseline again"
+        ) from None
 
 
 def add_options(parser: pytest.Parser) -> None:
