@@ -24,16 +24,20 @@ if TYPE_CHECKING:
 DRAW = "llmeval_draw"  # the parameter (and fixture) of a repeated test's draw number
 
 
+def _marks() -> dict[str, list[pytest.MarkDecorator]]:
+    return {p: [getattr(pytest.mark, p)] for p in PARTITIONS}
+
+
 def params(examples: Sequence[Example]) -> list[Any]:
     """``pytest.param`` per example, id = example id, marked with its partition."""
-    marks = {p: [getattr(pytest.mark, p)] for p in PARTITIONS}
+    marks = _marks()
     return [pytest.param(ex, id=ex.id, marks=marks[ex.partition]) for ex in examples]
 
 
 def drawn_params(examples: Sequence[Example], draws: Callable[[Example], int]) -> list[Any]:
     """``(example, draw)`` params: one per draw of each example (``golden-01-r2``); an
     example drawn once keeps its plain id."""
-    marks = {p: [getattr(pytest.mark, p)] for p in PARTITIONS}
+    marks = _marks()
     out = []
     for ex in examples:
         k = draws(ex)
@@ -192,8 +196,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def _draw_of(item: pytest.Item, example: Example, draw: int | None) -> int | None:
     """The item's draw, or None when its example is drawn once."""
+    if draw is None:
+        return None
     marker = item.get_closest_marker("llmeval")
-    if draw is None or marker is None:
+    if marker is None:
         return None
     return draw if _draw_counts(item.config, marker, item.name)(example) > 1 else None
 

@@ -265,16 +265,19 @@ class Controller:
             budgets=self._budgets(),
             failures=self._reasons(),
         )
+        finite: ReportJSON | None = None  # the document as standard JSON, once known
         for path in filter(None, targets):
             target = path if path.is_absolute() else self.config.invocation_params.dir / path
             try:
-                write_json(target, document)
+                write_json(target, finite or document)
+                finite = finite or document  # written: it holds no NaN
             except ValueError as exc:
                 # A non-finite number from a test's own values: the report is still
                 # written (standard JSON, null in its place), and the summary says so.
                 self.report_problem = f"{exc}; written as null"
-                write_json(target, nonfinite_as_null(document))
-        self._write_views(nonfinite_as_null(document))
+                finite = nonfinite_as_null(document)
+                write_json(target, finite)
+        self._write_views(finite or nonfinite_as_null(document))
 
     def verdicts(
         self,
