@@ -11,6 +11,10 @@ from typing import Any
 
 import pytest
 
+# Imported here, not first inside an in-process pytester run (which would drop numpy
+# from sys.modules, and numpy cannot be imported twice): the power plan of a run with a
+# baseline needs the statistics.
+import pytest_llmeval.stats.regression  # noqa: F401
 from pytest_llmeval.records import Record, RecordJSON
 from pytest_llmeval.runs.compare import compare_runs
 from pytest_llmeval.runs.draws import Flaky

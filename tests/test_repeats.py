@@ -14,6 +14,9 @@ from typing import Any
 
 import pytest
 
+# Imported before the in-process runs: pytester drops the modules a run imports, and
+# numpy cannot be imported twice in one process (a run with a baseline plans with it).
+import pytest_llmeval.stats.regression  # noqa: F401
 from pytest_llmeval.testing import FakeOpenAIServer
 
 # The app answers a refund question right 7 times in 10 (the server's replies to each
