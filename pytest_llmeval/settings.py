@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .client.cache import CACHE_MODES
-from .client.llm import ClientConfig
+from .client.llm import MAX_CONCURRENCY, ClientConfig
 from .client.pricing import parse_prices
 from .errors import ConfigError
 from .partitions import PARTITIONS
@@ -99,8 +99,9 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
     ),
     (
         "concurrency",
-        "examples a batched fixture computes at once (pytest_llmeval.batched)",
-        "16",
+        "examples a batched fixture computes at once (pytest_llmeval.batched): a whole "
+        "number, or 'auto' (as many as each endpoint's adaptive limit lets through)",
+        "auto",
     ),
     (
         "repeat",
@@ -169,7 +170,12 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
             ("model", "model name", ""),
             ("base_url", "OpenAI-compatible base URL (else $OPENAI_BASE_URL)", ""),
             ("temperature", "sampling temperature", defaults["temperature"]),
-            ("max_concurrency", "requests in flight per endpoint", "16"),
+            (
+                "max_concurrency",
+                "requests in flight per endpoint (with llmeval_concurrency = auto, the ceiling "
+                "of the adaptive limit)",
+                str(MAX_CONCURRENCY),
+            ),
             ("timeout", "seconds before a request times out", "60"),
         )
     ),
@@ -218,7 +224,7 @@ class Settings:
     judge_models: tuple[str, ...] = ()  # a judge panel; () is the one judge_model
     judge_max_tokens: int = 1024
     max_position_bias: float = 0.3
-    concurrency: int = 16
+    concurrency: int | None = None  # None: auto (the endpoints' adaptive limits pace)
     embedding_model: str = "local"
     embedding_base_url: str | None = None  # None: the app's
     otel: str = "auto"  # "auto" or "off"
@@ -311,6 +317,9 @@ def build(
         timeout_retries=_count("timeout_retries", value("timeout_retries"), minimum=0),
         retry_base_delay=_number("retry_base_delay", value("retry_base_delay"), minimum=0),
         prices=prices,
+        # With llmeval_concurrency = auto, each endpoint's bound on requests in flight adapts
+        # (up to llmeval_max_concurrency); with a number, it is that ceiling, fixed.
+        adaptive=_concurrency(value("concurrency")) is None,
     )
     app = _client_config(value, "", os.environ.get("OPENAI_BASE_URL"), retries)
     judge_key = os.environ.get("LLMEVAL_JUDGE_API_KEY")
@@ -340,7 +349,7 @@ def build(
         judge_models=_judge_models(value("judge_models")),
         judge_max_tokens=_count("judge_max_tokens", value("judge_max_tokens"), minimum=1),
         max_position_bias=_rate("llmeval_max_position_bias", value("max_position_bias")),
-        concurrency=_count("concurrency", value("concurrency"), minimum=1),
+        concurrency=_concurrency(value("concurrency")),
         embedding_model=value("embedding_model").strip() or "local",
         embedding_base_url=value("embedding_base_url") or None,
         otel=otel,
@@ -493,6 +502,18 @@ def _count(name: str, raw: str, *, minimum: int) -> int:
     if number < minimum:
         raise ConfigError(f"llmeval_{name}: {raw!r} is not a whole number >= {minimum}")
     return number
+
+
+def _concurrency(raw: str) -> int | None:
+    """llmeval_concurrency: 'auto' (None) or a whole number >= 1."""
+    if raw.strip().lower() == "auto":
+        return None
+    try:
+        return _count("concurrency", raw, minimum=1)
+    except ConfigError:
+        raise ConfigError(
+            f"llmeval_concurrency: {raw!r} is not 'auto' or a whole number >= 1"
+        ) from None
 
 
 def _judge_models(raw: str) -> tuple[str, ...]:

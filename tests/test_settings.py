@@ -19,7 +19,7 @@ def one_test(pytester: pytest.Pytester) -> pytest.Pytester:
     ("option", "value", "should_be"),
     [
         ("--llmeval-judge-samples", "2.5", "a whole number >= 1"),
-        ("--llmeval-concurrency", "1.5", "a whole number >= 1"),
+        ("--llmeval-concurrency", "1.5", "'auto' or a whole number >= 1"),
         ("--llmeval-max-retries", "2.5", "a whole number >= 0"),
         ("--llmeval-max-retries", "inf", "a whole number >= 0"),
         ("--llmeval-max-concurrency", "nan", "a whole number >= 1"),

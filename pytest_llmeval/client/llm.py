@@ -57,6 +57,8 @@ EMBEDDINGS = "embeddings"
 # The most retries of a refused connection in a call (below llmeval_max_retries): most
 # likely a server that is down or restarting. Timeouts have their own setting.
 CONNECTION_RETRIES = 2
+# The default bound on requests in flight per endpoint: the ceiling of the adaptive limit.
+MAX_CONCURRENCY = 256
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,10 @@ class ClientConfig:
     base_url: str | None = None
     api_key: str | None = field(default=None, repr=False)
     temperature: float | None = None
-    max_concurrency: int = 16
+    max_concurrency: int = MAX_CONCURRENCY
+    # Whether the bound on requests in flight adapts between 1 and max_concurrency (AIMD on
+    # latency and 429s); if not, it is max_concurrency. Rate-limit headers count either way.
+    adaptive: bool = False
     timeout: float = 60.0
     max_retries: int = 4
     # A request that timed out may still run on the server (llama.cpp keeps generating

@@ -38,6 +38,7 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 # Arguments filled per example rather than shared across the window.
 PER_EXAMPLE = ("example", "llmeval_record", DRAW)
 WINDOW_PER_SLOT = 4  # a window is this many times the concurrency: -x never pays for more
+AUTO_CONCURRENCY = 64  # examples at once under llmeval_concurrency = auto
 _SCOPE_NODES: dict[str, type[pytest.Collector]] = {
     "package": pytest.Package,
     "module": pytest.Module,
@@ -111,7 +112,7 @@ class Batches:
     the test's teardown."""
 
     config: pytest.Config
-    concurrency: int
+    concurrency: int | None  # None: auto
     outcomes: dict[tuple[Spec, str], Any] = field(default_factory=dict)
     scratch: dict[str, Record] = field(default_factory=dict)  # node id -> calls so far
     _order: dict[str, int] = field(default_factory=dict)
@@ -168,7 +169,7 @@ class Batches:
     def _window(self, spec: Spec, first: pytest.Item, shared: list[str]) -> list[pytest.Item]:
         """The tests this process runs next (from ``first``) that need ``spec`` with the
         same shared fixtures, not yet computed: at most a window's worth."""
-        size = WINDOW_PER_SLOT * (spec.concurrency or self.concurrency)
+        size = WINDOW_PER_SLOT * self._concurrency(spec)
         window = [first]
         for item in self._upcoming(first):
             if len(window) >= size:
@@ -181,6 +182,9 @@ class Batches:
             ):
                 window.append(item)
         return window
+
+    def _concurrency(self, spec: Spec) -> int:
+        return spec.concurrency or self.concurrency or AUTO_CONCURRENCY
 
     def _upcoming(self, item: pytest.Item) -> list[pytest.Item]:
         items = item.session.items
@@ -248,9 +252,7 @@ class Batches:
                     args[name] = await self._get(dependency, item, shared)
                 else:
                     args[name] = shared[name]
-            limit = self._limits.setdefault(
-                spec, asyncio.Semaphore(spec.concurrency or self.concurrency)
-            )
+            limit = self._limits.setdefault(spec, asyncio.Semaphore(self._concurrency(spec)))
             async with limit:
                 start = time.perf_counter()
                 try:
