@@ -13,6 +13,13 @@ Besides HTTP errors: "timeout" stalls ``hang`` seconds, "malformed" answers 200 
 truncated body, "error200" with ``{"error": {...}}``, "invalid" with a response missing
 its ``choices`` (or ``data``), "drop" closes the connection. ``per_token_embeddings``
 answers embeddings as llama.cpp's server does for a model without pooling.
+
+Rate limits, as OpenAI's: ``FakeOpenAIServer(rpm=600, tpm=40_000)`` admits requests (and
+tokens) through a token bucket per limit, refilling continuously at limit/60 a second and
+holding ``burst`` seconds' worth (at least one request). A request the buckets cannot pay
+for is answered 429 at once with ``retry-after``/``retry-after-ms`` and OpenAI's
+``x-ratelimit-*`` headers; admitted requests carry the ``x-ratelimit-*`` headers too.
+``server.rate_limited`` counts the 429s the limits answered.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -41,6 +49,7 @@ FAULTS = (
     "400",
 )
 EMBEDDING_DIMENSIONS = 64
+ROUTES = ("/chat/completions", "/embeddings")
 
 # A reply is the assistant's text, or its whole message (``tool_calls`` for a model that
 # calls tools: see :func:`calls`).
@@ -70,6 +79,66 @@ def echo(request: dict[str, Any]) -> str:
     return f"echo: {users[-1]['content']}" if users else "echo"
 
 
+def duration(seconds: float) -> str:
+    """A duration as OpenAI's rate-limit headers write it (Go's format, to the
+    millisecond, rounded up): "0s", "20ms", "1s", "1.5s", "6m0s", "1h2m3.5s"."""
+    millis = math.ceil(round(seconds * 1000, 6)) if seconds > 0 else 0
+    if millis < 1000:
+        return f"{millis}ms" if millis else "0s"
+    hours, rest = divmod(millis, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    text = f"{rest // 1000}.{rest % 1000:03d}".rstrip("0").rstrip(".") + "s"
+    if hours or minutes:
+        text = f"{minutes}m{text}"
+    return f"{hours}h{text}" if hours else text
+
+
+@dataclass
+class TokenBucket:
+    """``per_minute`` units a minute: holds at most ``capacity`` units and refills
+    continuously at per_minute/60 a second. Times are the caller's (time.monotonic())."""
+
+    per_minute: float
+    capacity: float
+    level: float
+    at: float  # when ``level`` was last brought up to date
+
+    @staticmethod
+    def holding(per_minute: float, burst: float) -> float:
+        """The capacity of ``burst`` seconds of the limit (at least one unit)."""
+        return max(1.0, per_minute * burst / 60)
+
+    @classmethod
+    def full(cls, per_minute: float, burst: float, now: float) -> TokenBucket:
+        capacity = cls.holding(per_minute, burst)
+        return cls(per_minute, capacity, capacity, now)
+
+    @property
+    def rate(self) -> float:
+        return self.per_minute / 60
+
+    def refill(self, now: float) -> None:
+        self.level = min(self.capacity, self.level + (now - self.at) * self.rate)
+        self.at = max(self.at, now)
+
+    def wait(self, cost: float) -> float:
+        """Seconds until ``cost`` units are in the bucket (0: now). A cost beyond the
+        capacity is due when the bucket is full, and leaves it in debt (a negative level
+        that later requests wait out), so the rate holds on average."""
+        missing = min(cost, self.capacity) - self.level
+        return max(0.0, missing / self.rate)
+
+    def charge(self, cost: float) -> None:
+        self.level -= cost
+
+    def remaining(self) -> int:
+        return max(0, math.floor(self.level + 1e-9))
+
+    def reset(self) -> float:
+        """Seconds until the bucket is full again."""
+        return max(0.0, (self.capacity - self.level) / self.rate)
+
+
 class FakeOpenAIServer:
     """An OpenAI-compatible HTTP server on 127.0.0.1 with an ephemeral port."""
 
@@ -83,6 +152,9 @@ class FakeOpenAIServer:
         retry_after: float = 0.01,
         hang: float = 5.0,
         capacity: int | None = None,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        burst: float = 1.0,
     ) -> None:
         self.reply = reply
         self.latency = latency
@@ -100,6 +172,17 @@ class FakeOpenAIServer:
         self.injected: Counter[str] = Counter()  # by fault
         self.in_flight = 0
         self.peak_in_flight = 0
+        # Rate limits (None: none), per minute; the buckets hold ``burst`` seconds' worth.
+        # Tokens are charged on arrival: the prompt's words (as usage counts them) plus
+        # the max_tokens (or max_completion_tokens) asked for, as OpenAI's limiter does.
+        self.rpm = rpm
+        self.tpm = tpm
+        self.burst = burst
+        self._buckets: dict[str, TokenBucket] = {}
+        self.rate_limited = 0  # requests answered 429 by the limits (not injected faults)
+        self.admitted = 0  # requests the limits let through (all of them without limits)
+        self.first_arrival: float | None = None  # time.monotonic() of the first request
+        self.last_admitted: float | None = None  # ... and of the last one admitted
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self._httpd = _Server(("127.0.0.1", 0), _handler_for(self))
@@ -140,6 +223,68 @@ class FakeOpenAIServer:
             self.bodies.clear()
             self.headers.clear()
             self.peak_in_flight = self.in_flight
+            self.rate_limited = self.admitted = 0
+            self.first_arrival = self.last_admitted = None
+
+    def admitted_per_second(self) -> float:
+        """Requests admitted per second from the first request's arrival to the last
+        admission (0 before two admissions)."""
+        with self._lock:
+            if self.first_arrival is None or self.last_admitted is None:
+                return 0.0
+            span = self.last_admitted - self.first_arrival
+            return self.admitted / span if span > 0 else 0.0
+
+    def _admit(self, body: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, str]]:
+        """Charge a request to the limits: (None, headers) when admitted, else (OpenAI's
+        error object, headers with the wait). Every bucket is charged, or none."""
+        costs = {"requests": 1.0, "tokens": float(_token_cost(body))}
+        now = time.monotonic()
+        with self._lock:
+            if self.first_arrival is None:
+                self.first_arrival = now
+            buckets = self._current_buckets(now)
+            waits = {name: bucket.wait(costs[name]) for name, bucket in buckets.items()}
+            short = max(waits, key=waits.__getitem__, default=None)
+            if short is None or waits[short] == 0:
+                for name, bucket in buckets.items():  # may leave a debt: see wait()
+                    bucket.charge(costs[name])
+                self.admitted += 1
+                self.last_admitted = now
+            else:
+                self.rate_limited += 1
+            headers: dict[str, str] = {}
+            for name, bucket in buckets.items():
+                headers[f"x-ratelimit-limit-{name}"] = _number(bucket.per_minute)
+                headers[f"x-ratelimit-remaining-{name}"] = str(bucket.remaining())
+                headers[f"x-ratelimit-reset-{name}"] = duration(bucket.reset())
+        if short is None or waits[short] == 0:
+            return None, headers
+        millis = math.ceil(waits[short] * 1000)
+        headers["retry-after"] = str(math.ceil(millis / 1000))  # whole seconds, as OpenAI
+        headers["retry-after-ms"] = str(millis)
+        unit = "RPM" if short == "requests" else "TPM"
+        message = (
+            f"Rate limit reached on {short} per min ({unit}): Limit "
+            f"{_number(buckets[short].per_minute)}, Requested {_number(costs[short])}. "
+            f"Please try again in {duration(waits[short])}."
+        )
+        return {"message": message, "type": short, "code": "rate_limit_exceeded"}, headers
+
+    def _current_buckets(self, now: float) -> dict[str, TokenBucket]:
+        """The buckets of the limits set now (a changed limit starts a full bucket)."""
+        for name, per_minute in (("requests", self.rpm), ("tokens", self.tpm)):
+            bucket = self._buckets.get(name)
+            if per_minute is None:
+                self._buckets.pop(name, None)
+            elif bucket is None or (bucket.per_minute, bucket.capacity) != (
+                per_minute,
+                TokenBucket.holding(per_minute, self.burst),
+            ):
+                self._buckets[name] = TokenBucket.full(per_minute, self.burst, now)
+            else:
+                bucket.refill(now)
+        return dict(self._buckets)
 
     def _draw_fault(self) -> str | None:
         with self._lock:
@@ -186,6 +331,7 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
             pass
 
         def do_POST(self) -> None:
+            self.limit_headers: dict[str, str] = {}  # this request's x-ratelimit-*
             length = int(self.headers.get("content-length", 0))
             try:
                 body = json.loads(self.rfile.read(length) or b"{}")
@@ -195,6 +341,11 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
             path = self.path.rstrip("/").removeprefix("/v1")
             server._enter(path, body, dict(self.headers))
             self.counted = True
+            if path in ROUTES:
+                refused, self.limit_headers = server._admit(body)
+                if refused is not None:  # at once: a refusal waits for no slot
+                    self._send(429, {"error": refused})
+                    return
             if server._slots is not None:
                 server._slots.acquire()
             try:
@@ -203,7 +354,7 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self._leave()
 
         def _serve(self, path: str, body: dict[str, Any]) -> None:
-            if path not in ("/chat/completions", "/embeddings"):
+            if path not in ROUTES:
                 self._send(404, {"error": {"message": f"no route {path}", "type": "not_found"}})
                 return
             if server.latency:
@@ -260,7 +411,7 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self.send_response(status)
                 self.send_header("content-type", ctype)
                 self.send_header("content-length", str(len(data)))
-                for name, value in (headers or {}).items():
+                for name, value in {**self.limit_headers, **(headers or {})}.items():
                     self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
@@ -278,6 +429,20 @@ def _words(value: Any) -> int:
     if isinstance(value, dict):
         return _words(value.get("content", ""))
     return 0
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value == int(value) else str(value)
+
+
+def _token_cost(body: dict[str, Any]) -> int:
+    """What a request costs against a tokens limit, charged on arrival as OpenAI's limiter
+    does: its prompt (counted as usage counts it) plus the completion it may ask for."""
+    if "input" in body:  # embeddings
+        inputs = body["input"]
+        return _words([inputs] if isinstance(inputs, str) else list(inputs))
+    most = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+    return _words(body.get("messages", [])) + (most if isinstance(most, int) else 0)
 
 
 def _completion(body: dict[str, Any], reply: str | Mapping[str, Any]) -> dict[str, Any]:
