@@ -16,6 +16,10 @@ ones included). The response cache is off, so every run makes all its requests.
 It runs once against an uncapped server and once against one serving at most
 ``--capacity`` requests at a time (the others queue), whose physical limit is
 examples x 2 x latency / capacity, plus pytest's start-up (``pytest --collect-only``).
+
+bench/gather.py measures issue 17's acceptance (batched against the reference at equal
+concurrency and unbounded, the rate-limited server, CPU per request, the cached re-run)
+with these suites.
 """
 
 from __future__ import annotations
@@ -71,12 +75,13 @@ def test_answer(example, rated):
 """
 
 REFERENCE = """
-import asyncio, sys
+import asyncio, contextlib, sys
 import openai
 
 async def main(base_url, count, concurrency):
     client = openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0)
-    limit = asyncio.Semaphore(concurrency)
+    # 0: unbounded, every example at once (what a hand-written script does)
+    limit = asyncio.Semaphore(concurrency) if concurrency else contextlib.nullcontext()
 
     async def complete(model, prompt):
         messages = [{"role": "user", "content": prompt}]
@@ -120,9 +125,15 @@ class Result:
     peak_mib: float
     requests: int
     peak_in_flight: int
+    code: int = 0  # the exit status
+    output: str = ""
 
 
-def write_suite(root: Path, count: int, base_url: str, batched: bool) -> None:
+def write_suite(
+    root: Path, count: int, base_url: str, batched: bool, concurrency: int | None = CONCURRENCY
+) -> None:
+    """The suite of ``count`` examples in ``root``; a batched one at ``concurrency``
+    examples and requests in flight, or (None) with llmeval_concurrency left to auto."""
     root.mkdir()
     ini = (
         "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
@@ -131,10 +142,11 @@ def write_suite(root: Path, count: int, base_url: str, batched: bool) -> None:
     )
     if batched:
         # The bound is per (endpoint, limit): app and judge share one only at equal limits.
-        ini += "".join(
-            f"llmeval_{key} = {CONCURRENCY}\n"
-            for key in ("concurrency", "max_concurrency", "judge_max_concurrency")
-        )
+        if concurrency is not None:
+            ini += "".join(
+                f"llmeval_{key} = {concurrency}\n"
+                for key in ("concurrency", "max_concurrency", "judge_max_concurrency")
+            )
         (root / "conftest.py").write_text(BATCHED_CONFTEST)
     (root / "pytest.ini").write_text(ini)
     (root / "test_bench.py").write_text(BATCHED_TEST if batched else PLAIN_TEST)
@@ -178,8 +190,17 @@ def tree_rss_kib(root: int) -> int:
     return total
 
 
-def measure(command: list[str], cwd: Path, server: FakeOpenAIServer) -> Result:
-    """Run ``command`` to completion; exit with its output's tail unless it exits 0."""
+def measure(
+    command: list[str],
+    cwd: Path,
+    server: FakeOpenAIServer,
+    *,
+    check: bool = True,
+    memory: bool = True,
+) -> Result:
+    """Run ``command`` to completion; exit with its output's tail unless it exits 0 (or
+    ``check`` is false). Without ``memory``, no polling of the peak (whose scans of /proc
+    take CPU from the run on a small machine)."""
     server.reset_counters()
     env = {**os.environ, "OPENAI_API_KEY": "bench-key"}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -196,16 +217,26 @@ def measure(command: list[str], cwd: Path, server: FakeOpenAIServer) -> Result:
             peak = max(peak, tree_rss_kib(process.pid))
 
     poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
+    if memory:
+        poller.start()
     output, _ = process.communicate()
     wall = time.perf_counter() - start
     done.set()
-    poller.join()
+    if memory:
+        poller.join()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if process.returncode != 0:
+    if check and process.returncode != 0:
         raise SystemExit(f"{' '.join(command)} exited {process.returncode}:\n{output[-3000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Result(wall, cpu, peak / 1024, server.total_requests, server.peak_in_flight)
+    return Result(
+        wall,
+        cpu,
+        peak / 1024,
+        server.total_requests,
+        server.peak_in_flight,
+        process.returncode,
+        output,
+    )
 
 
 def bench(args: argparse.Namespace, capacity: int | None) -> None:
