@@ -348,6 +348,7 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                     return
             if server._slots is not None:
                 server._slots.acquire()
+                self.slot = True
             try:
                 self._serve(path, body)
             finally:
@@ -399,7 +400,8 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
             send its next request at once, and must not find this one still counted)."""
             if getattr(self, "counted", False):
                 self.counted = False
-                if server._slots is not None:
+                if getattr(self, "slot", False) and server._slots is not None:
+                    self.slot = False  # (a refused request never took one)
                     server._slots.release()
                 server._leave()
 

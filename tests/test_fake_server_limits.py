@@ -176,6 +176,15 @@ def test_both_limits_charge_together_or_not_at_all() -> None:
     assert refused[2]["error"]["type"] == "tokens"
 
 
+def test_a_refusal_takes_no_slot_of_a_capped_server() -> None:
+    with FakeOpenAIServer(rpm=6, capacity=1) as server:  # a burst of one request
+        statuses = [ask(server)[0] for _ in range(3)]
+        assert statuses == [200, 429, 429]
+        server.rpm = None  # a limit is an attribute: lifted, the one slot still serves
+        assert ask(server)[0] == 200
+    assert (server.in_flight, server.admitted, server.rate_limited) == (0, 2, 2)
+
+
 def test_a_server_without_limits_sends_no_rate_limit_headers() -> None:
     with FakeOpenAIServer() as server:
         status, headers, _ = ask(server)
