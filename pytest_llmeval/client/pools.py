@@ -1,7 +1,7 @@
 """What the clients of one run share, and the thread pool they all use.
 
 :class:`Pools` belongs to a run (the plugin makes one per pytest run, in its
-``RunContext``): the bound on requests in flight per endpoint, the threads that wait on
+``RunContext``): the bound on requests in flight per endpoint (limits.py), the threads that wait on
 blocking calls for async code (``off_loop``), and the run's clients, so that a Ctrl-C
 stops them all and the run's end closes them. Nothing of it outlives the run, so an
 in-process pytest run (pytester) inside another shares none of the outer run's.
@@ -21,6 +21,8 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from .limits import Limiter, LimitStats
 
 if TYPE_CHECKING:
     from .llm import LLMClient
@@ -102,17 +104,30 @@ class Pools:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._slots: dict[tuple[str, int], threading.BoundedSemaphore] = {}
+        self._limiters: dict[tuple[str, int, bool], Limiter] = {}
         self._waiting: DaemonPool | None = None
         # Each client of the run, and the event it watches: set by a Ctrl-C.
         self._clients: weakref.WeakKeyDictionary[LLMClient, threading.Event] = (
             weakref.WeakKeyDictionary()
         )
+        self._interrupted = False
 
-    def slots(self, base_url: str, limit: int) -> threading.BoundedSemaphore:
-        """The bound on requests in flight to ``base_url``, shared by the run's clients."""
+    def slots(self, base_url: str, ceiling: int, adaptive: bool = False) -> Limiter:
+        """The bound on requests in flight to ``base_url`` (and the pace of its sends),
+        shared by the run's clients, sync and async."""
+        key = (base_url, ceiling, adaptive)
         with self._lock:
-            return self._slots.setdefault((base_url, limit), threading.BoundedSemaphore(limit))
+            limiter = self._limiters.get(key)
+            if limiter is None:
+                limiter = self._limiters[key] = Limiter(base_url, ceiling, adaptive=adaptive)
+                if self._interrupted:
+                    limiter.interrupt()
+            return limiter
+
+    def limits(self) -> list[LimitStats]:
+        """What each endpoint's limiter did so far (for the run's summary)."""
+        with self._lock:
+            return [limiter.stats for limiter in self._limiters.values()]
 
     def waiting(self) -> DaemonPool:
         """Threads that only wait on blocking calls made for async code (a batched
@@ -132,9 +147,13 @@ class Pools:
     def interrupt(self) -> None:
         """Stop every client of the run from sending anything more (a Ctrl-C)."""
         with self._lock:
+            self._interrupted = True
             events = list(self._clients.values())
+            limiters = list(self._limiters.values())
         for event in events:
             event.set()
+        for limiter in limiters:  # its waiters, sync and async, stop waiting
+            limiter.interrupt()
 
     def close(self) -> None:
         """The run has ended: its waiting threads exit, its clients are closed."""
