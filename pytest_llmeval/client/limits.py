@@ -184,7 +184,7 @@ class _Latency:
 class Ticket:
     """One request's slot, from acquire to release."""
 
-    send_at: float
+    sent_at: float
     requests_mark: float  # the budgets' totals charged once this one was
     tokens_mark: float
     released: bool = False
@@ -197,7 +197,8 @@ class _Waiter:
     event: threading.Event | None = None
     loop: asyncio.AbstractEventLoop | None = None
     future: asyncio.Future[None] | None = None
-    granted: bool = False
+    granted: bool = False  # given a slot
+    queued: bool = False  # in the line for the provider's budget
     interrupted: bool = False
 
     def wake(self) -> None:
@@ -241,7 +242,8 @@ class Limiter:
         self._limit = float(min(INITIAL_LIMIT, ceiling) if adaptive else ceiling)
         self._threshold = math.inf  # slow start below it (TCP's ssthresh)
         self._in_flight = 0
-        self._waiters: deque[_Waiter] = deque()
+        self._waiters: deque[_Waiter] = deque()  # for a slot
+        self._paced: deque[_Waiter] = deque()  # holding one, for the time to send
         self._paused_until = 0.0
         self._requests = _Budget()
         self._tokens = _Budget()
@@ -265,10 +267,11 @@ class Limiter:
     def acquire(self) -> Ticket:
         """Block until a slot is free and the endpoint may be sent to; raises
         KeyboardInterrupt once :meth:`interrupt` was called."""
+        waiter = _Waiter(event=threading.Event())
         with self._lock:
-            waiter = self._enter(_Waiter(event=threading.Event()))
-        if waiter is not None:
-            assert waiter.event is not None
+            queued = self._enter(waiter)
+        assert waiter.event is not None
+        if queued:
             try:
                 waiter.event.wait()
             except BaseException:
@@ -276,48 +279,69 @@ class Limiter:
                 raise
             if waiter.interrupted:
                 raise KeyboardInterrupt
-        ticket = self._reserve()
         try:
-            while (delay := self._until(ticket)) > 0:
-                if self._interrupted.wait(delay):
+            while True:
+                with self._lock:
+                    ticket, delay, head = self._pace(waiter)
+                    if ticket is None:
+                        waiter.event.clear()  # under the lock: no wake is lost
+                if ticket is not None:
+                    if head is not None:
+                        head.wake()
+                    return ticket
+                if delay is None:  # behind others: the one ahead wakes it
+                    waiter.event.wait()
+                elif self._interrupted.wait(delay):
+                    raise KeyboardInterrupt
+                if waiter.interrupted:
                     raise KeyboardInterrupt
         except BaseException:
-            self.release(ticket)
+            self._leave(waiter)
             raise
-        return ticket
 
     async def acquire_async(self) -> Ticket:
         """Await a free slot and the time the endpoint may be sent to."""
         loop = asyncio.get_running_loop()
+        waiter = _Waiter(loop=loop, future=loop.create_future())
         with self._lock:
-            waiter = self._enter(_Waiter(loop=loop, future=loop.create_future()))
-        if waiter is not None:
+            queued = self._enter(waiter)
+        if queued:
             assert waiter.future is not None
             try:
                 await waiter.future
             except BaseException:
                 self._abandon(waiter)
                 raise
-        ticket = self._reserve()
         try:
-            while (delay := self._until(ticket)) > 0:
-                await asyncio.sleep(delay)
+            while True:
+                with self._lock:
+                    ticket, delay, head = self._pace(waiter)
+                    if ticket is None and delay is None:
+                        waiter.future = loop.create_future()  # what the one ahead sets
+                if ticket is not None:
+                    if head is not None:
+                        head.wake()
+                    return ticket
+                if delay is None:
+                    assert waiter.future is not None
+                    await waiter.future
+                else:
+                    await asyncio.sleep(delay)
                 if self._interrupted.is_set():
                     raise KeyboardInterrupt
         except BaseException:
-            self.release(ticket)
+            self._leave(waiter)
             raise
-        return ticket
 
-    def _enter(self, waiter: _Waiter) -> _Waiter | None:
-        """Take a slot at once (None) or queue ``waiter``; under the lock."""
+    def _enter(self, waiter: _Waiter) -> bool:
+        """Take a slot at once, or queue ``waiter`` for one (True); under the lock."""
         if self._interrupted.is_set():
             raise KeyboardInterrupt
         if not self._waiters and self._in_flight < self.limit:
             self._take_slot()
-            return None
+            return False
         self._waiters.append(waiter)
-        return waiter
+        return True
 
     def _take_slot(self) -> None:
         self._in_flight += 1
@@ -349,23 +373,62 @@ class Limiter:
         return woken
 
     # --- when to send -----------------------------------------------------------------
+    # A request holding a slot sends at once when nothing is in the way. Otherwise it
+    # joins a line: only its head waits for the time the pause and the budgets allow,
+    # then sends and hands the head to the next, so the sends keep their spacing (a
+    # pause shifts the line, it does not release it at once) and new news counts.
 
-    def _reserve(self) -> Ticket:
-        """The send time of a request that holds a slot: after any pause, once the
-        mirrored budgets hold it; charged to them now, so the next waits its turn."""
-        with self._lock:
-            now = self._clock()
-            cost = self._tokens_per_request
-            at = max(now, self._paused_until)
-            for _ in range(3):  # each budget's wait may push the other's
-                at = max(at, self._requests.ready(1.0, at), self._tokens.ready(cost, at))
-            if at > max(now, self._paused_until):
+    def _pace(self, waiter: _Waiter) -> tuple[Ticket | None, float | None, _Waiter | None]:
+        """Under the lock: (a ticket, None, the line's next head) when ``waiter`` may
+        send now; else (None, seconds to wait, None) for the head of the line, or (None,
+        None, None) for one behind it."""
+        if self._interrupted.is_set():
+            raise KeyboardInterrupt
+        if self._paced and self._paced[0] is not waiter:
+            if not waiter.queued:
+                waiter.queued = True
+                self._paced.append(waiter)
                 self.stats.paced += 1
-            return Ticket(at, self._requests.take(1.0, at), self._tokens.take(cost, at))
+            return None, None, None
+        now = self._clock()
+        at = self._ready(now)
+        if at > now:
+            if not waiter.queued:
+                waiter.queued = True
+                self._paced.append(waiter)
+                self.stats.paced += 1
+            return None, at - now, None
+        if waiter.queued:
+            waiter.queued = False
+            self._paced.popleft()
+        cost = self._tokens_per_request
+        ticket = Ticket(now, self._requests.take(1.0, now), self._tokens.take(cost, now))
+        return ticket, None, (self._paced[0] if self._paced else None)
 
-    def _until(self, ticket: Ticket) -> float:
-        """Seconds until ``ticket`` may be sent (a pause may have begun since)."""
-        return max(ticket.send_at, self._paused_until) - self._clock()
+    def _ready(self, now: float) -> float:
+        """When the next request may be sent: after any pause, once the mirrored
+        budgets hold it."""
+        cost = self._tokens_per_request
+        at = max(now, self._paused_until)
+        for _ in range(3):  # each budget's wait may push the other's
+            at = max(at, self._requests.ready(1.0, at), self._tokens.ready(cost, at))
+        return at
+
+    def _leave(self, waiter: _Waiter) -> None:
+        """A caller that gave up holding a slot (cancelled, interrupted): its place in
+        the line and its slot go to the next."""
+        with self._lock:
+            head = None
+            if waiter.queued:
+                waiter.queued = False
+                was_head = self._paced[0] is waiter
+                self._paced.remove(waiter)
+                if was_head and self._paced:
+                    head = self._paced[0]
+            self._in_flight -= 1
+            woken = self._grant()
+        for other in ([head] if head is not None else []) + woken:
+            other.wake()
 
     # --- what came back -----------------------------------------------------------------
 
@@ -469,8 +532,8 @@ class Limiter:
         """A Ctrl-C: every waiter, and whoever comes later, gets KeyboardInterrupt."""
         with self._lock:
             self._interrupted.set()
-            woken = list(self._waiters)
-            self._waiters.clear()
+            woken = list(self._waiters) + list(self._paced)
+            self._waiters.clear()  # the line of paced ones empties as they leave
             for waiter in woken:
                 waiter.interrupted = True
         for waiter in woken:
