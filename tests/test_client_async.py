@@ -27,26 +27,52 @@ def client(fake_openai: FakeOpenAIServer, tmp_path: Path) -> Iterator[LLMClient]
     made.close()
 
 
+def loop_client(client: LLMClient) -> Any:
+    """The async openai client ``client`` uses on the running loop."""
+    (made,) = client.pools._on_loop[asyncio.get_running_loop()].values()
+    return made
+
+
 def test_async_calls_use_the_loops_own_async_client_not_threads(
     client: LLMClient, fake_openai: FakeOpenAIServer
 ) -> None:
     async def calls() -> tuple[Any, Any]:
         await asyncio.gather(*(client.aio.complete(f"q{i}") for i in range(5)))
-        first = client._async_openai[asyncio.get_running_loop()]
+        first = loop_client(client)
         await client.aio.complete("one more")
-        return first, client._async_openai[asyncio.get_running_loop()]
+        return first, loop_client(client)
 
     threads = threading.active_count()
     first, again = asyncio.run(calls())
     assert first is again  # one client (one connection pool) for the loop
     assert client._executor is None and client._openai is None  # no thread pool, no sync client
     assert threading.active_count() == threads
-    assert first.is_closed() and client._async_openai == {}  # closed with its loop
+    assert first.is_closed() and client.pools._on_loop == {}  # closed with its loop
     second = asyncio.run(
         client.aio.chat.completions.create(messages=[{"role": "user", "content": "x"}])
     )
     assert second.choices[0].message.content == "echo: x"
     assert fake_openai.total_requests == 7
+
+
+def test_the_clients_of_a_run_share_one_connection_pool_per_endpoint_and_loop(
+    client: LLMClient, fake_openai: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    config = ClientConfig(
+        role="judge", model="j", base_url=fake_openai.base_url, api_key="k", timeout=5.0
+    )
+    judge = LLMClient(config, ResponseCache(tmp_path, "use"), pools=client.pools)
+    other = ClientConfig(model="m", base_url=fake_openai.base_url, api_key="other", timeout=5.0)
+    keyed = LLMClient(other, ResponseCache(tmp_path, "off"), pools=client.pools)
+
+    async def calls() -> int:
+        await asyncio.gather(client.aio.complete("a"), judge.aio.complete("b"))
+        shared = len(client.pools._on_loop[asyncio.get_running_loop()])
+        await keyed.aio.complete("c")  # another API key: a client of its own
+        return shared * 10 + len(client.pools._on_loop[asyncio.get_running_loop()])
+
+    assert asyncio.run(calls()) == 12
+    assert client.pools._on_loop == {}
 
 
 def test_loops_that_end_leave_no_unclosed_connections(
@@ -60,7 +86,7 @@ def test_loops_that_end_leave_no_unclosed_connections(
                 runner.run(client.aio.complete(f"loop {i}"))
         gc.collect()
     assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
-    assert client._async_openai == {} and client._closers == {}
+    assert client.pools._on_loop == {} and client.pools._closers == {}
 
 
 def test_the_runs_end_closes_the_client_of_a_loop_still_running(client: LLMClient) -> None:
@@ -71,9 +97,9 @@ def test_the_runs_end_closes_the_client_of_a_loop_still_running(client: LLMClien
     try:
         reply = asyncio.run_coroutine_threadsafe(client.aio.complete("kept"), loop).result(10)
         assert reply == "echo: kept"
-        opened = client._async_openai[loop]
-        client.close()
-        assert opened.is_closed() and loop not in client._async_openai
+        (opened,) = client.pools._on_loop[loop].values()
+        client.pools.close()
+        assert opened.is_closed() and loop not in client.pools._on_loop
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
@@ -148,4 +174,4 @@ def test_the_callers_record_is_filled_from_its_own_task(
 
 def test_no_async_client_in_a_loop_that_never_calls(client: LLMClient) -> None:
     asyncio.run(asyncio.sleep(0))
-    assert client._async_openai == {}
+    assert client.pools._on_loop == {}

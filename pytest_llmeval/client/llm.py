@@ -22,13 +22,12 @@ threads are daemons, so an interrupted run never waits at exit for their request
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import random
 import threading
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,9 +167,6 @@ class LLMClient:
         self.embeddings = _Embeddings(self._embeddings_create)
         self.aio = AsyncLLMClient(self)
         self._openai: openai.OpenAI | None = None
-        # One async client (one connection pool) per event loop, closed with its loop.
-        self._async_openai: dict[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = {}
-        self._closers: dict[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = {}
         self._executor: DaemonPool | None = None
         self._limiter: Limiter | None = None
         self._lock = threading.Lock()
@@ -193,19 +189,12 @@ class LLMClient:
         return reply.choices[0].message.content or ""
 
     def close(self) -> None:
-        """Close the sync client, the pool, and each loop's async client still open (on
-        its loop: a loop still running in another thread, or an idle one)."""
+        """Close the sync client and the pool (the async clients are the run's: its
+        pools close them)."""
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._openai is not None:
             self._openai.close()
-        with self._lock:
-            closers = list(self._closers.items())
-        for loop, closer in closers:
-            _close_on(loop, closer)
-        with self._lock:
-            for loop in [loop for loop in self._async_openai if loop.is_closed()]:
-                self._forget(loop)
 
     # --- the call path ------------------------------------------------------------------
     # The record a call writes into is the caller's, taken when the call is made. Sync
@@ -578,27 +567,17 @@ class LLMClient:
             return self._openai
 
     async def _aclient(self) -> openai.AsyncOpenAI:
-        """The async client of the running event loop: made on first use, closed when
-        the loop shuts its async generators down (the end of ``asyncio.run`` and of
-        pytest-asyncio's loops), or at the run's end."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            client = self._async_openai.get(loop)
-            if client is not None:
-                return client
-            import openai
+        """The async client of the running event loop for this client's endpoint and
+        key: the run's, shared by its clients (one connection pool per endpoint and
+        loop), closed when the loop shuts down or the run ends (pools.py)."""
+        config = self.config
+        key = ("openai", config.base_url, config.api_key, config.timeout)
+        return await self.pools.on_loop(key, self._new_aclient)
 
-            for old in [old for old in self._async_openai if old.is_closed()]:
-                self._forget(old)  # loops closed without shutting down: nothing to do
-            client = self._async_openai[loop] = _built(openai.AsyncOpenAI, self.config)
-            closer = self._closers[loop] = _closed_with_loop(self, loop, client)
-        await closer.asend(None)  # now the loop knows of it
-        return client
+    def _new_aclient(self) -> openai.AsyncOpenAI:
+        import openai
 
-    def _forget(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Drop a loop's async client; under the lock."""
-        self._async_openai.pop(loop, None)
-        self._closers.pop(loop, None)
+        return _built(openai.AsyncOpenAI, self.config)
 
     def _pool(self) -> DaemonPool:
         """The threads the judge's samples run on (judge.py)."""
@@ -721,47 +700,6 @@ def _built(kind: type[C], config: ClientConfig) -> C:
         )
     except openai.OpenAIError as exc:
         raise AuthError(f"{exc} (set OPENAI_API_KEY)") from None
-
-
-async def _closed_with_loop(
-    owner: LLMClient, loop: asyncio.AbstractEventLoop, client: openai.AsyncOpenAI
-) -> AsyncGenerator[None, None]:
-    """Suspended at its ``yield`` until its loop closes its async generators (or the
-    run's end closes it): then it closes ``client`` there, on its own loop."""
-    try:
-        yield
-    finally:
-        with owner._lock:
-            owner._forget(loop)
-        await client.close()
-
-
-def _close_on(loop: asyncio.AbstractEventLoop, closer: AsyncGenerator[None, None]) -> None:
-    """Run ``closer``'s end on its loop, from outside it: a loop running in another
-    thread is asked to; an idle one runs it here. A loop running in this thread closes
-    it itself when it shuts down; a closed loop can no longer."""
-    try:
-        here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-    except RuntimeError:
-        here = None
-    if loop.is_closed() or here is not None:
-        return
-    closing = _aclose(closer)
-    try:
-        if loop.is_running():
-            future = asyncio.run_coroutine_threadsafe(closing, loop)
-        else:
-            loop.run_until_complete(closing)
-            return
-    except RuntimeError:  # it closed meanwhile
-        closing.close()
-        return
-    with contextlib.suppress(Exception):  # best effort: the loop stopped meanwhile
-        future.result(timeout=5)
-
-
-async def _aclose(closer: AsyncGenerator[None, None]) -> None:
-    await closer.aclose()
 
 
 _STEP_KINDS = {CHAT: "llm", EMBEDDINGS: "embedding"}
