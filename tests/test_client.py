@@ -383,7 +383,8 @@ def test_async_calls_run_concurrently_within_the_bound(
     elapsed = time.perf_counter() - start
     assert replies == [f"echo: question {i}" for i in range(12)]
     assert fake_openai.peak_in_flight == 4  # the bound holds, and is used
-    assert 0.55 < elapsed < 1.5  # three waves of 0.2 s, not twelve
+    # Three waves of 0.2 s, not twelve (2.4 s): wide, for a loaded two-core machine.
+    assert 0.55 < elapsed < 2.0
     assert record.llm_calls == 12  # the caller's record, filled from the pool's threads
 
 

@@ -97,6 +97,7 @@ def test_the_runs_end_closes_the_client_of_a_loop_still_running(client: LLMClien
     try:
         reply = asyncio.run_coroutine_threadsafe(client.aio.complete("kept"), loop).result(10)
         assert reply == "echo: kept"
+        opened: Any
         (opened,) = client.pools._on_loop[loop].values()
         client.pools.close()
         assert opened.is_closed() and loop not in client.pools._on_loop
