@@ -57,16 +57,43 @@ def record() -> Iterator[Record]:
     bind(previous)
 
 
+class Api:
+    """The client's calls made one way: sync, or async (each call in a loop of its own,
+    as pytest-asyncio's are per test)."""
+
+    def __init__(self, via: str) -> None:
+        self.via = via
+
+    def create(self, client: LLMClient, **params: Any) -> Any:
+        if self.via == "sync":
+            return client.chat.completions.create(**params)
+        return asyncio.run(client.aio.chat.completions.create(**params))
+
+    def embed(self, client: LLMClient, **params: Any) -> Any:
+        if self.via == "sync":
+            return client.embeddings.create(**params)
+        return asyncio.run(client.aio.embeddings.create(**params))
+
+    def ask(self, client: LLMClient, text: str = "hello there", **params: Any) -> str:
+        reply = self.create(client, messages=[{"role": "user", "content": text}], **params)
+        return reply.choices[0].message.content or ""
+
+
+@pytest.fixture(params=["sync", "async"])
+def api(request: pytest.FixtureRequest) -> Api:
+    """Each test of the call path runs against both: they must behave the same."""
+    return Api(request.param)
+
+
 def ask(client: LLMClient, text: str = "hello there", **params: Any) -> str:
-    reply = client.chat.completions.create(messages=[{"role": "user", "content": text}], **params)
-    return reply.choices[0].message.content or ""
+    return Api("sync").ask(client, text, **params)
 
 
 def test_a_call_looks_like_the_openai_client_and_fills_the_record(
-    make_client: Any, fake_openai: FakeOpenAIServer, record: Record
+    make_client: Any, fake_openai: FakeOpenAIServer, record: Record, api: Api
 ) -> None:
     client = make_client(prices=parse_prices("demo-model=1000/2000"))
-    reply = client.chat.completions.create(messages=[{"role": "user", "content": "hi you"}])
+    reply = api.create(client, messages=[{"role": "user", "content": "hi you"}])
     assert reply.choices[0].message.content == "echo: hi you"
     assert reply.usage is not None and reply.usage.prompt_tokens == 2
     assert record.tokens == {"prompt": 2, "completion": 3}
@@ -77,38 +104,40 @@ def test_a_call_looks_like_the_openai_client_and_fills_the_record(
 
 
 def test_second_identical_call_is_a_free_cache_hit(
-    make_client: Any, fake_openai: FakeOpenAIServer, record: Record
+    make_client: Any, fake_openai: FakeOpenAIServer, record: Record, api: Api
 ) -> None:
     client = make_client(prices=parse_prices("demo-model=1000/2000"))
-    assert ask(client) == ask(client) == "echo: hello there"
+    assert api.ask(client) == api.ask(client) == "echo: hello there"
     assert fake_openai.total_requests == 1
     assert (record.llm_calls, record.cache_hits) == (2, 1)
     assert record.tokens == {"prompt": 2, "completion": 3}  # counted once: the hit is free
     assert client.stats.cache_hits == 1 and client.stats.cache_misses == 1
-    ask(client, llmeval_sample=1)  # another sample of the same request is its own entry
+    api.ask(client, llmeval_sample=1)  # another sample of the same request is its own entry
     assert fake_openai.total_requests == 2
 
 
 def test_modes_off_and_refresh_call_the_server(
-    make_client: Any, fake_openai: FakeOpenAIServer
+    make_client: Any, fake_openai: FakeOpenAIServer, api: Api
 ) -> None:
-    ask(make_client("use"))
-    ask(make_client("off"))
-    ask(make_client("refresh"))
+    api.ask(make_client("use"))
+    api.ask(make_client("off"))
+    api.ask(make_client("refresh"))
     assert fake_openai.total_requests == 3
 
 
 def test_replay_miss_is_a_classified_error_without_a_request(
-    make_client: Any, fake_openai: FakeOpenAIServer
+    make_client: Any, fake_openai: FakeOpenAIServer, api: Api
 ) -> None:
     with pytest.raises(LLMCallError) as info:
-        ask(make_client("replay"))
+        api.ask(make_client("replay"))
     assert info.value.kind == "cache_miss" and "cache mode 'replay'" in str(info.value)
     assert fake_openai.total_requests == 0
 
 
-def test_api_key_and_headers_never_reach_the_cache(make_client: Any, tmp_path: Path) -> None:
-    ask(make_client(), extra_headers={"Authorization": f"Bearer {API_KEY}", "X-Key": API_KEY})
+def test_api_key_and_headers_never_reach_the_cache(
+    make_client: Any, tmp_path: Path, api: Api
+) -> None:
+    api.ask(make_client(), extra_headers={"Authorization": f"Bearer {API_KEY}", "X-Key": API_KEY})
     stored = "".join(p.read_text() for p in (tmp_path / "cache").rglob("*.json"))
     assert "echo: hello there" in stored
     assert API_KEY not in stored and "Authorization" not in stored
@@ -116,15 +145,15 @@ def test_api_key_and_headers_never_reach_the_cache(make_client: Any, tmp_path: P
 
 @pytest.mark.parametrize("fault", ["429", "500", "503", "malformed", "error200", "invalid", "drop"])
 def test_transient_faults_are_retried(
-    make_client: Any, fake_openai: FakeOpenAIServer, fault: str, tmp_path: Path
+    make_client: Any, fake_openai: FakeOpenAIServer, fault: str, tmp_path: Path, api: Api
 ) -> None:
     fake_openai.fault_sequence = [fault, fault]
     client = make_client(max_retries=2, timeout=0.2)
-    assert ask(client) == "echo: hello there"
+    assert api.ask(client) == "echo: hello there"
     assert client.stats.requests == 3 and fake_openai.injected[fault] == 2
     # Only the good reply was written: a replay reads it back.
     assert len(list((tmp_path / "cache").rglob("*.json"))) == 1
-    assert ask(make_client("replay")) == "echo: hello there"
+    assert api.ask(make_client("replay")) == "echo: hello there"
 
 
 @pytest.mark.parametrize(
@@ -143,13 +172,13 @@ def test_transient_faults_are_retried(
     ],
 )
 def test_failures_after_retries_are_classified(
-    make_client: Any, fake_openai: FakeOpenAIServer, fault: str, kind: str, attempts: int
+    make_client: Any, fake_openai: FakeOpenAIServer, fault: str, kind: str, attempts: int, api: Api
 ) -> None:
     fake_openai.hang = 0.5
     fake_openai.faults = {fault: 1.0}
     client = make_client(max_retries=2, timeout=0.2)
     with pytest.raises(LLMCallError) as info:
-        ask(client)
+        api.ask(client)
     assert info.value.kind == kind and kind in ERROR_CLASSES
     # One exception class per cause, as openai and httpx have: catchable alone.
     by_kind = {"rate_limit": "RateLimitError", "server_error": "ServerError",
@@ -163,11 +192,11 @@ def test_failures_after_retries_are_classified(
 
 @pytest.mark.parametrize("fault", ["error200", "invalid"])
 def test_a_200_that_is_not_a_completion_is_never_cached(
-    make_client: Any, fake_openai: FakeOpenAIServer, tmp_path: Path, fault: str
+    make_client: Any, fake_openai: FakeOpenAIServer, tmp_path: Path, fault: str, api: Api
 ) -> None:
     fake_openai.faults = {fault: 1.0}
     with pytest.raises(LLMCallError) as info:
-        ask(make_client(max_retries=0))
+        api.ask(make_client(max_retries=0))
     assert info.value.kind == "bad_response"
     if fault == "error200":
         assert "answered 200 with an error instead of a ChatCompletion: model overloaded" in str(
@@ -177,12 +206,12 @@ def test_a_200_that_is_not_a_completion_is_never_cached(
         assert "not a valid ChatCompletion" in str(info.value) and "choices" in str(info.value)
     assert not list((tmp_path / "cache").rglob("*.json"))
     fake_openai.faults = {}  # the next run asks again, and gets the completion
-    assert ask(make_client(max_retries=0)) == "echo: hello there"
+    assert api.ask(make_client(max_retries=0)) == "echo: hello there"
     assert fake_openai.total_requests == 2
 
 
 def test_a_timeout_is_retried_once_not_max_retries_times(
-    make_client: Any, fake_openai: FakeOpenAIServer
+    make_client: Any, fake_openai: FakeOpenAIServer, api: Api
 ) -> None:
     """A request that timed out may still run on a local server: asking four more times
     queues behind it. One retry, then the call fails."""
@@ -191,36 +220,42 @@ def test_a_timeout_is_retried_once_not_max_retries_times(
     client = make_client(max_retries=4, timeout=0.2)
     start = time.perf_counter()
     with pytest.raises(LLMCallError, match="timeout after 2 attempts"):
-        ask(client)
+        api.ask(client)
     assert time.perf_counter() - start < 1.0
     assert fake_openai.total_requests == 2
     fake_openai.faults = {}
     fake_openai.fault_sequence = ["timeout"]  # one timeout, then an answer
-    assert ask(client, "again") == "echo: again"
+    assert api.ask(client, "again") == "echo: again"
 
 
-def test_a_refused_connection_is_its_own_class_retried_twice(make_client: Any) -> None:
+def test_a_refused_connection_is_its_own_class_retried_twice(make_client: Any, api: Api) -> None:
     with socket.socket() as probe:  # a port with nothing listening on it
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     client = make_client(base_url=f"http://127.0.0.1:{port}/v1", max_retries=4)
     with pytest.raises(LLMCallError) as info:
-        ask(client)
+        api.ask(client)
     assert info.value.kind == "connection" and "connection" in ERROR_CLASSES
-    cause = getattr(info.value.original, "__cause__", None)  # openai's, from httpx
-    assert info.value.attempts == 3 and "Connection refused" in repr(cause)
+    # openai's, from httpx's, from the socket's (the async transport wraps it once more)
+    chain: list[BaseException] = []
+    seen: BaseException | None = info.value.original
+    while seen is not None and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    assert info.value.attempts == 3
+    assert any(isinstance(e, ConnectionRefusedError) for e in chain), chain
     assert client.stats.errors == {"connection": 1}
 
 
 def test_per_token_embeddings_are_a_classified_error_that_says_what_to_do(
-    make_client: Any, fake_openai: FakeOpenAIServer, tmp_path: Path, record: Record
+    make_client: Any, fake_openai: FakeOpenAIServer, tmp_path: Path, record: Record, api: Api
 ) -> None:
     """llama.cpp's server returns one vector per token for a model without pooling: not
     a pydantic ValidationError (a quality failure), not retried, not cached."""
     fake_openai.per_token_embeddings = True
     client = make_client(max_retries=4)
     with pytest.raises(LLMCallError) as info:
-        client.embeddings.create(input=["the refund window", "is 30 days"])
+        api.embed(client, input=["the refund window", "is 30 days"])
     message = str(info.value)
     assert info.value.kind == "bad_response" and info.value.attempts == 1
     assert "one vector per token (3 vectors of 64 for input 0)" in message
@@ -230,15 +265,15 @@ def test_per_token_embeddings_are_a_classified_error_that_says_what_to_do(
 
 
 def test_every_request_sent_is_counted_in_the_record_failed_ones_too(
-    make_client: Any, fake_openai: FakeOpenAIServer, record: Record
+    make_client: Any, fake_openai: FakeOpenAIServer, record: Record, api: Api
 ) -> None:
     client = make_client(max_retries=2)
     fake_openai.fault_sequence = ["500", "500"]
-    ask(client)  # two failures, then the answer
+    api.ask(client)  # two failures, then the answer
     fake_openai.fault_sequence = ["500", "500", "500"]
     with pytest.raises(LLMCallError):
-        ask(client, "lost")
-    ask(client)  # a cache hit: no request
+        api.ask(client, "lost")
+    api.ask(client)  # a cache hit: no request
     assert record.requests == fake_openai.total_requests == 6
     assert (record.llm_calls, record.cache_hits) == (3, 1)
     assert record.usage["demo-model"]["requests"] == 6
@@ -246,22 +281,22 @@ def test_every_request_sent_is_counted_in_the_record_failed_ones_too(
 
 
 def test_a_corrupt_entry_is_refetched_with_a_warning_and_rewritten(
-    make_client: Any, fake_openai: FakeOpenAIServer, tmp_path: Path
+    make_client: Any, fake_openai: FakeOpenAIServer, tmp_path: Path, api: Api
 ) -> None:
-    ask(make_client())
+    api.ask(make_client())
     (entry,) = (tmp_path / "cache").rglob("*.json")
     document = json.loads(entry.read_text())
     del document["response"]["choices"]
     entry.write_text(json.dumps(document))
     with pytest.raises(LLMCallError) as info:  # replay: corrupt, not missing
-        ask(make_client("replay"))
+        api.ask(make_client("replay"))
     assert info.value.kind == "cache_corrupt" and f"corrupt entry {entry}" in str(info.value)
     assert "no recorded response" not in str(info.value)
     with pytest.warns(CacheCorruptWarning, match=f"corrupt entry, refetched: {entry}"):
-        assert ask(make_client()) == "echo: hello there"
+        assert api.ask(make_client()) == "echo: hello there"
     assert fake_openai.total_requests == 2
     assert "choices" in json.loads(entry.read_text())["response"]  # rewritten whole
-    assert ask(make_client("replay")) == "echo: hello there"
+    assert api.ask(make_client("replay")) == "echo: hello there"
 
 
 class FirstLookWaits(ResponseCache):
@@ -287,7 +322,7 @@ class FirstLookWaits(ResponseCache):
 
 
 def test_a_twin_that_looked_before_the_cache_was_written_does_not_send_again(
-    fake_openai: FakeOpenAIServer, tmp_path: Path
+    fake_openai: FakeOpenAIServer, tmp_path: Path, api: Api
 ) -> None:
     """The race behind 'assert 10 == 9' in the batched tests: call A misses the cache;
     its twin B sends, writes the cache and leaves the in-flight slot; then A claims the
@@ -295,11 +330,11 @@ def test_a_twin_that_looked_before_the_cache_was_written_does_not_send_again(
     config = ClientConfig(model="demo-model", base_url=fake_openai.base_url, api_key=API_KEY)
     client = LLMClient(config, FirstLookWaits(tmp_path))
     replies: list[str] = []
-    first = threading.Thread(target=lambda: replies.append(ask(client)))
+    first = threading.Thread(target=lambda: replies.append(api.ask(client)))
     first.start()
     try:
         assert client.cache.looking.wait(10)  # type: ignore[attr-defined]
-        replies.append(ask(client))  # the twin: sent, cached, done
+        replies.append(api.ask(client))  # the twin: sent, cached, done
     finally:
         client.cache.release.set()  # type: ignore[attr-defined]
         first.join(10)
@@ -309,28 +344,28 @@ def test_a_twin_that_looked_before_the_cache_was_written_does_not_send_again(
     assert (client.stats.cache_misses, client.stats.cache_hits) == (1, 1)
 
 
-def test_retry_after_is_honoured(make_client: Any, fake_openai: FakeOpenAIServer) -> None:
+def test_retry_after_is_honoured(make_client: Any, fake_openai: FakeOpenAIServer, api: Api) -> None:
     fake_openai.retry_after = 0.3
     fake_openai.fault_sequence = ["429"]
     client = make_client(max_retries=3, retry_base_delay=0.0)
     start = time.perf_counter()
-    ask(client)
+    api.ask(client)
     assert fake_openai.injected["429"] == 1
     assert time.perf_counter() - start >= 0.3
 
 
 def test_missing_api_key_is_an_auth_error(
-    make_client: Any, monkeypatch: pytest.MonkeyPatch
+    make_client: Any, monkeypatch: pytest.MonkeyPatch, api: Api
 ) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(LLMCallError, match="set OPENAI_API_KEY") as info:
-        ask(make_client(api_key=None))
+        api.ask(make_client(api_key=None))
     assert info.value.kind == "auth"
 
 
-def test_missing_model_is_a_usage_error(make_client: Any) -> None:
+def test_missing_model_is_a_usage_error(make_client: Any, api: Api) -> None:
     with pytest.raises(ValueError, match="--llmeval-model"):
-        ask(make_client(model=None))
+        api.ask(make_client(model=None))
 
 
 def test_async_calls_run_concurrently_within_the_bound(
@@ -348,7 +383,8 @@ def test_async_calls_run_concurrently_within_the_bound(
     elapsed = time.perf_counter() - start
     assert replies == [f"echo: question {i}" for i in range(12)]
     assert fake_openai.peak_in_flight == 4  # the bound holds, and is used
-    assert 0.55 < elapsed < 1.5  # three waves of 0.2 s, not twelve
+    # Three waves of 0.2 s, not twelve (2.4 s): wide, for a loaded two-core machine.
+    assert 0.55 < elapsed < 2.0
     assert record.llm_calls == 12  # the caller's record, filled from the pool's threads
 
 
@@ -362,11 +398,11 @@ def test_async_and_sync_share_the_cache(make_client: Any, fake_openai: FakeOpenA
 
 
 def test_embeddings_are_cached_and_similar_texts_are_closer(
-    make_client: Any, fake_openai: FakeOpenAIServer
+    make_client: Any, fake_openai: FakeOpenAIServer, api: Api
 ) -> None:
     client = make_client()
-    first = client.embeddings.create(input=["the refund window is 30 days"]).data[0].embedding
-    again = client.embeddings.create(input=["the refund window is 30 days"]).data[0].embedding
+    first = api.embed(client, input=["the refund window is 30 days"]).data[0].embedding
+    again = api.embed(client, input=["the refund window is 30 days"]).data[0].embedding
     assert first == again and fake_openai.total_requests == 1
 
     def cosine(a: list[float], b: list[float]) -> float:

@@ -9,12 +9,14 @@ running test's record. Every response is validated before it is returned or cach
 the last retry a failure raises a subclass of :class:`LLMCallError` (errors.py) named by
 its cause: the test is then an error, not a quality failure.
 
-Async calls run the same code on a thread pool: nothing is bound to an event loop, so
-the client works under any loop pytest-asyncio creates, and the bound on requests in
-flight holds across sync and async callers alike. The pools' threads are daemons, so an
-interrupted run never waits at exit for the requests they have in flight. The bound, the
-waiting threads of :func:`off_loop` and the list of clients a Ctrl-C stops belong to the
-run (pools.py): a client takes the current run's unless given ``pools=``.
+Async calls (``.aio``) run on the caller's event loop with ``openai.AsyncOpenAI``: one per
+loop (one connection pool per endpoint and loop), closed when its loop shuts down or at
+the run's end. Sync and async share all but the sending and the sleeping, and one
+limiter per endpoint (limits.py) bounds the requests in flight across both and paces
+them by the provider's rate-limit headers. The bound, the waiting threads of
+:func:`off_loop`, the judge's threads and the list of clients a Ctrl-C stops belong to
+the run (pools.py): a client takes the current run's unless given ``pools=``. The pools'
+threads are daemons, so an interrupted run never waits at exit for their requests.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from .cache import (
     keyed_request,
     parse_body,
 )
+from .limits import Limiter, Ticket, retry_after
 from .pools import DaemonPool, Pools
 from .pricing import cost_usd
 
@@ -118,9 +121,9 @@ def classify(exc: BaseException) -> tuple[str, bool, float | None] | None:
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         if status == 429:
-            return "rate_limit", True, _retry_after(exc.response.headers)
+            return "rate_limit", True, retry_after(exc.response.headers)
         if status >= 500 or status in (408, 409):
-            return "server_error", True, _retry_after(exc.response.headers)
+            return "server_error", True, retry_after(exc.response.headers)
         if status in (401, 403):
             return "auth", False, None
         return "bad_request", False, None
@@ -140,18 +143,6 @@ def _not_connected(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            return max(0.0, float(value) * scale)
-        except ValueError:
-            return None  # an HTTP date: fall back to our own backoff
-    return None
 
 
 T = TypeVar("T")
@@ -177,6 +168,7 @@ class LLMClient:
         self.aio = AsyncLLMClient(self)
         self._openai: openai.OpenAI | None = None
         self._executor: DaemonPool | None = None
+        self._limiter: Limiter | None = None
         self._lock = threading.Lock()
         self._in_flight: dict[str, Future[tuple[Any, dict[str, Any], float]]] = {}
         self._jitter = random.Random()
@@ -193,18 +185,22 @@ class LLMClient:
         self, record: Record | None, prompt: str | list[dict[str, Any]], **params: Any
     ) -> str:
         __tracebackhide__ = True
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        reply = self._chat(record, messages=messages, **params)
+        reply = self._chat(record, messages=_messages(prompt), **params)
         return reply.choices[0].message.content or ""
 
     def close(self) -> None:
+        """Close the sync client and the pool (the async clients are the run's: its
+        pools close them)."""
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._openai is not None:
             self._openai.close()
 
     # --- the call path ------------------------------------------------------------------
-    # The record a call writes into is the caller's, taken when the call is made.
+    # The record a call writes into is the caller's, taken when the call is made. Sync
+    # and async share everything but the sending and the sleeping: the call's setup,
+    # lookup and bookkeeping (_begin, _hit, _lost, _done), the in-flight dedup (_claim,
+    # _settle), the retry policy (_Attempts) and what an answer says (_received).
 
     def _chat_create(self, **params: Any) -> ChatCompletion:
         __tracebackhide__ = True
@@ -225,32 +221,80 @@ class LLMClient:
         """A chat completion; ``llmeval_give_up(exc)`` says which failures are final at
         once, not retried (the judge's: a server refusing a response format)."""
         __tracebackhide__ = True
+        call = self._begin(CHAT, self._chat_params(params), llmeval_sample, record, llmeval_give_up)
+        reply: ChatCompletion = self._call(call)
+        return reply
+
+    async def _achat(
+        self,
+        record: Record | None,
+        *,
+        llmeval_sample: int = 0,
+        llmeval_give_up: GiveUp | None = None,
+        **params: Any,
+    ) -> ChatCompletion:
+        __tracebackhide__ = True
+        call = self._begin(CHAT, self._chat_params(params), llmeval_sample, record, llmeval_give_up)
+        reply: ChatCompletion = await self._acall(call)
+        return reply
+
+    def _chat_params(self, params: dict[str, Any]) -> dict[str, Any]:
         if "temperature" not in params and self.config.temperature is not None:
             params["temperature"] = self.config.temperature
-        reply: ChatCompletion = self._call(CHAT, params, llmeval_sample, record, llmeval_give_up)
-        return reply
+        return params
 
     def _has_cached_chat(self, *, llmeval_sample: int = 0, **params: Any) -> bool:
         """Whether the cache holds the reply of this chat call (which is then free)."""
-        if "temperature" not in params and self.config.temperature is not None:
-            params["temperature"] = self.config.temperature
+        self._chat_params(params)
         params.setdefault("model", self.config.model)
         return self.cache.holds(keyed_request(CHAT, params, llmeval_sample))
 
     def _embeddings(self, record: Record | None, **params: Any) -> CreateEmbeddingResponse:
         __tracebackhide__ = True
-        reply: CreateEmbeddingResponse = self._call(EMBEDDINGS, params, 0, record)
+        reply: CreateEmbeddingResponse = self._call(self._begin(EMBEDDINGS, params, 0, record))
         return reply
 
-    def _call(
+    async def _aembeddings(self, record: Record | None, **params: Any) -> CreateEmbeddingResponse:
+        __tracebackhide__ = True
+        call = self._begin(EMBEDDINGS, params, 0, record)
+        reply: CreateEmbeddingResponse = await self._acall(call)
+        return reply
+
+    def _call(self, call: _Call) -> Any:
+        """The validated response (from the cache, or sent), written into the record."""
+        __tracebackhide__ = True
+        try:
+            entry = self._lookup(call.request)
+            if entry is not None:
+                return self._hit(call, entry)
+            parsed, response, latency, shared = self._send_once(call)
+        except LLMCallError as exc:
+            self._lost(call, exc)
+            raise
+        return self._done(call, parsed, response, latency, shared)
+
+    async def _acall(self, call: _Call) -> Any:
+        """:meth:`_call` on the caller's event loop."""
+        __tracebackhide__ = True
+        try:
+            entry = self._lookup(call.request)
+            if entry is not None:
+                return self._hit(call, entry)
+            parsed, response, latency, shared = await self._asend_once(call)
+        except LLMCallError as exc:
+            self._lost(call, exc)
+            raise
+        return self._done(call, parsed, response, latency, shared)
+
+    def _begin(
         self,
         endpoint: str,
         params: dict[str, Any],
         sample: int,
         record: Record | None,
         give_up: GiveUp | None = None,
-    ) -> Any:
-        """The validated response (from the cache, or sent), written into ``record``."""
+    ) -> _Call:
+        """A call about to be made: its model, its cache key, its trajectory step."""
         __tracebackhide__ = True
         params.setdefault("model", self.config.model)
         model = params["model"]
@@ -269,25 +313,28 @@ class LLMClient:
             step = record.begin_step(
                 {"kind": _STEP_KINDS[endpoint], "name": model, "source": "llm"}
             )
-        try:
-            entry = self._lookup(request)
-            if entry is not None:
-                self.stats.bump("cache_hits")
-                self._note(record, model, entry.response, entry.latency_s, hit=True, step=step)
-                return entry.parsed
-            parsed, response, latency, shared = self._send_once(
-                endpoint, params, request, record, give_up
+        return _Call(endpoint, params, request, model, record, step, give_up)
+
+    def _hit(self, call: _Call, entry: Entry) -> Any:
+        self.stats.bump("cache_hits")
+        self._note(
+            call.record, call.model, entry.response, entry.latency_s, hit=True, step=call.step
+        )
+        return entry.parsed
+
+    def _lost(self, call: _Call, exc: LLMCallError) -> None:
+        if call.record is not None:  # a call made, and lost: counted, costing nothing
+            call.record.note_call(
+                call.model, prompt_tokens=0, completion_tokens=0, cost_usd=None, cached=False
             )
-        except LLMCallError as exc:
-            if record is not None:  # a call made, and lost: counted, costing nothing
-                record.note_call(
-                    model, prompt_tokens=0, completion_tokens=0, cost_usd=None, cached=False
-                )
-            if step is not None:
-                step["error"] = exc.kind
-            raise
+        if call.step is not None:
+            call.step["error"] = exc.kind
+
+    def _done(
+        self, call: _Call, parsed: Any, response: dict[str, Any], latency: float, shared: bool
+    ) -> Any:
         self.stats.bump("cache_hits" if shared else "cache_misses")
-        self._note(record, model, response, latency, hit=shared, step=step)
+        self._note(call.record, call.model, response, latency, hit=shared, step=call.step)
         return parsed
 
     def _lookup(self, request: Mapping[str, Any]) -> Entry | None:
@@ -298,109 +345,175 @@ class LLMClient:
             self.stats.error(exc.kind)
             raise
 
-    def _send_once(
-        self,
-        endpoint: str,
-        params: dict[str, Any],
-        request: Mapping[str, Any],
-        record: Record | None,
-        give_up: GiveUp | None,
-    ) -> tuple[Any, dict[str, Any], float, bool]:
+    def _send_once(self, call: _Call) -> tuple[Any, dict[str, Any], float, bool]:
         """Send the request, or, when the same request is already in flight (a batch
         computes two tests of one example at once), wait for that one's response:
         (parsed, response, latency, shared). With the cache off every call is its own."""
         __tracebackhide__ = True
         if self.cache.mode == "off":
-            return (*self._send(endpoint, params, request, record, give_up), False)
+            return (*self._send(call), False)
+        key, pending, owner = self._claim(call.request)
+        if not owner:
+            return (*_shared(pending.result()), True)
+        try:
+            sent, shared = self._recheck(call.request), True
+            if sent is None:
+                sent, shared = self._send(call), False
+                self.cache.put(call.request, sent[1], sent[2])
+        except BaseException as exc:
+            self._settle(key, pending, exc=exc)
+            raise
+        self._settle(key, pending, sent)
+        return (*sent, shared)
+
+    async def _asend_once(self, call: _Call) -> tuple[Any, dict[str, Any], float, bool]:
+        """:meth:`_send_once` on the caller's event loop; its twin may be sync or async."""
+        __tracebackhide__ = True
+        if self.cache.mode == "off":
+            return (*await self._asend(call), False)
+        key, pending, owner = self._claim(call.request)
+        if not owner:
+            return (*_shared(await _from_thread(asyncio.wrap_future(pending))), True)
+        try:
+            sent, shared = self._recheck(call.request), True
+            if sent is None:
+                sent, shared = await self._asend(call), False
+                self.cache.put(call.request, sent[1], sent[2])
+        except BaseException as exc:
+            self._settle(key, pending, exc=exc)
+            raise
+        self._settle(key, pending, sent)
+        return (*sent, shared)
+
+    def _claim(
+        self, request: Mapping[str, Any]
+    ) -> tuple[str, Future[tuple[Any, dict[str, Any], float]], bool]:
+        """(key, the future of its response, whether this call sends it)."""
         key = cache_key(request)
         with self._lock:
             pending = self._in_flight.get(key)
-            owner = pending is None
-            if pending is None:
-                pending = self._in_flight[key] = Future()
-        if not owner:
-            parsed, response, latency = pending.result()
-            return _copied(parsed), response, latency, True
-        try:
-            # A twin may have sent it and written the cache between this call's first
-            # look and its claim of the slot: look again, or it would be paid for twice
-            # (a corrupt entry was warned about at the first look: not twice).
-            entry = self._lookup(request) if self.cache.holds(request) else None
-            if entry is not None:
-                pending.set_result((entry.parsed, entry.response, entry.latency_s))
-                return entry.parsed, entry.response, entry.latency_s, True
-            parsed, response, latency = self._send(endpoint, params, request, record, give_up)
-            self.cache.put(request, response, latency)
-            pending.set_result((parsed, response, latency))
-            return parsed, response, latency, False
-        except BaseException as exc:
-            pending.set_exception(exc)
-            raise
-        finally:
-            with self._lock:
-                del self._in_flight[key]
+            if pending is not None:
+                return key, pending, False
+            pending = self._in_flight[key] = Future()
+        # Running: a twin that stops waiting (a cancelled task) cannot cancel it.
+        pending.set_running_or_notify_cancel()
+        return key, pending, True
 
-    def _send(
+    def _recheck(self, request: Mapping[str, Any]) -> tuple[Any, dict[str, Any], float] | None:
+        """A twin may have sent the request and written the cache between this call's
+        first look and its claim: look again, or it would be paid for twice (a corrupt
+        entry was warned about at the first look: not twice)."""
+        __tracebackhide__ = True
+        entry = self._lookup(request) if self.cache.holds(request) else None
+        return None if entry is None else (entry.parsed, entry.response, entry.latency_s)
+
+    def _settle(
         self,
-        endpoint: str,
-        params: dict[str, Any],
-        request: Mapping[str, Any],
-        record: Record | None,
-        give_up: GiveUp | None = None,
-    ) -> tuple[Any, dict[str, Any], float]:
+        key: str,
+        pending: Future[tuple[Any, dict[str, Any], float]],
+        result: tuple[Any, dict[str, Any], float] | None = None,
+        *,
+        exc: BaseException | None = None,
+    ) -> None:
+        with self._lock:
+            del self._in_flight[key]
+        if exc is not None:
+            pending.set_exception(exc)
+        else:
+            assert result is not None
+            pending.set_result(result)
+
+    def _send(self, call: _Call) -> tuple[Any, dict[str, Any], float]:
         """(parsed, response, latency) of the request, retried; every HTTP request sent
-        is counted in ``record``."""
+        is counted in the record."""
         __tracebackhide__ = True
         client = self._client()
-        resource = client.chat.completions if endpoint == CHAT else client.embeddings
-        # The raw body: the openai client builds its objects without validating them, so
-        # a 200 carrying an error would pass for a response, and be cached.
-        create: Callable[..., Any] = resource.with_raw_response.create
-        sent = dict(params)
-        if endpoint == EMBEDDINGS:  # the API's default; the client would ask for base64
-            sent.setdefault("encoding_format", "float")
-        slots = self.pools.slots(str(client.base_url), self.config.max_concurrency)
-        attempt = 0
-        failures: dict[str, int] = {}
+        create = _creator(client, call.endpoint)
+        limiter = self._limits(str(client.base_url))
+        attempts = _Attempts(self, call)
+        sent = _sent(call)
         while True:
-            attempt += 1
-            if self._interrupted.is_set():
-                raise KeyboardInterrupt  # the run was interrupted: send nothing more
-            self.stats.bump("requests")
-            if record is not None:
-                record.note_request(params["model"])
+            attempts.start()
+            ticket = limiter.acquire()
             try:
-                with slots:  # the latency is the request's own, not the wait for a slot
-                    start = time.perf_counter()
+                start = time.perf_counter()
+                try:
                     raw = create(**sent)
                     body = raw.http_response.content
-                    latency = time.perf_counter() - start
-                response, parsed = parse_body(endpoint, body)
-                return parsed, response, latency
+                except BaseException as exc:
+                    limiter.release(ticket, **_failure(exc))
+                    raise
+                latency = time.perf_counter() - start
+                return self._received(call, limiter, ticket, raw, body, latency)
             except KeyboardInterrupt:
                 self.pools.interrupt()
                 raise
             except Exception as exc:
-                verdict = classify(exc)
-                if verdict is None:
+                delay = attempts.failed(exc)
+                if delay is None:
                     raise
-                kind, retryable, retry_after = verdict
-                failures[kind] = failures.get(kind, 0) + 1
-                if (
-                    not retryable
-                    or (give_up is not None and give_up(exc))
-                    or attempt > self.config.max_retries
-                    or failures[kind] > self._retry_limit(kind)
-                ):
-                    self.stats.error(kind)
-                    # The message says what failed; the openai and httpx frames behind it
-                    # would only bury the user's line, so the chain is kept as .original.
-                    name = "" if isinstance(exc, InvalidResponse) else f"{type(exc).__name__}: "
-                    error = call_error(kind, f"{name}{exc} ({describe(request)})", attempts=attempt)
-                    error.original = exc
-                    raise error from None
-                if self._interrupted.wait(self._delay(attempt, retry_after)):
+                if self._interrupted.wait(delay):
                     raise KeyboardInterrupt from None
+
+    async def _asend(self, call: _Call) -> tuple[Any, dict[str, Any], float]:
+        """:meth:`_send` with the async client of the caller's event loop."""
+        __tracebackhide__ = True
+        client = await self._aclient()
+        create = _creator(client, call.endpoint)
+        limiter = self._limits(str(client.base_url))
+        attempts = _Attempts(self, call)
+        sent = _sent(call)
+        while True:
+            attempts.start()
+            ticket = await limiter.acquire_async()
+            try:
+                start = time.perf_counter()
+                try:
+                    raw = await create(**sent)
+                    body = raw.http_response.content
+                except BaseException as exc:
+                    limiter.release(ticket, **_failure(exc))
+                    raise
+                latency = time.perf_counter() - start
+                return self._received(call, limiter, ticket, raw, body, latency)
+            except KeyboardInterrupt:
+                self.pools.interrupt()
+                raise
+            except Exception as exc:
+                delay = attempts.failed(exc)
+                if delay is None:
+                    raise
+                await self._asleep(delay)
+
+    async def _asleep(self, delay: float) -> None:
+        """Sleep before a retry, as the sync path's wait: cut short by a Ctrl-C."""
+        end = time.monotonic() + delay
+        while (left := end - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, 0.1))
+            if self._interrupted.is_set():
+                raise KeyboardInterrupt from None
+
+    def _received(
+        self, call: _Call, limiter: Limiter, ticket: Ticket, raw: Any, body: bytes, latency: float
+    ) -> tuple[Any, dict[str, Any], float]:
+        """An answer: its headers and latency go to the limiter, its body is validated
+        (InvalidResponse when it is no response: retried as any failure)."""
+        __tracebackhide__ = True
+        lane = f"{call.endpoint} {call.model}"
+        limiter.release(ticket, latency=latency, headers=raw.http_response.headers, lane=lane)
+        response, parsed = parse_body(call.endpoint, body)
+        usage = response.get("usage") or {}
+        if usage.get("total_tokens"):
+            limiter.note_usage(int(usage["total_tokens"]))
+        return parsed, response, latency
+
+    def _limits(self, base_url: str) -> Limiter:
+        """This client's endpoint's limiter: the run's, shared by its clients."""
+        if self._limiter is None:
+            self._limiter = self.pools.slots(
+                base_url, self.config.max_concurrency, self.config.adaptive
+            )
+        return self._limiter
 
     def _retry_limit(self, kind: str) -> int:
         """The most retries of one class of failure in a call."""
@@ -450,24 +563,143 @@ class LLMClient:
             if self._openai is None:
                 import openai
 
-                try:
-                    self._openai = openai.OpenAI(
-                        api_key=self.config.api_key,
-                        base_url=self.config.base_url,
-                        timeout=self.config.timeout,
-                        max_retries=0,
-                    )
-                except openai.OpenAIError as exc:
-                    raise AuthError(f"{exc} (set OPENAI_API_KEY)") from None
+                self._openai = _built(openai.OpenAI, self.config)
             return self._openai
 
+    async def _aclient(self) -> openai.AsyncOpenAI:
+        """The async client of the running event loop for this client's endpoint and
+        key: the run's, shared by its clients (one connection pool per endpoint and
+        loop), closed when the loop shuts down or the run ends (pools.py)."""
+        config = self.config
+        key = ("openai", config.base_url, config.api_key, config.timeout)
+        return await self.pools.on_loop(key, self._new_aclient)
+
+    def _new_aclient(self) -> openai.AsyncOpenAI:
+        import openai
+
+        return _built(openai.AsyncOpenAI, self.config)
+
     def _pool(self) -> DaemonPool:
+        """The threads the judge's samples run on (judge.py)."""
         with self._lock:
             if self._executor is None:
                 self._executor = DaemonPool(
                     max(32, 2 * self.config.max_concurrency), f"llmeval-{self.config.role}"
                 )
             return self._executor
+
+
+@dataclass(eq=False)
+class _Call:
+    """One call being made: what it asks (its cache key) and where it is written."""
+
+    endpoint: str
+    params: dict[str, Any]
+    request: dict[str, Any]
+    model: str
+    record: Record | None
+    step: Step | None
+    give_up: GiveUp | None
+
+
+class _Attempts:
+    """The retry policy of one call, without I/O: each attempt is counted; each failure
+    is final (raised as the call's error, classified) or says how long to wait."""
+
+    def __init__(self, client: LLMClient, call: _Call) -> None:
+        self.client = client
+        self.call = call
+        self.attempt = 0
+        self.failures: dict[str, int] = {}
+
+    def start(self) -> None:
+        """Before each attempt: nothing more is sent once the run was interrupted."""
+        self.attempt += 1
+        if self.client._interrupted.is_set():
+            raise KeyboardInterrupt
+        self.client.stats.bump("requests")
+        if self.call.record is not None:
+            self.call.record.note_request(self.call.model)
+
+    def failed(self, exc: Exception) -> float | None:
+        """The wait before the next attempt; None when ``exc`` is no API failure (a
+        bug, to be raised as itself). A final failure raises its LLMCallError."""
+        __tracebackhide__ = True
+        verdict = classify(exc)
+        if verdict is None:
+            return None
+        kind, retryable, retry_after = verdict
+        self.failures[kind] = self.failures.get(kind, 0) + 1
+        give_up = self.call.give_up
+        if (
+            not retryable
+            or (give_up is not None and give_up(exc))
+            or self.attempt > self.client.config.max_retries
+            or self.failures[kind] > self.client._retry_limit(kind)
+        ):
+            self.client.stats.error(kind)
+            # The message says what failed; the openai and httpx frames behind it would
+            # only bury the user's line, so the chain is kept as .original.
+            name = "" if isinstance(exc, InvalidResponse) else f"{type(exc).__name__}: "
+            where = describe(self.call.request)
+            error = call_error(kind, f"{name}{exc} ({where})", attempts=self.attempt)
+            error.original = exc
+            raise error from None
+        return self.client._delay(self.attempt, retry_after)
+
+
+def _messages(prompt: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+
+
+def _shared(
+    result: tuple[Any, dict[str, Any], float],
+) -> tuple[Any, dict[str, Any], float]:
+    parsed, response, latency = result
+    return _copied(parsed), response, latency
+
+
+def _sent(call: _Call) -> dict[str, Any]:
+    """The parameters as sent."""
+    sent = dict(call.params)
+    if call.endpoint == EMBEDDINGS:  # the API's default; the client would ask for base64
+        sent.setdefault("encoding_format", "float")
+    return sent
+
+
+def _creator(client: openai.OpenAI | openai.AsyncOpenAI, endpoint: str) -> Callable[..., Any]:
+    """The raw ``create`` of an endpoint: the body as sent, for the openai client builds
+    its objects without validating them (a 200 carrying an error would pass for a
+    response, and be cached), and the headers, for the limiter."""
+    resource = client.chat.completions if endpoint == CHAT else client.embeddings
+    create: Callable[..., Any] = resource.with_raw_response.create
+    return create
+
+
+def _failure(exc: BaseException) -> dict[str, Any]:
+    """What a failed request tells the limiter: its status and headers, if answered."""
+    import openai
+
+    if isinstance(exc, openai.APIStatusError):
+        return {"status": exc.status_code, "headers": exc.response.headers}
+    return {}
+
+
+C = TypeVar("C", "openai.OpenAI", "openai.AsyncOpenAI")
+
+
+def _built(kind: type[C], config: ClientConfig) -> C:
+    import openai
+
+    try:
+        return kind(
+            api_key=config.api_key,
+            base_url=config.base_url,
+            timeout=config.timeout,
+            max_retries=0,
+        )
+    except openai.OpenAIError as exc:
+        raise AuthError(f"{exc} (set OPENAI_API_KEY)") from None
 
 
 _STEP_KINDS = {CHAT: "llm", EMBEDDINGS: "embedding"}
@@ -506,27 +738,27 @@ def _copied(parsed: Any) -> Any:
 
 
 class AsyncLLMClient:
-    """``await client.aio.chat.completions.create(...)``: the same calls, awaitable."""
+    """``await client.aio.chat.completions.create(...)``: the same calls, on the caller's
+    event loop with ``openai.AsyncOpenAI``."""
 
     def __init__(self, sync: LLMClient) -> None:
         self._sync = sync
-        self.chat = _Chat(self._run(sync._chat))
-        self.embeddings = _Embeddings(self._run(sync._embeddings))
+        self.chat = _Chat(self._chat_create)
+        self.embeddings = _Embeddings(self._embeddings_create)
 
     async def complete(self, prompt: str | list[dict[str, Any]], **params: Any) -> str:
         """The reply's text for a prompt string or a list of messages."""
         __tracebackhide__ = True
-        return str(await self._run(self._sync._complete)(prompt, **params))
+        reply = await self._sync._achat(current_record(), messages=_messages(prompt), **params)
+        return reply.choices[0].message.content or ""
 
-    def _run(self, method: Callable[..., Any]) -> Callable[..., Any]:
-        async def call(*args: Any, **params: Any) -> Any:
-            __tracebackhide__ = True
-            # The record is taken here, in the caller's task, and handed to the thread.
-            task = functools.partial(method, current_record(), *args, **params)
-            loop = asyncio.get_running_loop()
-            return await _from_thread(loop.run_in_executor(self._sync._pool(), task))
+    async def _chat_create(self, **params: Any) -> ChatCompletion:
+        __tracebackhide__ = True
+        return await self._sync._achat(current_record(), **params)
 
-        return call
+    async def _embeddings_create(self, **params: Any) -> CreateEmbeddingResponse:
+        __tracebackhide__ = True
+        return await self._sync._aembeddings(current_record(), **params)
 
 
 async def _from_thread(work: Awaitable[T]) -> T:

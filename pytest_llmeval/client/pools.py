@@ -1,7 +1,8 @@
 """What the clients of one run share, and the thread pool they all use.
 
 :class:`Pools` belongs to a run (the plugin makes one per pytest run, in its
-``RunContext``): the bound on requests in flight per endpoint, the threads that wait on
+``RunContext``): the bound on requests in flight per endpoint (limits.py), the async
+clients of each event loop (one connection pool per endpoint and loop), the threads that wait on
 blocking calls for async code (``off_loop``), and the run's clients, so that a Ctrl-C
 stops them all and the run's end closes them. Nothing of it outlives the run, so an
 in-process pytest run (pytester) inside another shares none of the outer run's.
@@ -13,20 +14,32 @@ record and the run's settings reach a helper called from one of these threads.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
 import functools
 import queue
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
+
+from .limits import Limiter, LimitStats
 
 if TYPE_CHECKING:
     from .llm import LLMClient
 
 T = TypeVar("T")
 P = ParamSpec("P")
+
+
+class AsyncClosable(Protocol):
+    async def close(self) -> None: ...
+
+
+A = TypeVar("A", bound=AsyncClosable)
+Loop = asyncio.AbstractEventLoop
 WAITING_THREADS = 256  # off_loop's: they only wait, so many cost little
 
 
@@ -102,17 +115,79 @@ class Pools:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._slots: dict[tuple[str, int], threading.BoundedSemaphore] = {}
+        self._limiters: dict[tuple[str, int, bool], Limiter] = {}
         self._waiting: DaemonPool | None = None
         # Each client of the run, and the event it watches: set by a Ctrl-C.
         self._clients: weakref.WeakKeyDictionary[LLMClient, threading.Event] = (
             weakref.WeakKeyDictionary()
         )
+        self._interrupted = False
+        # What belongs to one event loop (an async client per endpoint: its connection
+        # pool), and the async generator that closes it when the loop shuts down.
+        self._on_loop: dict[Loop, dict[Hashable, AsyncClosable]] = {}
+        self._closers: dict[Loop, AsyncGenerator[None, None]] = {}
 
-    def slots(self, base_url: str, limit: int) -> threading.BoundedSemaphore:
-        """The bound on requests in flight to ``base_url``, shared by the run's clients."""
+    def slots(self, base_url: str, ceiling: int, adaptive: bool = False) -> Limiter:
+        """The bound on requests in flight to ``base_url`` (and the pace of its sends),
+        shared by the run's clients, sync and async."""
+        key = (base_url, ceiling, adaptive)
         with self._lock:
-            return self._slots.setdefault((base_url, limit), threading.BoundedSemaphore(limit))
+            limiter = self._limiters.get(key)
+            if limiter is None:
+                limiter = self._limiters[key] = Limiter(base_url, ceiling, adaptive=adaptive)
+                if self._interrupted:
+                    limiter.interrupt()
+            return limiter
+
+    def limits(self) -> list[LimitStats]:
+        """What each endpoint's limiter did so far (for the run's summary)."""
+        with self._lock:
+            return [limiter.stats for limiter in self._limiters.values()]
+
+    async def on_loop(self, key: Hashable, make: Callable[[], A]) -> A:
+        """The object ``make`` builds for ``key`` on the running event loop, made once
+        per loop; its ``close()`` is awaited on that loop when the loop shuts its async
+        generators down (the end of ``asyncio.run``, of pytest-asyncio's loops), or
+        at the run's end (:meth:`close`). A loop closed without shutting down (a bare
+        ``loop.close()``) is forgotten, and what it had cannot be closed."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            made = self._on_loop.get(loop, {}).get(key)
+            if made is not None:
+                return made  # type: ignore[return-value]  # make's, for this key
+            for old in [old for old in self._on_loop if old.is_closed()]:
+                self._forget(old)
+            made = make()
+            owned = self._on_loop.get(loop)
+            if owned is None:
+                owned = self._on_loop[loop] = {}
+                closer = self._closers[loop] = self._closed_with(loop, owned)
+            else:
+                closer = None
+            owned[key] = made
+        if closer is not None:
+            await closer.asend(None)  # now the loop knows of it: it closes it at the end
+        return made
+
+    async def _closed_with(
+        self, loop: Loop, owned: dict[Hashable, AsyncClosable]
+    ) -> AsyncGenerator[None, None]:
+        """Suspended at its ``yield`` until its loop closes its async generators (or the
+        run's end closes it): then it closes what the loop owns, there, on its loop."""
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._forget(loop)
+                closing = list(owned.values())
+            for made in closing:
+                with contextlib.suppress(Exception):
+                    await made.close()
+
+    def _forget(self, loop: Loop) -> None:
+        """Under the lock."""
+        self._on_loop.pop(loop, None)
+        self._closers.pop(loop, None)
 
     def waiting(self) -> DaemonPool:
         """Threads that only wait on blocking calls made for async code (a batched
@@ -132,16 +207,54 @@ class Pools:
     def interrupt(self) -> None:
         """Stop every client of the run from sending anything more (a Ctrl-C)."""
         with self._lock:
+            self._interrupted = True
             events = list(self._clients.values())
+            limiters = list(self._limiters.values())
         for event in events:
             event.set()
+        for limiter in limiters:  # its waiters, sync and async, stop waiting
+            limiter.interrupt()
 
     def close(self) -> None:
         """The run has ended: its waiting threads exit, its clients are closed."""
         with self._lock:
             waiting = self._waiting  # kept: work submitted after the end is refused
             clients = list(self._clients)
+            closers = list(self._closers.items())
         if waiting is not None:
             waiting.shutdown(wait=False)
         for client in clients:
             client.close()
+        for loop, closer in closers:
+            _close_on(loop, closer)
+        with self._lock:
+            for loop in [loop for loop in self._on_loop if loop.is_closed()]:
+                self._forget(loop)
+
+
+def _close_on(loop: Loop, closer: AsyncGenerator[None, None]) -> None:
+    """Run ``closer``'s end on its loop, from outside it: a loop running in another
+    thread is asked to; an idle one runs it here. A loop running in this thread closes
+    it itself when it shuts down; a closed loop can no longer."""
+    try:
+        here: Loop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        here = None
+    if loop.is_closed() or here is not None:
+        return
+    closing = _aclose(closer)
+    try:
+        if loop.is_running():
+            future = asyncio.run_coroutine_threadsafe(closing, loop)
+        else:
+            loop.run_until_complete(closing)
+            return
+    except RuntimeError:  # it closed meanwhile
+        closing.close()
+        return
+    with contextlib.suppress(Exception):  # best effort: the loop stopped meanwhile
+        future.result(timeout=5)
+
+
+async def _aclose(closer: AsyncGenerator[None, None]) -> None:
+    await closer.aclose()
