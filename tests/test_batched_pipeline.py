@@ -340,3 +340,41 @@ def test_ctrl_c_while_examples_are_in_flight_ends_the_run_with_its_report(
     report = json.loads(root.joinpath("r.json").read_text())
     assert report["records"]  # the tests that ran are in it
     assert fake_openai.total_requests == sent  # nothing was sent after the interrupt
+
+
+PER_MODULE = """
+import pytest
+from pytest_llmeval import batched
+
+@pytest.fixture(scope="module")
+def assistant(request):
+    return {"module": request.module.__name__, "instance": object()}
+
+@batched(concurrency=2)
+async def answer(example, assistant, llm):
+    return assistant, await llm.aio.complete(example.id + "@main")
+"""
+
+MODULE_TESTS = """
+import pytest
+
+@pytest.mark.llmeval(dataset="data.jsonl")
+def test_answer(example, answer, assistant):
+    used, reply = answer
+    assert used is assistant and used["module"] == __name__
+    assert reply == f"echo: {example.id}@main"
+"""
+
+
+@SERIAL_AND_XDIST
+def test_a_window_holds_the_tests_that_share_its_fixtures(
+    suite: Make, pytester: pytest.Pytester, served: list[Served], args: tuple[str, ...]
+) -> None:
+    """A module-scoped fixture of a batched one: a window started in one module does not
+    compute the next module's examples with its instance; that module's first test
+    starts a window of its own."""
+    suite(10, PER_MODULE, MODULE_TESTS)
+    pytester.makepyfile(test_other=MODULE_TESTS)
+    result = pytester.runpytest(*args)
+    result.assert_outcomes(passed=20)
+    assert len(served) == 20

@@ -87,7 +87,8 @@ def batched(func: F | None = None, /, *, concurrency: int | None = None) -> Any:
     """Make an ``async def`` function of ``example`` (and of session-, package- or
     module-scoped fixtures, other batched fixtures, and ``llmeval_record``) a fixture whose
     values are computed concurrently for the tests that need it, at most ``concurrency``
-    examples at once (default: ``llmeval_concurrency``)."""
+    examples at once (default: ``llmeval_concurrency``; with ``auto``, no bound of the
+    fixture's own: the endpoints' limits pace its requests)."""
 
     def wrap(func: F) -> F:
         if not inspect.iscoroutinefunction(func):
@@ -457,12 +458,17 @@ class _Loop:
         # asyncio.to_thread in batched code: daemon threads too, in the caller's context.
         self._executor = DaemonPool(DEFAULT_EXECUTOR_THREADS, "llmeval-batch-thread")
         self.loop.set_default_executor(self._executor)
+        self._closing = False
         self._thread = threading.Thread(target=self._run, name="llmeval-batches", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
+        while not self._closing and not self.loop.is_closed():
+            # A task of the user's own that raised KeyboardInterrupt or SystemExit stops
+            # the loop (asyncio re-raises them): that task is over, the others go on.
+            with contextlib.suppress(BaseException):
+                self.loop.run_forever()
 
     def alive(self) -> bool:
         return self._thread.is_alive()
@@ -482,6 +488,7 @@ class _Loop:
             ended = asyncio.run_coroutine_threadsafe(_shutdown(timeout), self.loop)
             with contextlib.suppress(Exception):
                 ended.result(timeout + 1.0)
+            self._closing = True
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout)
         self._executor.shutdown(wait=False, cancel_futures=True)
