@@ -83,31 +83,36 @@ def records(pytester: pytest.Pytester) -> list[dict[str, Any]]:
     return report["records"]  # type: ignore[no-any-return]
 
 
-ANSWER = """
-import os
+WORKER = """
+import pytest
 from pytest_llmeval import batched
 
-WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
-
-@batched(concurrency=2)
-async def answer(example, llm):
-    if example.id == "{broken}":
-        raise RuntimeError("the app crashed on " + example.id)
-    return await llm.aio.complete(example.id + "@" + WORKER)
+@pytest.fixture(scope="session")
+def worker(request):
+    return getattr(request.config, "workerinput", {}).get("workerid", "main")
 """
 
+ANSWER = (
+    WORKER
+    + """
+@batched(concurrency=2)
+async def answer(example, llm, worker):
+    if example.id == "{broken}":
+        raise RuntimeError("the app crashed on " + example.id)
+    return await llm.aio.complete(example.id + "@" + worker)
+"""
+)
+
 SLOW_TESTS = """
-import os, time
+import time
 import pytest
 
-WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
-
 @pytest.mark.llmeval(dataset="data.jsonl")
-def test_answer(example, answer, request):
+def test_answer(example, answer, worker, request):
     start = time.monotonic()
     time.sleep(0.05)  # the test's own work, in the main thread
     with open(request.config.rootpath / "ran.txt", "a") as out:
-        out.write(f"{WORKER} {example.id} {start} {time.monotonic()}\\n")
+        out.write(f"{worker} {example.id} {start} {time.monotonic()}\\n")
 """
 
 
@@ -142,17 +147,14 @@ def test_the_next_examples_are_in_flight_while_the_tests_run(
         assert early, "the second window started only once the first one's tests had run"
 
 
-CHAINED = """
-import os
-from pytest_llmeval import batched
-
-WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
-
+CHAINED = (
+    WORKER
+    + """
 @batched(concurrency=2)
-async def answer(example, llm):
+async def answer(example, llm, worker):
     if example.id == "q-003":
         raise RuntimeError("the app crashed on " + example.id)
-    return await llm.aio.complete(example.id + "@" + WORKER)
+    return await llm.aio.complete(example.id + "@" + worker)
 
 @batched(concurrency=8)
 async def score(example, answer, judge_client, llmeval_record):
@@ -162,6 +164,7 @@ async def score(example, answer, judge_client, llmeval_record):
     llmeval_record.extra["verdict"] = verdict
     return verdict
 """
+)
 
 CHAINED_TESTS = """
 import pytest
@@ -244,7 +247,7 @@ def test_x_pays_for_at_most_one_window_ahead(
     suite: Make, pytester: pytest.Pytester, served: list[Served]
 ) -> None:
     """A window of 4 x 2: the broken example's test is the 11th; by then the tests before
-    it had each started one more example, 10 + 8 in all, one of them broken."""
+    it had started at most one more example each, 10 + 8 in all, one of them broken."""
     suite(100, ANSWER.replace("{broken}", "q-010"), SLOW_TESTS.replace("0.05", "0.01"))
     result = pytester.runpytest("-x")
     result.assert_outcomes(passed=10, errors=1)

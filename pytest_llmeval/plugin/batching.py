@@ -155,6 +155,9 @@ class Batches:
     _order: dict[str, int] = field(default_factory=dict)
     _waited: dict[str, float] = field(default_factory=dict)  # node id -> time its setup waited
     _absorbed: dict[str, int] = field(default_factory=dict)  # node id -> steps already moved
+    _outbox: list[tuple[pytest.Item, list[tuple[Spec, Future[Any]]], dict[str, Any]]] = field(
+        default_factory=list
+    )  # examples to start, sent to the loop at once (one wake-up)
     _loop: _Loop | None = None
 
     def value(self, spec: Spec, request: pytest.FixtureRequest) -> Any:
@@ -166,7 +169,12 @@ class Batches:
         request.addfinalizer(lambda: self._forget(item.nodeid))
         window = self._started[item.nodeid][spec][1]
         self._reached(window, item)
-        self._top_up(window, item)
+        try:
+            self._top_up(window, item)
+        finally:
+            if self._outbox:
+                self._running().call(self._begin, self._outbox)
+                self._outbox = []
         outcome = self._wait(item)[spec]
         self._absorb(item)
         if isinstance(outcome, _Raised):
@@ -227,9 +235,11 @@ class Batches:
     def _top_up(self, window: _Window, item: pytest.Item) -> None:
         """Start the examples of the tests after ``item`` (the one being run) that the
         window can compute, until it is one window ahead; nothing once the session stops
-        (-x, --maxfail)."""
+        (-x, --maxfail). It refills by a quarter of a window at a time: each start wakes
+        the loop's thread, whose wake-ups slow the tests' own thread."""
         session = item.session
-        if len(window.ahead) + 1 >= window.size or session.shouldfail or session.shouldstop:
+        refill = window.size - max(1, window.size // WINDOW_PER_SLOT)
+        if len(window.ahead) + 1 > refill or session.shouldfail or session.shouldstop:
             return
         upcoming = self._upcoming(item)
         start = 0
@@ -274,7 +284,8 @@ class Batches:
     # -- computing --------------------------------------------------------------------------
 
     def _start(self, item: pytest.Item, specs: list[Spec], window: _Window) -> None:
-        """Start ``item``'s examples of ``specs`` on the run's loop."""
+        """Start ``item``'s examples of ``specs`` (on the run's loop, at the outbox's
+        sending)."""
         if not specs:
             return
         started = self._started.setdefault(item.nodeid, {})
@@ -284,15 +295,17 @@ class Batches:
             started[spec] = (future, window)
             work.append((spec, future))
         window.ahead.append(item.nodeid)
-        self._running().call(self._begin, item, work, window.shared)
+        self._outbox.append((item, work, window.shared))
 
     def _begin(
-        self, item: pytest.Item, work: list[tuple[Spec, Future[Any]]], shared: dict[str, Any]
+        self, outbox: list[tuple[pytest.Item, list[tuple[Spec, Future[Any]]], dict[str, Any]]]
     ) -> None:
-        """In the loop: a task per fixture (or the one its dependent started), each
-        settling its future."""
-        for spec, future in work:
-            self._task(spec, item, shared).add_done_callback(functools.partial(_settle, future))
+        """In the loop: a task per fixture of each example (or the one its dependent
+        started), each settling its future."""
+        for item, work, shared in outbox:
+            for spec, future in work:
+                task = self._task(spec, item, shared)
+                task.add_done_callback(functools.partial(_settle, future))
 
     def _task(self, spec: Spec, item: pytest.Item, shared: dict[str, Any]) -> asyncio.Task[Any]:
         tasks = self._tasks.setdefault(item.nodeid, {})
