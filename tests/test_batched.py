@@ -145,7 +145,9 @@ def test_x_pays_for_one_window_not_for_the_whole_run(
     suite(100, broken="q-000", ini="llmeval_concurrency = 5\n")
     result = pytester.runpytest("-x")
     result.assert_outcomes(errors=1)
-    assert fake_openai.requests["/chat/completions"] == 19  # a window of 4 x 5, one broken
+    # A window of 4 x 5, one broken: started at once, and cancelled when the run stops, so
+    # some may not have been sent (tests/test_batched_pipeline.py: -x after a few tests).
+    assert fake_openai.requests["/chat/completions"] <= 19
 
 
 def test_xdist_computes_each_example_once_with_the_same_summary(

@@ -1,20 +1,31 @@
 """Batched fixtures: an async function of ``example`` computed for many tests at once.
 
 ``@batched`` turns ``async def answer(example, assistant)`` into a fixture named
-``answer``. The first test that needs it computes it, concurrently, for a window of the
-tests this process is about to run that need it too (after ``-m``, ``-k``, deselection;
-under xdist, the tests queued on this worker); the others then get their value at once.
-Each example's calls and verdicts land in its own test's record, and an exception raised
-for one example is raised in that example's test alone.
+``answer``. The first test that needs it starts it for a window of the tests this process
+is about to run that need it too (after ``-m``, ``-k``, deselection; under xdist, the tests
+queued on this worker), together with the other batched fixtures those tests use
+(``score(answer)``: each example's score starts as soon as its own answer is ready). The
+examples run as tasks on one event loop per run, in a thread of its own; a test waits for
+its own example alone, and as the tests take their values, the next examples start, so
+that the work stays one window ahead of the test being run, never more (what ``-x`` pays
+for). Each example's calls and verdicts land in its own test's record, and an exception
+raised for one example is raised in that example's test alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import functools
 import inspect
+import threading
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Coroutine
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_for_futures
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
@@ -30,6 +41,7 @@ from .keys import (
     EXAMPLE_KEY,
     QUEUE_UNREADABLE_KEY,
     RECORD_KEY,
+    RUN_KEY,
     SETTINGS_KEY,
 )
 
@@ -37,8 +49,19 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 # Arguments filled per example rather than shared across the window.
 PER_EXAMPLE = ("example", "llmeval_record", DRAW)
-WINDOW_PER_SLOT = 4  # a window is this many times the concurrency: -x never pays for more
-AUTO_CONCURRENCY = 64  # examples at once under llmeval_concurrency = auto
+# With a concurrency of N, the examples started ahead of the test being run (itself
+# included) are at most this many times N: enough that N stay in flight while the tests
+# take their values, and all that -x or --maxfail pays for beyond the tests that ran.
+WINDOW_PER_SLOT = 4
+# With llmeval_concurrency = auto, no bound per fixture: the endpoints' adaptive limits
+# pace the requests, and the window is WINDOW_PER_SLOT x the app's llmeval_max_concurrency
+# (the limit's ceiling), at most this. As the window refills test by test (it does not
+# drain as a batch would), about twice the ceiling the limit is likely to reach keeps the
+# endpoint busy: 512 is twice the default ceiling (256). More would only raise what -x
+# pays for and the values held in memory.
+AUTO_WINDOW = 512
+CLOSE_TIMEOUT_S = 2.0  # at the run's end, how long cancelled examples get to unwind
+DEFAULT_EXECUTOR_THREADS = 32  # asyncio.to_thread in batched code: as asyncio's default
 _SCOPE_NODES: dict[str, type[pytest.Collector]] = {
     "package": pytest.Package,
     "module": pytest.Module,
@@ -64,7 +87,8 @@ def batched(func: F | None = None, /, *, concurrency: int | None = None) -> Any:
     """Make an ``async def`` function of ``example`` (and of session-, package- or
     module-scoped fixtures, other batched fixtures, and ``llmeval_record``) a fixture whose
     values are computed concurrently for the tests that need it, at most ``concurrency``
-    examples at once (default: ``llmeval_concurrency``)."""
+    examples at once (default: ``llmeval_concurrency``; with ``auto``, no bound of the
+    fixture's own: the endpoints' limits pace its requests)."""
 
     def wrap(func: F) -> F:
         if not inspect.iscoroutinefunction(func):
@@ -102,45 +126,77 @@ class _Raised:
     error: BaseException
 
 
-# What a batched function may raise for one example: errors, and pytest's outcomes.
-_CAUGHT = (Exception, pytest.skip.Exception, pytest.fail.Exception, pytest.xfail.Exception)
+@dataclass(eq=False)
+class _Window:
+    """The examples started for the tests that share one set of fixtures (those of the
+    test that started it), kept one window ahead of the test being run."""
+
+    first: pytest.Item
+    shared: dict[str, Any]
+    size: int  # examples started ahead, the test being run included
+    ahead: deque[str] = field(default_factory=deque)  # started, not yet reached, in run order
+    frontier: int | None = None  # index (in session.items) of the last test looked at
 
 
 @dataclass
 class Batches:
-    """The batched fixtures' values in this process, by (spec, test node id), kept until
-    the test's teardown."""
+    """This process's batched fixtures: the examples started (by test node id), their
+    outcomes, what they recorded, until each test's teardown."""
 
     config: pytest.Config
     concurrency: int | None  # None: auto
-    outcomes: dict[tuple[Spec, str], Any] = field(default_factory=dict)
+    auto_window: int
     scratch: dict[str, Record] = field(default_factory=dict)  # node id -> calls so far
-    _order: dict[str, int] = field(default_factory=dict)
-    _running: dict[tuple[Spec, str], asyncio.Task[None]] = field(default_factory=dict)
+    # The main thread's: each test's started examples, as futures, and their windows.
+    _started: dict[str, dict[Spec, tuple[Future[Any], _Window]]] = field(default_factory=dict)
+    # The loop's: the tasks computing them (an example's fixtures await each other's).
+    _tasks: dict[str, dict[Spec, asyncio.Task[Any]]] = field(default_factory=dict)
     _limits: dict[Spec, asyncio.Semaphore] = field(default_factory=dict)
-    _waited: dict[str, float] = field(default_factory=dict)  # node id -> window's wall time
+    _order: dict[str, int] = field(default_factory=dict)
+    _waited: dict[str, float] = field(default_factory=dict)  # node id -> time its setup waited
     _absorbed: dict[str, int] = field(default_factory=dict)  # node id -> steps already moved
+    _outbox: list[tuple[pytest.Item, list[tuple[Spec, Future[Any]]], dict[str, Any]]] = field(
+        default_factory=list
+    )  # examples to start, sent to the loop at once (one wake-up)
+    _loop: _Loop | None = None
 
     def value(self, spec: Spec, request: pytest.FixtureRequest) -> Any:
         __tracebackhide__ = True
         item = request.node
         assert isinstance(item, pytest.Item)
-        if (spec, item.nodeid) not in self.outcomes:
-            shared = self._shared(spec, request)
-            window = self._window(spec, item, list(shared))
-            start = time.perf_counter()
-            _run(self._compute(spec, window, shared))
-            # This test's setup computed the whole window: its own time counts only its
-            # example's share (added by _one), not the other examples'.
-            self._waited[item.nodeid] = time.perf_counter() - start
+        if spec not in self._started.get(item.nodeid, {}):
+            self._start_window(spec, request)
         request.addfinalizer(lambda: self._forget(item.nodeid))
+        window = self._started[item.nodeid][spec][1]
+        self._reached(window, item)
+        try:
+            self._top_up(window, item)
+        finally:
+            if self._outbox:
+                self._running().call(self._begin, self._outbox)
+                self._outbox = []
+        outcome = self._wait(item)[spec]
         self._absorb(item)
-        outcome = self.outcomes[spec, item.nodeid]
         if isinstance(outcome, _Raised):
             raise outcome.error
         return outcome
 
     # -- which tests, with which arguments ------------------------------------------------
+
+    def _start_window(self, spec: Spec, request: pytest.FixtureRequest) -> None:
+        """A window from this test: the fixtures shared by its batched fixtures are
+        resolved here, and this test's examples start."""
+        item = request.node
+        assert isinstance(item, pytest.Item)
+        specs = _specs_of(item)
+        if spec not in specs:  # asked for by name (request.getfixturevalue)
+            specs.append(spec)
+        shared: dict[str, Any] = {}
+        for each in specs:
+            shared.update(self._shared(each, request))
+        window = _Window(item, shared, min(self._window_size(each) for each in specs))
+        started = self._started.get(item.nodeid, {})
+        self._start(item, [each for each in specs if each not in started], window)
 
     def _shared(self, spec: Spec, request: pytest.FixtureRequest) -> dict[str, Any]:
         """The fixtures every example of the window shares (not per example, not batched),
@@ -166,77 +222,113 @@ class Batches:
             shared[name] = request.getfixturevalue(name)
         return shared
 
-    def _window(self, spec: Spec, first: pytest.Item, shared: list[str]) -> list[pytest.Item]:
-        """The tests this process runs next (from ``first``) that need ``spec`` with the
-        same shared fixtures, not yet computed: at most a window's worth."""
-        size = WINDOW_PER_SLOT * self._concurrency(spec)
-        window = [first]
-        for item in self._upcoming(first):
-            if len(window) >= size:
+    def _window_size(self, spec: Spec) -> int:
+        concurrency = spec.concurrency or self.concurrency
+        return WINDOW_PER_SLOT * concurrency if concurrency else self.auto_window
+
+    def _reached(self, window: _Window, item: pytest.Item) -> None:
+        """``item`` runs: it and the tests before it are no longer ahead."""
+        if item.nodeid in window.ahead:
+            while window.ahead.popleft() != item.nodeid:
+                pass
+
+    def _top_up(self, window: _Window, item: pytest.Item) -> None:
+        """Start the examples of the tests after ``item`` (the one being run) that the
+        window can compute, until it is one window ahead; nothing once the session stops
+        (-x, --maxfail). It refills by a quarter of a window at a time: each start wakes
+        the loop's thread, whose wake-ups slow the tests' own thread."""
+        session = item.session
+        refill = window.size - max(1, window.size // WINDOW_PER_SLOT)
+        if len(window.ahead) + 1 > refill or session.shouldfail or session.shouldstop:
+            return
+        upcoming = self._upcoming(item)
+        start = 0
+        if window.frontier is not None:
+            with contextlib.suppress(ValueError):  # else it ran, or xdist took it back
+                start = upcoming.index(window.frontier) + 1
+        items = session.items
+        for position in range(start, len(upcoming)):
+            if len(window.ahead) + 1 >= window.size:
                 break
-            if (
-                item is not first
-                and (spec, item.nodeid) not in self.outcomes
-                and _spec_of(item, spec.name) is spec
-                and all(_same_instance(item, first, name) for name in shared)
-            ):
-                window.append(item)
-        return window
+            window.frontier = upcoming[position]
+            candidate = items[window.frontier]
+            if candidate is not item:
+                self._start(candidate, self._coverable(window, candidate), window)
 
-    def _concurrency(self, spec: Spec) -> int:
-        return spec.concurrency or self.concurrency or AUTO_CONCURRENCY
+    def _coverable(self, window: _Window, item: pytest.Item) -> list[Spec]:
+        """The batched fixtures of ``item`` not started yet whose shared fixtures are the
+        window's (the same instances as for the test that started it)."""
+        started = self._started.get(item.nodeid, {})
+        return [
+            spec
+            for spec in _specs_of(item)
+            if spec not in started
+            and all(
+                name in window.shared and _same_instance(item, window.first, name)
+                for name in _needs(spec, item)
+            )
+        ]
 
-    def _upcoming(self, item: pytest.Item) -> list[pytest.Item]:
+    def _upcoming(self, item: pytest.Item) -> Sequence[int]:
+        """Indices (in session.items) of ``item`` and the tests this process runs next."""
         items = item.session.items
-        if hasattr(self.config, "workerinput"):  # xdist: only what this worker was given
-            return [items[i] for i in _queued_on_worker(self.config)]
         if not self._order:
             self._order = {it.nodeid: i for i, it in enumerate(items)}
-        start = self._order.get(item.nodeid)
-        return [] if start is None else items[start:]
+        index = self._order.get(item.nodeid)
+        if index is None:
+            return ()
+        if hasattr(self.config, "workerinput"):  # xdist: only what this worker was given
+            return [index, *_queued_on_worker(self.config)]
+        return range(index, len(items))
 
     # -- computing --------------------------------------------------------------------------
 
-    async def _compute(self, spec: Spec, window: list[pytest.Item], shared: dict[str, Any]) -> None:
-        self._running.clear()
-        self._limits.clear()  # semaphores belong to this event loop
-        await asyncio.gather(*(self._settle(spec, item, shared) for item in window))
+    def _start(self, item: pytest.Item, specs: list[Spec], window: _Window) -> None:
+        """Start ``item``'s examples of ``specs`` (on the run's loop, at the outbox's
+        sending)."""
+        if not specs:
+            return
+        started = self._started.setdefault(item.nodeid, {})
+        work: list[tuple[Spec, Future[Any]]] = []
+        for spec in specs:
+            future: Future[Any] = Future()
+            started[spec] = (future, window)
+            work.append((spec, future))
+        window.ahead.append(item.nodeid)
+        self._outbox.append((item, work, window.shared))
 
-    async def _settle(self, spec: Spec, item: pytest.Item, shared: dict[str, Any]) -> None:
-        """Compute ``spec`` for ``item`` unless done or under way; its outcome (a value or
-        what it raised) is kept, never raised here."""
-        key = (spec, item.nodeid)
-        if key not in self.outcomes:
-            if key not in self._running:
-                self._running[key] = asyncio.ensure_future(self._one(spec, item, shared))
-            await self._running[key]
+    def _begin(
+        self, outbox: list[tuple[pytest.Item, list[tuple[Spec, Future[Any]]], dict[str, Any]]]
+    ) -> None:
+        """In the loop: a task per fixture of each example (or the one its dependent
+        started), each settling its future."""
+        for item, work, shared in outbox:
+            for spec, future in work:
+                task = self._task(spec, item, shared)
+                task.add_done_callback(functools.partial(_settle, future))
+
+    def _task(self, spec: Spec, item: pytest.Item, shared: dict[str, Any]) -> asyncio.Task[Any]:
+        tasks = self._tasks.setdefault(item.nodeid, {})
+        task = tasks.get(spec)
+        if task is None:
+            task = tasks[spec] = asyncio.get_running_loop().create_task(
+                self._one(spec, item, shared)
+            )
+        return task
 
     async def _get(self, spec: Spec, item: pytest.Item, shared: dict[str, Any]) -> Any:
         __tracebackhide__ = True
-        await self._settle(spec, item, shared)
-        outcome = self.outcomes[spec, item.nodeid]
+        outcome = await self._task(spec, item, shared)
         if isinstance(outcome, _Raised):
             raise outcome.error
         return outcome
 
-    async def _one(self, spec: Spec, item: pytest.Item, shared: dict[str, Any]) -> None:
+    async def _one(self, spec: Spec, item: pytest.Item, shared: dict[str, Any]) -> Any:
+        """``spec``'s value for ``item``'s example, or what computing it raised (pytest's
+        outcomes included), to be raised in that test alone."""
         __tracebackhide__ = True
         example = item.stash[EXAMPLE_KEY]
-        record = self.scratch.get(item.nodeid)
-        if record is None:
-            record = Record(
-                example_id=example.id,
-                partition=example.partition,
-                draw=item.stash.get(DRAW_KEY, None),  # a draw's calls have keys of their own
-                limits=example.limits,
-            )
-            owner = item.stash.get(RECORD_KEY, None)
-            if owner is not None:
-                # The test being set up: what its earlier batched fixtures did is in its
-                # record already, and this fixture's trajectory (and limits) go on from it.
-                record.steps = list(owner.steps)
-                self._absorbed[item.nodeid] = len(owner.steps)
-            self.scratch[item.nodeid] = record
+        record = self._scratch(item)
         bind(record)  # this task's calls and verdicts go to the example's record
         try:
             args: dict[str, Any] = {}
@@ -252,15 +344,77 @@ class Batches:
                     args[name] = await self._get(dependency, item, shared)
                 else:
                     args[name] = shared[name]
-            limit = self._limits.setdefault(spec, asyncio.Semaphore(self._concurrency(spec)))
-            async with limit:
+            async with self._limit(spec):
                 start = time.perf_counter()
                 try:
-                    self.outcomes[spec, item.nodeid] = await spec.func(**args)
+                    return await spec.func(**args)
                 finally:
                     record.elapsed_s = (record.elapsed_s or 0.0) + time.perf_counter() - start
-        except _CAUGHT as exc:
-            self.outcomes[spec, item.nodeid] = _Raised(exc)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # the test raises it, whatever it is
+            return _Raised(exc)
+
+    def _scratch(self, item: pytest.Item) -> Record:
+        """The record the example's fixtures write into until its test absorbs it."""
+        record = self.scratch.get(item.nodeid)
+        if record is None:
+            example = item.stash[EXAMPLE_KEY]
+            record = Record(
+                example_id=example.id,
+                partition=example.partition,
+                draw=item.stash.get(DRAW_KEY, None),  # a draw's calls have keys of their own
+                limits=example.limits,
+            )
+            owner = item.stash.get(RECORD_KEY, None)
+            if owner is not None:
+                # The test being set up: what its earlier fixtures did is in its record
+                # already, and this fixture's trajectory (and limits) go on from it.
+                record.steps = list(owner.steps)
+                self._absorbed[item.nodeid] = len(record.steps)
+            self.scratch[item.nodeid] = record
+        return record
+
+    def _limit(self, spec: Spec) -> contextlib.AbstractAsyncContextManager[Any]:
+        """At most ``concurrency`` examples of ``spec`` at once; with auto, no bound of its
+        own (the endpoints' limits pace the requests)."""
+        concurrency = spec.concurrency or self.concurrency
+        if concurrency is None:
+            return contextlib.nullcontext()
+        limit = self._limits.get(spec)
+        if limit is None:
+            limit = self._limits[spec] = asyncio.Semaphore(concurrency)
+        return limit
+
+    def _wait(self, item: pytest.Item) -> dict[Spec, Any]:
+        """The outcomes of ``item``'s started examples, once all are ready: the test's
+        record takes what they recorded only when none writes into it any more."""
+        started = self._started[item.nodeid]
+        pending = {future for future, _ in started.values()}
+        waited = time.perf_counter()
+        try:
+            while pending:
+                pending = wait_for_futures(pending, timeout=1.0).not_done
+                if pending and not self._running().alive():
+                    raise RuntimeError("batched fixtures: the event loop's thread has died")
+        except KeyboardInterrupt:
+            self._interrupt()
+            raise
+        # Its setup waited for other examples too: its record counts only its own (the
+        # tasks' time, in the scratch record).
+        self._waited[item.nodeid] = (
+            self._waited.get(item.nodeid, 0.0) + time.perf_counter() - waited
+        )
+        return {spec: future.result() for spec, (future, _) in started.items()}
+
+    def _interrupt(self) -> None:
+        """Ctrl-C while a test waits: the run's clients send nothing more, every example
+        under way is cancelled."""
+        run = self.config.stash.get(RUN_KEY, None)
+        if run is not None:
+            run.pools.interrupt()
+        if self._loop is not None:
+            self._loop.cancel()
 
     def _absorb(self, item: pytest.Item) -> None:
         """Move what the batch recorded for this test's example into its record."""
@@ -274,18 +428,131 @@ class Batches:
         record.elapsed_s = (record.elapsed_s or 0.0) - self._waited.pop(item.nodeid, 0.0)
 
     def _forget(self, nodeid: str) -> None:
-        for key in [k for k in self.outcomes if k[1] == nodeid]:
-            del self.outcomes[key]
+        self._started.pop(nodeid, None)
+        self._tasks.pop(nodeid, None)  # its tasks are done: the loop starts none for it now
         self.scratch.pop(nodeid, None)
         self._absorbed.pop(nodeid, None)
+        self._waited.pop(nodeid, None)
+
+    # -- the run's event loop -----------------------------------------------------------------
+
+    def _running(self) -> _Loop:
+        if self._loop is None:
+            self._loop = _Loop()
+            self.config.add_cleanup(self.close)
+        return self._loop
+
+    def close(self) -> None:
+        """The run has ended: examples still under way (-x, Ctrl-C) are cancelled, and the
+        loop and its thread end."""
+        if self._loop is not None:
+            self._loop.close(CLOSE_TIMEOUT_S)
+
+
+def _settle(future: Future[Any], task: asyncio.Task[Any]) -> None:
+    """Pass a task's outcome to the future the main thread waits on."""
+    if future.done():
+        return
+    if task.cancelled():
+        future.cancel()
+    elif task.exception() is not None:
+        future.set_exception(task.exception())
+    else:
+        future.set_result(task.result())
+
+
+class _Loop:
+    """One event loop for the run, in a daemon thread (after a Ctrl-C the process does not
+    wait for it). Each batch of work runs in a copy of the context it was started from:
+    the run's."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        # asyncio.to_thread in batched code: daemon threads too, in the caller's context.
+        self._executor = DaemonPool(DEFAULT_EXECUTOR_THREADS, "llmeval-batch-thread")
+        self.loop.set_default_executor(self._executor)
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="llmeval-batches", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        while not self._closing and not self.loop.is_closed():
+            # A task of the user's own that raised KeyboardInterrupt or SystemExit stops
+            # the loop (asyncio re-raises them): that task is over, the others go on.
+            with contextlib.suppress(BaseException):
+                self.loop.run_forever()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def call(self, callback: Callable[..., None], *args: Any) -> None:
+        self.loop.call_soon_threadsafe(callback, *args, context=contextvars.copy_context())
+
+    def cancel(self) -> None:
+        """Cancel every task under way (from any thread)."""
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(_cancel_all)
+
+    def close(self, timeout: float) -> None:
+        if self.loop.is_closed():
+            return
+        if self._thread.is_alive():
+            ended = asyncio.run_coroutine_threadsafe(_shutdown(timeout), self.loop)
+            with contextlib.suppress(Exception):
+                ended.result(timeout + 1.0)
+            self._closing = True
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        if not self._thread.is_alive():  # else abandoned: a daemon, stuck in user code
+            self.loop.close()
+
+
+def _cancel_all() -> None:
+    for task in asyncio.all_tasks():
+        task.cancel()
+
+
+async def _shutdown(timeout: float) -> None:
+    """Cancel the tasks still under way and give them ``timeout`` to unwind."""
+    tasks = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout)
+    await asyncio.get_running_loop().shutdown_asyncgens()
 
 
 def batches(config: pytest.Config) -> Batches:
-    """This process's batched fixture values (created on first use)."""
+    """This process's batched fixtures (created on first use)."""
     found = config.stash.get(BATCHES_KEY, None)
     if found is None:
-        found = config.stash[BATCHES_KEY] = Batches(config, config.stash[SETTINGS_KEY].concurrency)
+        settings = config.stash[SETTINGS_KEY]
+        auto_window = min(WINDOW_PER_SLOT * settings.app.max_concurrency, AUTO_WINDOW)
+        found = config.stash[BATCHES_KEY] = Batches(config, settings.concurrency, auto_window)
     return found
+
+
+def _specs_of(item: pytest.Item) -> list[Spec]:
+    """The batched fixtures ``item`` uses (its fixture closure's)."""
+    found = []
+    for name in item.fixturenames:  # type: ignore[attr-defined]
+        spec = _spec_of(item, name)
+        if spec is not None:
+            found.append(spec)
+    return found
+
+
+def _needs(spec: Spec, item: pytest.Item) -> set[str]:
+    """The shared fixtures ``spec`` (and the batched fixtures it depends on) takes."""
+    names: set[str] = set()
+    for name in spec.params:
+        if name in PER_EXAMPLE:
+            continue
+        dependency = _spec_of(item, name)
+        names |= {name} if dependency is None else _needs(dependency, item)
+    return names
 
 
 def _definition(item: pytest.Item, name: str) -> Any:
@@ -334,24 +601,3 @@ def _queued_on_worker(config: pytest.Config) -> list[int]:
         queued = [i for i in queue if isinstance(i, int)]
     upcoming = getattr(interactor, "nextitem_index", None)
     return ([upcoming] if isinstance(upcoming, int) else []) + queued
-
-
-def _run(work: Coroutine[Any, Any, None]) -> None:
-    """Run a batch to completion: in this thread, or, when an event loop already runs
-    here (an async fixture asked for a batched one), in a thread of its own."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        running = False
-    else:
-        running = True
-    if not running:  # outside the except block: a batch's errors carry no context
-        asyncio.run(work)
-        return
-    # A daemon thread (after a Ctrl-C the process does not wait for the batch to end),
-    # which runs the batch in this context: the run's and the test's.
-    pool = DaemonPool(1, "llmeval-batch")
-    try:
-        pool.submit(asyncio.run, work).result()
-    finally:
-        pool.shutdown(wait=False)
