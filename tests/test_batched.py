@@ -3,6 +3,7 @@ example still its own test, its calls in its own record, its exception its own."
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -329,3 +330,89 @@ def test_a_worker_queue_of_another_shape_is_said_once_not_silently_shrunk(
         assert _queued_on_worker(config) == []
         assert _queued_on_worker(config) == []
     assert len(caught) == 1
+
+
+class _Suspend:
+    """Awaited outside any event loop: suspends the coroutine once."""
+
+    def __await__(self) -> Any:
+        yield
+
+
+def _one_of(func: Callable[..., Any]) -> Any:
+    """The coroutine computing ``func``'s value for one example, outside any loop."""
+    import contextvars
+    from types import SimpleNamespace
+
+    from pytest_llmeval.dataset import Example
+    from pytest_llmeval.plugin.batching import Batches, Spec, _Work
+    from pytest_llmeval.plugin.keys import EXAMPLE_KEY
+    from pytest_llmeval.records import Record
+
+    item = SimpleNamespace(nodeid="t", stash=pytest.Stash(), _fixtureinfo=None)
+    item.stash[EXAMPLE_KEY] = Example(id="q-0", partition="distribution", input={"q": "q-0"})
+    batches = Batches(config=Any, concurrency=None, auto_window=4)  # type: ignore[arg-type]
+    work = _Work(item, [], {}, Record(example_id="q-0", partition="distribution"))  # type: ignore[arg-type]
+    coroutine = batches._one(Spec("f", func, ("example",), None), work)
+    return contextvars.copy_context(), coroutine
+
+
+def test_an_example_abandoned_mid_way_lets_its_coroutine_close() -> None:
+    """GeneratorExit (a pending task destroyed with its loop) is the loop's, not the
+    example's: it ends the coroutine rather than becoming an outcome for its test."""
+
+    async def waits(example: Any) -> None:
+        await _Suspend()
+
+    context, coroutine = _one_of(waits)
+    context.run(coroutine.send, None)
+    with pytest.raises(GeneratorExit):  # not StopIteration(_Raised(GeneratorExit()))
+        context.run(coroutine.throw, GeneratorExit())
+
+
+def test_keyboard_interrupt_or_system_exit_in_user_code_is_its_tests_own() -> None:
+    """Raised by the user's code, they belong to its test (raised there), and the loop
+    goes on with the other examples."""
+    from pytest_llmeval.plugin.batching import _Raised
+
+    for error in (KeyboardInterrupt(), SystemExit(3)):
+
+        async def raises(example: Any, error: BaseException = error) -> None:
+            raise error
+
+        context, coroutine = _one_of(raises)
+        with pytest.raises(StopIteration) as stopped:
+            context.run(coroutine.send, None)
+        assert stopped.value.value == _Raised(error)
+
+
+def test_a_test_whose_example_was_cancelled_errors_and_never_gets_a_value() -> None:
+    """The gate never lies: an example cancelled (the run stopping, a Ctrl-C, its own
+    CancelledError) makes its test error at once with a message that says so, and a
+    closed batch starts nothing more."""
+    import asyncio
+    from concurrent.futures import Future
+    from types import SimpleNamespace
+
+    from pytest_llmeval.plugin.batching import Batches, Spec, _settle, _Window
+
+    async def cancelled_task() -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(asyncio.sleep(10))
+        await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return task
+
+    future: Future[Any] = Future()
+    _settle(future, asyncio.run(cancelled_task()))
+    batches = Batches(config=Any, concurrency=None, auto_window=4)  # type: ignore[arg-type]
+    item: Any = SimpleNamespace(nodeid="t")
+    spec = Spec("f", _Suspend, ("example",), None)
+    batches._started["t"] = {spec: (future, _Window(item, {}, 4))}
+    with pytest.raises(RuntimeError, match="cancelled before it was computed"):
+        batches._wait(item)  # at once: not a wait on a future no one will settle
+    batches.close()
+    batches.close()  # once is enough: the second is a no-op
+    with pytest.raises(RuntimeError, match="the run is stopping"):
+        batches._start(item, [spec], _Window(item, {}, 4))

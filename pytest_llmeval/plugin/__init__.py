@@ -32,6 +32,7 @@ from .fixtures import llmeval_draw as llmeval_draw
 from .fixtures import llmeval_record as llmeval_record
 from .fixtures import session_embedder
 from .keys import (
+    BATCHES_KEY,
     CONTROLLER_KEY,
     DATASETS_KEY,
     DRAW_KEY,
@@ -94,6 +95,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    batches = config.stash.get(BATCHES_KEY, None)
+    if batches is not None:
+        # Examples still under way (-x) end before the run's clients close: else one could
+        # build a client after the close, which nothing would close. (The config's cleanup
+        # closes them too, when unconfigure did not get here: a no-op otherwise.)
+        batches.close()
     token = config.stash.get(RUN_TOKEN_KEY, None)
     if token is not None:  # pytest_configure got as far as making the run current
         context.deactivate(token)

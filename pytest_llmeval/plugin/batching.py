@@ -126,6 +126,17 @@ class _Raised:
     error: BaseException
 
 
+@dataclass(frozen=True, eq=False)
+class _Work:
+    """Examples of one test to start on the loop: each spec's future, the window's shared
+    fixtures, and the record its fixtures write into (made on the main thread)."""
+
+    item: pytest.Item
+    futures: list[tuple[Spec, Future[Any]]]
+    shared: dict[str, Any]
+    record: Record
+
+
 @dataclass(eq=False)
 class _Window:
     """The examples started for the tests that share one set of fixtures (those of the
@@ -155,10 +166,9 @@ class Batches:
     _order: dict[str, int] = field(default_factory=dict)
     _waited: dict[str, float] = field(default_factory=dict)  # node id -> time its setup waited
     _absorbed: dict[str, int] = field(default_factory=dict)  # node id -> steps already moved
-    _outbox: list[tuple[pytest.Item, list[tuple[Spec, Future[Any]]], dict[str, Any]]] = field(
-        default_factory=list
-    )  # examples to start, sent to the loop at once (one wake-up)
+    _outbox: list[_Work] = field(default_factory=list)  # sent to the loop at once (one wake-up)
     _loop: _Loop | None = None
+    _closed: bool = False
 
     def value(self, spec: Spec, request: pytest.FixtureRequest) -> Any:
         __tracebackhide__ = True
@@ -288,6 +298,8 @@ class Batches:
         sending)."""
         if not specs:
             return
+        if self._closed:
+            raise RuntimeError(_STOPPED)
         started = self._started.setdefault(item.nodeid, {})
         work: list[tuple[Spec, Future[Any]]] = []
         for spec in specs:
@@ -295,40 +307,42 @@ class Batches:
             started[spec] = (future, window)
             work.append((spec, future))
         window.ahead.append(item.nodeid)
-        self._outbox.append((item, work, window.shared))
+        self._outbox.append(_Work(item, work, window.shared, self._scratch(item)))
 
-    def _begin(
-        self, outbox: list[tuple[pytest.Item, list[tuple[Spec, Future[Any]]], dict[str, Any]]]
-    ) -> None:
+    def _begin(self, outbox: list[_Work]) -> None:
         """In the loop: a task per fixture of each example (or the one its dependent
-        started), each settling its future."""
-        for item, work, shared in outbox:
-            for spec, future in work:
-                task = self._task(spec, item, shared)
+        started), each settling its future; a future no task can settle gets the error."""
+        for work in outbox:
+            for spec, future in work.futures:
+                try:
+                    task = self._task(spec, work)
+                except Exception as exc:  # else its test would wait for ever
+                    if not future.done():
+                        future.set_exception(exc)
+                    continue
                 task.add_done_callback(functools.partial(_settle, future))
 
-    def _task(self, spec: Spec, item: pytest.Item, shared: dict[str, Any]) -> asyncio.Task[Any]:
-        tasks = self._tasks.setdefault(item.nodeid, {})
+    def _task(self, spec: Spec, work: _Work) -> asyncio.Task[Any]:
+        tasks = self._tasks.setdefault(work.item.nodeid, {})
         task = tasks.get(spec)
         if task is None:
-            task = tasks[spec] = asyncio.get_running_loop().create_task(
-                self._one(spec, item, shared)
-            )
+            task = tasks[spec] = asyncio.get_running_loop().create_task(self._one(spec, work))
         return task
 
-    async def _get(self, spec: Spec, item: pytest.Item, shared: dict[str, Any]) -> Any:
+    async def _get(self, spec: Spec, work: _Work) -> Any:
         __tracebackhide__ = True
-        outcome = await self._task(spec, item, shared)
+        outcome = await self._task(spec, work)
         if isinstance(outcome, _Raised):
             raise outcome.error
         return outcome
 
-    async def _one(self, spec: Spec, item: pytest.Item, shared: dict[str, Any]) -> Any:
+    async def _one(self, spec: Spec, work: _Work) -> Any:
         """``spec``'s value for ``item``'s example, or what computing it raised (pytest's
-        outcomes included), to be raised in that test alone."""
+        outcomes, KeyboardInterrupt and SystemExit included), to be raised in that test
+        alone."""
         __tracebackhide__ = True
+        item, shared, record = work.item, work.shared, work.record
         example = item.stash[EXAMPLE_KEY]
-        record = self._scratch(item)
         bind(record)  # this task's calls and verdicts go to the example's record
         try:
             args: dict[str, Any] = {}
@@ -341,7 +355,7 @@ class Batches:
                 elif name == DRAW:
                     args[name] = record.draw or 1
                 elif dependency is not None:
-                    args[name] = await self._get(dependency, item, shared)
+                    args[name] = await self._get(dependency, work)
                 else:
                     args[name] = shared[name]
             async with self._limit(spec):
@@ -350,13 +364,15 @@ class Batches:
                     return await spec.func(**args)
                 finally:
                     record.elapsed_s = (record.elapsed_s or 0.0) + time.perf_counter() - start
-        except asyncio.CancelledError:
-            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            raise  # the loop's, not the example's: the task (or its coroutine) ends
         except BaseException as exc:  # the test raises it, whatever it is
             return _Raised(exc)
 
     def _scratch(self, item: pytest.Item) -> Record:
-        """The record the example's fixtures write into until its test absorbs it."""
+        """The record the example's fixtures write into until its test absorbs it; made
+        on the main thread when its first example starts, so what it goes on from does
+        not depend on timing."""
         record = self.scratch.get(item.nodeid)
         if record is None:
             example = item.stash[EXAMPLE_KEY]
@@ -368,8 +384,9 @@ class Batches:
             )
             owner = item.stash.get(RECORD_KEY, None)
             if owner is not None:
-                # The test being set up: what its earlier fixtures did is in its record
-                # already, and this fixture's trajectory (and limits) go on from it.
+                # Started by the test being set up: what its earlier fixtures did is in its
+                # record already, and this fixture's trajectory (and limits) go on from it.
+                # (Started ahead, a test has no record yet: its fixtures' steps come first.)
                 record.steps = list(owner.steps)
                 self._absorbed[item.nodeid] = len(record.steps)
             self.scratch[item.nodeid] = record
@@ -437,6 +454,8 @@ class Batches:
     # -- the run's event loop -----------------------------------------------------------------
 
     def _running(self) -> _Loop:
+        if self._closed:
+            raise RuntimeError(_STOPPED)
         if self._loop is None:
             self._loop = _Loop()
             self.config.add_cleanup(self.close)
@@ -444,9 +463,20 @@ class Batches:
 
     def close(self) -> None:
         """The run has ended: examples still under way (-x, Ctrl-C) are cancelled, and the
-        loop and its thread end."""
+        loop and its thread end (before the run's clients close: no example can build a
+        new one after). Once: the plugin's unconfigure, then the config's cleanup."""
+        if self._closed:
+            return
+        self._closed = True
         if self._loop is not None:
             self._loop.close(CLOSE_TIMEOUT_S)
+
+
+_STOPPED = "batched fixtures: the run is stopping: this test's example was not computed"
+_CANCELLED = (
+    "batched fixtures: this test's example was cancelled before it was computed (the run "
+    "stopping, a Ctrl-C, or a CancelledError its own code raised)"
+)
 
 
 def _settle(future: Future[Any], task: asyncio.Task[Any]) -> None:
@@ -454,7 +484,9 @@ def _settle(future: Future[Any], task: asyncio.Task[Any]) -> None:
     if future.done():
         return
     if task.cancelled():
-        future.cancel()
+        # An error, not a cancelled future: a waiter of concurrent.futures.wait never
+        # hears of a cancel() made without set_running_or_notify_cancel().
+        future.set_exception(RuntimeError(_CANCELLED))
     elif task.exception() is not None:
         future.set_exception(task.exception())
     else:
