@@ -169,6 +169,12 @@ class Batches:
     _outbox: list[_Work] = field(default_factory=list)  # sent to the loop at once (one wake-up)
     _loop: _Loop | None = None
     _closed: bool = False
+    # By fixture closure (pytest's FuncFixtureInfo, one per test function, shared by its
+    # parametrized tests; kept here so that its id stays its own): the batched fixtures
+    # its tests use, and the shared fixtures each needs. The window asks for each test.
+    _closures: dict[int, tuple[object, list[Spec], dict[Spec, set[str]]]] = field(
+        default_factory=dict
+    )
 
     def value(self, spec: Spec, request: pytest.FixtureRequest) -> Any:
         __tracebackhide__ = True
@@ -238,8 +244,11 @@ class Batches:
 
     def _reached(self, window: _Window, item: pytest.Item) -> None:
         """``item`` runs: it and the tests before it are no longer ahead."""
-        if item.nodeid in window.ahead:
-            while window.ahead.popleft() != item.nodeid:
+        ahead = window.ahead
+        if ahead and ahead[0] == item.nodeid:  # the usual case: the tests run in order
+            ahead.popleft()
+        elif item.nodeid in ahead:
+            while ahead.popleft() != item.nodeid:
                 pass
 
     def _top_up(self, window: _Window, item: pytest.Item) -> None:
@@ -269,15 +278,26 @@ class Batches:
         """The batched fixtures of ``item`` not started yet whose shared fixtures are the
         window's (the same instances as for the test that started it)."""
         started = self._started.get(item.nodeid, {})
+        specs, needs = self._closure(item)
         return [
             spec
-            for spec in _specs_of(item)
+            for spec in specs
             if spec not in started
             and all(
                 name in window.shared and _same_instance(item, window.first, name)
-                for name in _needs(spec, item)
+                for name in needs[spec]
             )
         ]
+
+    def _closure(self, item: pytest.Item) -> tuple[list[Spec], dict[Spec, set[str]]]:
+        info = getattr(item, "_fixtureinfo", None)
+        found = self._closures.get(id(info))
+        if found is None or found[0] is not info:
+            specs = _specs_of(item)
+            found = (info, specs, {spec: _needs(spec, item) for spec in specs})
+            if info is not None:
+                self._closures[id(info)] = found
+        return found[1], found[2]
 
     def _upcoming(self, item: pytest.Item) -> Sequence[int]:
         """Indices (in session.items) of ``item`` and the tests this process runs next."""
@@ -407,7 +427,7 @@ class Batches:
         """The outcomes of ``item``'s started examples, once all are ready: the test's
         record takes what they recorded only when none writes into it any more."""
         started = self._started[item.nodeid]
-        pending = {future for future, _ in started.values()}
+        pending = {future for future, _ in started.values() if not future.done()}
         waited = time.perf_counter()
         try:
             while pending:
