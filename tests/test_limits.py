@@ -723,3 +723,59 @@ def test_the_bound_holds_across_sync_and_async_callers_of_one_run(tmp_path: Path
         (stats,) = pools.limits()
         assert stats.peak_in_flight == 3 and stats.limit == 3
         pools.close()
+
+
+@pytest.mark.parametrize("value", ["inf", "3600"])
+def test_a_retry_after_of_forever_or_an_hour_holds_the_endpoint_at_most_retry_max_delay(
+    header_server: HeaderServer, tmp_path: Path, value: str
+) -> None:
+    header_server.script = [(429, {"retry-after": value})]
+    client = client_for(header_server.base_url, tmp_path, retry_max_delay=0.3)
+    replies: list[Any] = []
+
+    def calls() -> None:
+        try:
+            replies.extend(client.complete(f"q{i}") for i in range(2))
+        except BaseException as exc:  # a bug: an OverflowError out of a wait
+            replies.append(exc)
+
+    thread = threading.Thread(target=calls, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert replies == ["echo: q0", "echo: q1"]
+    stats = client._limiter.stats if client._limiter else None
+    assert stats is not None and stats.paused_s <= 0.31
+    client.close()
+
+
+def test_an_app_and_a_judge_on_one_endpoint_share_one_limiter_each_within_its_own_cap(
+    tmp_path: Path,
+) -> None:
+    with FakeOpenAIServer(latency=0.2) as server:
+        pools = Pools()
+        config: dict[str, Any] = dict(model="m", base_url=server.base_url, api_key="k")
+        app = LLMClient(
+            ClientConfig(max_concurrency=4, **config), ResponseCache(tmp_path, "off"), pools=pools
+        )
+        judge = LLMClient(
+            ClientConfig(role="judge", max_concurrency=2, **config),
+            ResponseCache(tmp_path, "off"),
+            pools=pools,
+        )
+
+        async def calls() -> None:
+            await asyncio.gather(
+                *(app.aio.complete(f"app {i}") for i in range(6)),
+                *(judge.aio.complete(f"judge {i}") for i in range(4)),
+            )
+
+        asyncio.run(calls())
+        (stats,) = pools.limits()  # one limiter: one mirror of the provider's budget
+        assert stats.ceiling == 4 and server.total_requests == 10
+        limiter = app._limiter
+        assert limiter is not None and limiter is judge._limiter
+        # Each within its own cap: 4 + 2 at most at once.
+        assert stats.peak_in_flight <= 6 and server.peak_in_flight <= 6
+        # The app's and the judge's latencies are compared each with its own.
+        assert sorted(limiter._latency) == ["app chat.completions m", "judge chat.completions m"]
+        pools.close()
