@@ -294,6 +294,11 @@ def test_each_clients_cap_bounds_its_own_requests_within_the_endpoints_limit() -
     for ticket in [*judged, *apps, *got]:
         limiter.release(ticket)
     assert limiter.in_flight == judge.in_flight == app.in_flight == 0
+    # An adaptive limit starts where the highest ceiling would have had it start.
+    adaptive = Limiter("http://x", 2, adaptive=True)
+    assert adaptive.limit == 2
+    adaptive.cap(256)
+    assert adaptive.limit == INITIAL_LIMIT and adaptive.stats.ceiling == 256
 
 
 def fill(limiter: Limiter) -> list[Any]:

@@ -312,7 +312,9 @@ class Limiter:
                 self._ceiling = self.stats.ceiling = cap.ceiling
                 if not self._adaptive:
                     self._limit = float(cap.ceiling)
-                    self._grew()
+                elif not self.stats.cuts:  # the start a higher ceiling would have had
+                    self._limit = max(self._limit, float(min(INITIAL_LIMIT, cap.ceiling)))
+                self._grew()
                 woken = self._grant()
             else:
                 woken = []

@@ -12,11 +12,13 @@ its cause: the test is then an error, not a quality failure.
 Async calls (``.aio``) run on the caller's event loop with ``openai.AsyncOpenAI``: one per
 loop (one connection pool per endpoint and loop), closed when its loop shuts down or at
 the run's end. Sync and async share all but the sending and the sleeping, and one
-limiter per endpoint (limits.py) bounds the requests in flight across both and paces
-them by the provider's rate-limit headers. The bound, the waiting threads of
-:func:`off_loop`, the judge's threads and the list of clients a Ctrl-C stops belong to
-the run (pools.py): a client takes the current run's unless given ``pools=``. The pools'
-threads are daemons, so an interrupted run never waits at exit for their requests.
+limiter per endpoint and API key (limits.py), shared by the run's clients of it, bounds
+the requests in flight across both and paces them by the provider's rate-limit headers;
+each client's ``max_concurrency`` caps its own requests in flight within it. The
+limiters, the waiting threads of :func:`off_loop`, the judge's threads and the list of
+clients a Ctrl-C stops belong to the run (pools.py): a client takes the current run's
+unless given ``pools=``. The pools' threads are daemons, so an interrupted run never
+waits at exit for their requests.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ EMBEDDINGS = "embeddings"
 # The most retries of a refused connection in a call (below llmeval_max_retries): most
 # likely a server that is down or restarting. Timeouts have their own setting.
 CONNECTION_RETRIES = 2
-# The default bound on requests in flight per endpoint: the ceiling of the adaptive limit.
+# The default bound on a client's requests in flight (the endpoint's limiter's ceiling is
+# the highest of its clients': the adaptive limit's).
 MAX_CONCURRENCY = 256
 
 
