@@ -445,17 +445,19 @@ def test_a_send_costing_more_than_ever_reported_left_waits_for_a_full_bucket() -
     headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-limit-requests": "60"}
     limiter.release(limiter.acquire(), latency=0.1, headers=headers)
     assert sends(limiter, clock, 3) == [pytest.approx(t) for t in (1.0, 2.0, 3.0)]
-    # Tokens: 150 left at most ever said, 300 a request, 6000 a minute (100 a second).
+    # Tokens, 6000 a minute (100 a second): the bucket was seen to hold 100 (nothing left
+    # after a request of 100), and requests now use far more than that.
     limiter = Limiter("http://x", 64, clock=clock)
-    limiter.note_usage(300)
-    headers = {"x-ratelimit-remaining-tokens": "150"}
-    limiter.release(limiter.acquire(), latency=0.1, headers=headers)
-    limiter.release(limiter.acquire(), latency=0.1, headers=headers)
-    assert limiter._tokens.capacity == 150
-    assert sends(limiter, clock, 1) == [0.0]  # a full bucket, into debt
+    limiter.note_usage(100)
     headers = {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-limit-tokens": "6000"}
     limiter.release(limiter.acquire(), latency=0.1, headers=headers)
-    assert sends(limiter, clock, 2) == [pytest.approx(t) for t in (3.0, 6.0)]
+    assert limiter._tokens.capacity == 100
+    for _ in range(40):
+        limiter.note_usage(1000)
+    cost = limiter._tokens_per_request
+    assert cost > 900
+    # Each goes when the bucket is full, into debt that the next waits out.
+    assert sends(limiter, clock, 2) == [pytest.approx(1.0), pytest.approx(1.0 + cost / 100)]
 
 
 def test_a_server_with_a_bucket_of_one_is_paced_not_stalled(tmp_path: Path) -> None:

@@ -129,8 +129,9 @@ class _Budget:
     """A local mirror of one of the provider's buckets (requests, or tokens): the level
     it last reported, less what was sent since, refilled at the rate its limit implies
     (or at once at its reset, when no limit is given), never above its capacity: the most
-    it reported, or its limit. A send costing more than that is due when the bucket is
-    full and leaves it in debt, which later sends wait out."""
+    it was seen to hold (what it said was left, and what the request it answered took).
+    A send costing more than that is due when the bucket is full and leaves it in debt,
+    which later sends wait out."""
 
     def __init__(self) -> None:
         self.level: float | None = None  # None: the provider never said
@@ -141,13 +142,22 @@ class _Budget:
         self.charged = 0.0  # all that was sent, for telling what a report left out
 
     def observe(
-        self, remaining: float, limit: float | None, reset_s: float | None, now: float, since: float
+        self,
+        remaining: float,
+        limit: float | None,
+        reset_s: float | None,
+        now: float,
+        since: float,
+        admitted: float,
     ) -> None:
         """A report of ``remaining`` at ``now``; ``since`` was sent after the request it
-        answers (the provider had not counted it)."""
+        answers (the provider had not counted it); ``admitted`` is what that request
+        took from the bucket (0 if refused), so the bucket held at least both."""
         if limit:
             self.rate = limit / LIMIT_WINDOW_S
-        self.capacity = max(self.capacity, remaining, limit or 0.0)
+        # Not the limit: a provider's bucket may hold less than a minute's worth, and
+        # after a quiet spell a mirror that full would let a burst of 429s through.
+        self.capacity = max(self.capacity, remaining + admitted)
         self.level = remaining - since
         self.stamp = now
         self.reset_at = None if reset_s is None else now + reset_s
@@ -531,7 +541,7 @@ class Limiter:
             ticket.released = True
             self._free_slot(ticket.cap)
             if headers is not None:
-                self._observe(headers, ticket, now)
+                self._observe(headers, ticket, now, admitted=status != 429)
             if status == 429:
                 self._rate_limited(headers, ticket, now)
             elif status is None and latency is not None:
@@ -548,10 +558,12 @@ class Limiter:
             else:
                 self._tokens_per_request += (total_tokens - self._tokens_per_request) / 8
 
-    def _observe(self, headers: Mapping[str, str], ticket: Ticket, now: float) -> None:
-        for budget, name, mark in (
-            (self._requests, "requests", ticket.requests_mark),
-            (self._tokens, "tokens", ticket.tokens_mark),
+    def _observe(
+        self, headers: Mapping[str, str], ticket: Ticket, now: float, admitted: bool
+    ) -> None:
+        for budget, name, mark, cost in (
+            (self._requests, "requests", ticket.requests_mark, 1.0),
+            (self._tokens, "tokens", ticket.tokens_mark, self._tokens_per_request),
         ):
             remaining = _number(headers, f"x-ratelimit-remaining-{name}")
             if remaining is None:
@@ -563,6 +575,7 @@ class Limiter:
                 None if reset is None else min(reset, self._max_pause),
                 now,
                 budget.charged - mark,
+                cost if admitted else 0.0,
             )
 
     def _rate_limited(self, headers: Mapping[str, str] | None, ticket: Ticket, now: float) -> None:
