@@ -203,6 +203,23 @@ def test_a_slot_granted_to_a_waiter_of_a_closed_loop_goes_to_the_next() -> None:
     limiter.release(got[0])
 
 
+def test_a_paced_head_whose_loop_closed_leaves_the_line_and_its_slot() -> None:
+    limiter = Limiter("http://x", 2)
+    headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "0.2s"}
+    limiter.release(limiter.acquire(), latency=0.1, headers=headers)
+    loop = asyncio.new_event_loop()
+    orphan = loop.create_task(limiter.acquire_async())
+    loop.run_until_complete(asyncio.sleep(0.01))
+    loop.close()  # its task sleeps at the head of the line, holding a slot, for ever
+    assert not orphan.done() and len(limiter._paced) == 1 and limiter.in_flight == 1
+    got: list[Any] = []
+    thread = threading.Thread(target=lambda: got.append(limiter.acquire()), daemon=True)
+    thread.start()
+    thread.join(5)
+    assert got and limiter.in_flight == 1 and not limiter._paced
+    limiter.release(got[0])
+
+
 def test_a_paced_task_at_the_head_wakes_at_an_interrupt() -> None:
     limiter = Limiter("http://x", 8)
     headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "60s"}

@@ -352,12 +352,12 @@ class Limiter:
         try:
             while True:
                 with self._lock:
-                    ticket, delay, head = self._pace(waiter)
+                    ticket, delay, woken = self._pace(waiter)
                     if ticket is None:
                         waiter.event.clear()  # under the lock: no wake is lost
+                for other in woken:
+                    other.wake()
                 if ticket is not None:
-                    if head is not None:
-                        head.wake()
                     return ticket
                 if delay is None:  # behind others: the one ahead wakes it
                     waiter.event.wait()
@@ -385,12 +385,12 @@ class Limiter:
         try:
             while True:
                 with self._lock:
-                    ticket, delay, head = self._pace(waiter)
+                    ticket, delay, woken = self._pace(waiter)
                     if ticket is None:  # what the one ahead, or an interrupt, sets
                         waiter.future = future = loop.create_future()
+                for other in woken:
+                    other.wake()
                 if ticket is not None:
-                    if head is not None:
-                        head.wake()
                     return ticket
                 if delay is None:
                     await future
@@ -448,7 +448,7 @@ class Limiter:
         kept: list[_Waiter] = []
         while self._waiters and self._in_flight < self.limit:
             waiter = self._waiters.popleft()
-            if waiter.loop is not None and waiter.loop.is_closed():
+            if _gone(waiter):
                 continue
             if _capped(waiter):
                 kept.append(waiter)
@@ -465,18 +465,19 @@ class Limiter:
     # then sends and hands the head to the next, so the sends keep their spacing (a
     # pause shifts the line, it does not release it at once) and new news counts.
 
-    def _pace(self, waiter: _Waiter) -> tuple[Ticket | None, float | None, _Waiter | None]:
-        """Under the lock: (a ticket, None, the line's next head) when ``waiter`` may
-        send now; else (None, seconds to wait, None) for the head of the line, or (None,
-        None, None) for one behind it."""
+    def _pace(self, waiter: _Waiter) -> tuple[Ticket | None, float | None, list[_Waiter]]:
+        """Under the lock: (a ticket, None, whom to wake: the line's next head) when
+        ``waiter`` may send now; else (None, seconds to wait, []) for the head of the
+        line, or (None, None, []) for one behind it."""
         if self._interrupted.is_set():
             raise KeyboardInterrupt
+        woken = self._sweep()
         if self._paced and self._paced[0] is not waiter:
             if not waiter.queued:
                 waiter.queued = True
                 self._paced.append(waiter)
                 self.stats.paced += 1
-            return None, None, None
+            return None, None, woken
         now = self._clock()
         at = self._ready(now)
         if at > now:
@@ -484,7 +485,7 @@ class Limiter:
                 waiter.queued = True
                 self._paced.append(waiter)
                 self.stats.paced += 1
-            return None, at - now, None
+            return None, at - now, woken
         if waiter.queued:
             waiter.queued = False
             self._paced.popleft()
@@ -492,7 +493,23 @@ class Limiter:
         ticket = Ticket(
             now, self._requests.take(1.0, now), self._tokens.take(cost, now), waiter.cap
         )
-        return ticket, None, (self._paced[0] if self._paced else None)
+        woken += self._sweep()
+        if self._paced:
+            woken.append(self._paced[0])
+        return ticket, None, woken
+
+    def _sweep(self) -> list[_Waiter]:
+        """Under the lock: drop the waiters at the head of the line whose event loop
+        closed (they will never send), giving their slots to others; whom to wake."""
+        dropped = False
+        while self._paced and _gone(self._paced[0]):
+            gone = self._paced.popleft()
+            gone.queued = False
+            self._free_slot(gone.cap)
+            dropped = True
+        if not dropped:
+            return []
+        return ([self._paced[0]] if self._paced else []) + self._grant()
 
     def _ready(self, now: float) -> float:
         """When the next request may be sent: after any pause, once the mirrored
@@ -515,8 +532,8 @@ class Limiter:
                 if was_head and self._paced:
                     head = self._paced[0]
             self._free_slot(waiter.cap)
-            woken = self._grant()
-        for other in ([head] if head is not None else []) + woken:
+            woken = ([head] if head is not None else []) + self._grant() + self._sweep()
+        for other in woken:
             other.wake()
 
     # --- what came back -----------------------------------------------------------------
@@ -546,7 +563,7 @@ class Limiter:
                 self._rate_limited(headers, ticket, now)
             elif status is None and latency is not None:
                 self._answered(lane, latency, ticket, now)
-            woken = self._grant()
+            woken = self._grant() + self._sweep()
         for waiter in woken:
             waiter.wake()
 
@@ -640,6 +657,11 @@ class Limiter:
                 waiter.interrupted = True
         for waiter in woken:
             waiter.wake()
+
+
+def _gone(waiter: _Waiter) -> bool:
+    """Whether ``waiter`` is a task of an event loop since closed: it waits no more."""
+    return waiter.loop is not None and waiter.loop.is_closed()
 
 
 def _capped(waiter: _Waiter) -> bool:
