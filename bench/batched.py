@@ -141,7 +141,7 @@ def write_suite(
         "llmeval_judge_model = judge-model\nllmeval_min_pass_rate = distribution:0\n"
     )
     if batched:
-        # The bound is per (endpoint, limit): app and judge share one only at equal limits.
+        # One limiter per endpoint and key: app and judge share its bound (the higher).
         if concurrency is not None:
             ini += "".join(
                 f"llmeval_{key} = {concurrency}\n"

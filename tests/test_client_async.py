@@ -176,3 +176,88 @@ def test_the_callers_record_is_filled_from_its_own_task(
 def test_no_async_client_in_a_loop_that_never_calls(client: LLMClient) -> None:
     asyncio.run(asyncio.sleep(0))
     assert client.pools._on_loop == {}
+
+
+@pytest.mark.parametrize("twin", ["sync", "async"])
+def test_a_twin_whose_owner_is_cancelled_sends_the_request_itself(
+    client: LLMClient, fake_openai: FakeOpenAIServer, twin: str
+) -> None:
+    """The owner's cancellation is its own, not the twin's: the twin gets no
+    CancelledError but its answer."""
+    fake_openai.latency = 0.3
+    replies: list[str] = []
+    sync = threading.Thread(target=lambda: replies.append(client.complete("same")))
+
+    async def main() -> None:
+        owner = asyncio.ensure_future(asyncio.wait_for(client.aio.complete("same"), 0.15))
+        while fake_openai.in_flight == 0:
+            await asyncio.sleep(0.005)
+        if twin == "sync":
+            sync.start()
+        else:
+            waiting = asyncio.ensure_future(client.aio.complete("same"))
+        with pytest.raises(asyncio.TimeoutError):
+            await owner
+        if twin == "sync":
+            await asyncio.to_thread(sync.join, 10)
+        else:
+            replies.append(await asyncio.wait_for(waiting, 10))
+
+    asyncio.run(main())
+    assert replies == ["echo: same"]
+    assert fake_openai.total_requests == 2 and client._in_flight == {}
+
+
+def test_a_retry_waits_without_waking_the_loop_and_an_interrupt_ends_the_wait(
+    fake_openai: FakeOpenAIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_openai.retry_after = 20.0
+    fake_openai.fault_sequence = ["429"]
+    config = ClientConfig(model="m", base_url=fake_openai.base_url, api_key="k", timeout=5.0)
+    client = LLMClient(config, ResponseCache(tmp_path, "off"), pools=Pools())
+    naps: list[float] = []
+    sleep = asyncio.sleep
+
+    async def counted(delay: float, *args: Any) -> Any:
+        naps.append(delay)
+        return await sleep(delay, *args)
+
+    async def main() -> str:
+        async def call() -> str:
+            try:  # caught in the task: asyncio lets a KeyboardInterrupt out of the loop
+                return await client.aio.complete("q")
+            except KeyboardInterrupt:
+                return "interrupted"
+
+        task = asyncio.ensure_future(call())
+        while client.stats.requests == 0 or fake_openai.total_requests == 0:
+            await asyncio.sleep(0.005)
+        monkeypatch.setattr(asyncio, "sleep", counted)
+        await sleep(0.5)  # the retry's wait: 20 s
+        monkeypatch.setattr(asyncio, "sleep", sleep)
+        await asyncio.to_thread(client.pools.interrupt)
+        return await asyncio.wait_for(task, 5)
+
+    assert asyncio.run(main()) == "interrupted"
+    assert naps == []  # no polling while it waited
+    client.close()
+
+
+def test_an_async_client_is_built_outside_the_pools_lock() -> None:
+    pools = Pools()
+    locked: list[bool] = []
+
+    class Made:
+        async def close(self) -> None:
+            pass
+
+    def make() -> Made:
+        locked.append(pools._lock.locked())
+        return Made()
+
+    async def main() -> None:
+        assert await pools.on_loop("k", make) is await pools.on_loop("k", make)
+
+    asyncio.run(main())
+    assert locked == [False]
+    pools.close()

@@ -47,6 +47,37 @@ def test_durations_read_as_openai_writes_them() -> None:
     assert retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None
 
 
+def test_no_header_value_means_forever() -> None:
+    for odd in ("inf", "nan", "1e400", "-inf"):
+        assert retry_after({"retry-after": odd}) is None, odd
+        assert parse_duration(odd) is None, odd
+    assert parse_duration("9" * 400 + "s") is None
+    # An unreadable retry-after-ms leaves retry-after to say it.
+    assert retry_after({"retry-after-ms": "soon", "retry-after": "2"}) == 2.0
+    assert retry_after({"retry-after-ms": "inf", "retry-after": "2"}) == 2.0
+
+
+def test_an_odd_or_long_pause_holds_the_endpoint_at_most_max_pause() -> None:
+    limiter = Limiter("http://x", 8, max_pause=0.2)
+    limiter.release(limiter.acquire(), status=429, headers={"retry-after": "inf"})
+    limiter.release(limiter.acquire(), latency=0.1)  # no pause, no OverflowError
+    limiter.release(limiter.acquire(), status=429, headers={"retry-after": "3600"})
+    assert limiter.stats.paused_s == pytest.approx(0.2, abs=0.05)
+    begun = time.monotonic()
+    limiter.release(limiter.acquire())
+    assert 0.15 <= time.monotonic() - begun < 5
+    # An empty budget whose reset is far off (no limit to refill by) waits max_pause.
+    headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1e300"}
+    limiter.release(limiter.acquire(), latency=0.1, headers=headers)
+    begun = time.monotonic()
+
+    async def later() -> None:
+        limiter.release(await limiter.acquire_async())
+
+    asyncio.run(asyncio.wait_for(later(), 5))
+    assert 0.15 <= time.monotonic() - begun < 5
+
+
 def test_sync_and_async_acquirers_together_never_exceed_the_limit() -> None:
     limiter = Limiter("http://x", 3)
     lock = threading.Lock()
@@ -155,6 +186,63 @@ def test_a_cancelled_waiter_gives_its_place_to_the_next() -> None:
     assert limiter.in_flight == 0 and not limiter._waiters
 
 
+def test_a_slot_granted_to_a_waiter_of_a_closed_loop_goes_to_the_next() -> None:
+    limiter = Limiter("http://x", 1)
+    held = limiter.acquire()
+    loop = asyncio.new_event_loop()
+    orphan = loop.create_task(limiter.acquire_async())
+    loop.run_until_complete(asyncio.sleep(0.01))
+    loop.close()  # its task still waits: never cancelled, never resumed
+    assert not orphan.done() and len(limiter._waiters) == 1
+    limiter.release(held)
+    got: list[Any] = []
+    thread = threading.Thread(target=lambda: got.append(limiter.acquire()), daemon=True)
+    thread.start()
+    thread.join(5)
+    assert got and limiter.in_flight == 1 and not limiter._waiters
+    limiter.release(got[0])
+
+
+def test_a_paced_head_whose_loop_closed_leaves_the_line_and_its_slot() -> None:
+    limiter = Limiter("http://x", 2)
+    headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "0.2s"}
+    limiter.release(limiter.acquire(), latency=0.1, headers=headers)
+    loop = asyncio.new_event_loop()
+    orphan = loop.create_task(limiter.acquire_async())
+    loop.run_until_complete(asyncio.sleep(0.01))
+    loop.close()  # its task sleeps at the head of the line, holding a slot, for ever
+    assert not orphan.done() and len(limiter._paced) == 1 and limiter.in_flight == 1
+    got: list[Any] = []
+    thread = threading.Thread(target=lambda: got.append(limiter.acquire()), daemon=True)
+    thread.start()
+    thread.join(5)
+    assert got and limiter.in_flight == 1 and not limiter._paced
+    limiter.release(got[0])
+
+
+def test_a_paced_task_at_the_head_wakes_at_an_interrupt() -> None:
+    limiter = Limiter("http://x", 8)
+    headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "60s"}
+    limiter.release(limiter.acquire(), latency=0.1, headers=headers)
+
+    async def send() -> str:
+        try:  # caught in the task: asyncio lets a KeyboardInterrupt out of the loop
+            await limiter.acquire_async()
+        except KeyboardInterrupt:
+            return "interrupted"
+        return "sent"
+
+    async def main() -> str:
+        head = asyncio.ensure_future(send())
+        while not limiter._paced:
+            await asyncio.sleep(0.001)
+        threading.Thread(target=limiter.interrupt).start()
+        return await asyncio.wait_for(head, 3)
+
+    assert asyncio.run(main()) == "interrupted"
+    assert limiter.in_flight == 0
+
+
 def test_an_interrupt_wakes_every_waiter_with_keyboard_interrupt() -> None:
     limiter = Limiter("http://x", 1)
     held = limiter.acquire()
@@ -202,6 +290,34 @@ def test_a_fixed_limit_never_moves() -> None:
     assert limiter.limit == 8 and limiter.stats.rate_limited == 1 and limiter.stats.cuts == 0
 
 
+def test_each_clients_cap_bounds_its_own_requests_within_the_endpoints_limit() -> None:
+    limiter = Limiter("http://x", 2)
+    app, judge = limiter.cap(4), limiter.cap(2)
+    assert limiter.limit == 4 and limiter.stats.ceiling == 4
+    judged = [limiter.acquire(judge) for _ in range(2)]
+    got: list[Any] = []
+    blocked = threading.Thread(target=lambda: got.append(limiter.acquire(judge)), daemon=True)
+    blocked.start()
+    while not limiter._waiters:
+        time.sleep(0.001)
+    # The judge's third waits for the judge's cap; the app's go past it, up to the limit.
+    apps = [limiter.acquire(app) for _ in range(2)]
+    assert limiter.in_flight == 4 and not got
+    limiter.release(apps.pop())
+    assert limiter.in_flight == 3 and not got  # a free slot, but not within the judge's cap
+    limiter.release(judged.pop())
+    blocked.join(5)
+    assert got and (judge.in_flight, app.in_flight) == (2, 1)
+    for ticket in [*judged, *apps, *got]:
+        limiter.release(ticket)
+    assert limiter.in_flight == judge.in_flight == app.in_flight == 0
+    # An adaptive limit starts where the highest ceiling would have had it start.
+    adaptive = Limiter("http://x", 2, adaptive=True)
+    assert adaptive.limit == 2
+    adaptive.cap(256)
+    assert adaptive.limit == INITIAL_LIMIT and adaptive.stats.ceiling == 256
+
+
 def fill(limiter: Limiter) -> list[Any]:
     """Take every slot: the limit is then what holds requests back."""
     return [limiter.acquire() for _ in range(limiter.limit - limiter.in_flight)]
@@ -235,6 +351,49 @@ def test_the_adaptive_limit_ramps_fast_then_cuts_on_429_then_grows_by_one_per_ro
             limiter.release(ticket)
     assert after_cut + 2 <= limiter.limit <= after_cut + 3
     assert limiter.stats.peak == before
+
+
+def test_a_burst_of_429s_before_any_answer_cuts_the_limit_once() -> None:
+    clock = Clock()
+    limiter = Limiter("http://x", 256, adaptive=True, clock=clock)
+    tickets = [limiter.acquire() for _ in range(6)]
+    for ticket in tickets:  # all sent before the first refusal: one congestion
+        clock.now += 0.001
+        limiter.release(ticket, status=429, headers={})
+    assert limiter.limit == INITIAL_LIMIT // 2 and limiter.stats.cuts == 1
+    clock.now += 0.001
+    limiter.release(limiter.acquire(), status=429, headers={})  # sent after the cut
+    assert limiter.limit == INITIAL_LIMIT // 4 and limiter.stats.cuts == 2
+
+
+def test_the_adaptive_limit_does_not_grow_while_the_providers_budget_holds_sends() -> None:
+    clock = Clock()
+    limiter = Limiter("http://x", 256, adaptive=True, clock=clock)
+    headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "60s"}
+    tickets = fill(limiter)
+    limiter.release(tickets.pop(), status=500, headers=headers)  # a failure: no growth
+    # Another send now waits for the budget, holding its slot: the limit is full of
+    # requests the budget holds, not of ones the limit holds back.
+    paced: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            limiter.acquire()
+        except KeyboardInterrupt as exc:
+            paced.append(exc)
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    while not limiter._paced:
+        time.sleep(0.001)
+    assert limiter.in_flight == limiter.limit
+    for ticket in tickets:
+        clock.now += 0.01
+        limiter.release(ticket, latency=0.25)
+    assert limiter.limit == INITIAL_LIMIT and limiter.stats.peak == INITIAL_LIMIT
+    limiter.interrupt()
+    thread.join(5)
+    assert paced
 
 
 def test_the_adaptive_limit_is_cut_when_latency_rises_and_does_not_grow_unused() -> None:
@@ -294,6 +453,46 @@ def test_without_a_limit_an_empty_budget_waits_for_its_reset() -> None:
     limiter.release(limiter.acquire(), latency=0.1, headers=headers)
     # At the reset the bucket is full again: as full as the provider ever said (4).
     assert sends(limiter, clock, 4) == [pytest.approx(1.5)] * 4
+
+
+def test_a_send_costing_more_than_ever_reported_left_waits_for_a_full_bucket() -> None:
+    clock = Clock()
+    limiter = Limiter("http://x", 64, clock=clock)
+    # A bucket of one request (the provider always answers "0 left"), 60 a minute.
+    headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-limit-requests": "60"}
+    limiter.release(limiter.acquire(), latency=0.1, headers=headers)
+    assert sends(limiter, clock, 3) == [pytest.approx(t) for t in (1.0, 2.0, 3.0)]
+    # Tokens, 6000 a minute (100 a second): the bucket was seen to hold 100 (nothing left
+    # after a request of 100), and requests now use far more than that.
+    limiter = Limiter("http://x", 64, clock=clock)
+    limiter.note_usage(100)
+    headers = {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-limit-tokens": "6000"}
+    limiter.release(limiter.acquire(), latency=0.1, headers=headers)
+    assert limiter._tokens.capacity == 100
+    for _ in range(40):
+        limiter.note_usage(1000)
+    cost = limiter._tokens_per_request
+    assert cost > 900
+    # Each goes when the bucket is full, into debt that the next waits out.
+    assert sends(limiter, clock, 2) == [pytest.approx(1.0), pytest.approx(1.0 + cost / 100)]
+
+
+def test_a_server_with_a_bucket_of_one_is_paced_not_stalled(tmp_path: Path) -> None:
+    """Every answer says 0 left: each send waits its share of the limit (a quarter of a
+    second here), then goes."""
+    with FakeOpenAIServer(rpm=240, burst=0.25) as server:
+        client = client_for(server.base_url, tmp_path)
+        done: list[str] = []
+
+        def calls() -> None:
+            done.extend(client.complete(f"q{i}") for i in range(3))
+
+        thread = threading.Thread(target=calls, daemon=True)
+        thread.start()
+        thread.join(10)
+        assert done == ["echo: q0", "echo: q1", "echo: q2"]
+        assert server.rate_limited == 0
+        client.close()
 
 
 def test_the_token_budget_charges_a_send_what_requests_have_used() -> None:
@@ -547,4 +746,60 @@ def test_the_bound_holds_across_sync_and_async_callers_of_one_run(tmp_path: Path
         assert server.total_requests == 8 and server.peak_in_flight == 3
         (stats,) = pools.limits()
         assert stats.peak_in_flight == 3 and stats.limit == 3
+        pools.close()
+
+
+@pytest.mark.parametrize("value", ["inf", "3600"])
+def test_a_retry_after_of_forever_or_an_hour_holds_the_endpoint_at_most_retry_max_delay(
+    header_server: HeaderServer, tmp_path: Path, value: str
+) -> None:
+    header_server.script = [(429, {"retry-after": value})]
+    client = client_for(header_server.base_url, tmp_path, retry_max_delay=0.3)
+    replies: list[Any] = []
+
+    def calls() -> None:
+        try:
+            replies.extend(client.complete(f"q{i}") for i in range(2))
+        except BaseException as exc:  # a bug: an OverflowError out of a wait
+            replies.append(exc)
+
+    thread = threading.Thread(target=calls, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert replies == ["echo: q0", "echo: q1"]
+    stats = client._limiter.stats if client._limiter else None
+    assert stats is not None and stats.paused_s <= 0.31
+    client.close()
+
+
+def test_an_app_and_a_judge_on_one_endpoint_share_one_limiter_each_within_its_own_cap(
+    tmp_path: Path,
+) -> None:
+    with FakeOpenAIServer(latency=0.2) as server:
+        pools = Pools()
+        config: dict[str, Any] = dict(model="m", base_url=server.base_url, api_key="k")
+        app = LLMClient(
+            ClientConfig(max_concurrency=4, **config), ResponseCache(tmp_path, "off"), pools=pools
+        )
+        judge = LLMClient(
+            ClientConfig(role="judge", max_concurrency=2, **config),
+            ResponseCache(tmp_path, "off"),
+            pools=pools,
+        )
+
+        async def calls() -> None:
+            await asyncio.gather(
+                *(app.aio.complete(f"app {i}") for i in range(6)),
+                *(judge.aio.complete(f"judge {i}") for i in range(4)),
+            )
+
+        asyncio.run(calls())
+        (stats,) = pools.limits()  # one limiter: one mirror of the provider's budget
+        assert stats.ceiling == 4 and server.total_requests == 10
+        limiter = app._limiter
+        assert limiter is not None and limiter is judge._limiter
+        # Each within its own cap: 4 + 2 at most at once.
+        assert stats.peak_in_flight <= 6 and server.peak_in_flight <= 6
+        # The app's and the judge's latencies are compared each with its own.
+        assert sorted(limiter._latency) == ["app chat.completions m", "judge chat.completions m"]
         pools.close()

@@ -12,11 +12,13 @@ its cause: the test is then an error, not a quality failure.
 Async calls (``.aio``) run on the caller's event loop with ``openai.AsyncOpenAI``: one per
 loop (one connection pool per endpoint and loop), closed when its loop shuts down or at
 the run's end. Sync and async share all but the sending and the sleeping, and one
-limiter per endpoint (limits.py) bounds the requests in flight across both and paces
-them by the provider's rate-limit headers. The bound, the waiting threads of
-:func:`off_loop`, the judge's threads and the list of clients a Ctrl-C stops belong to
-the run (pools.py): a client takes the current run's unless given ``pools=``. The pools'
-threads are daemons, so an interrupted run never waits at exit for their requests.
+limiter per endpoint and API key (limits.py), shared by the run's clients of it, bounds
+the requests in flight across both and paces them by the provider's rate-limit headers;
+each client's ``max_concurrency`` caps its own requests in flight within it. The
+limiters, the waiting threads of :func:`off_loop`, the judge's threads and the list of
+clients a Ctrl-C stops belong to the run (pools.py): a client takes the current run's
+unless given ``pools=``. The pools' threads are daemons, so an interrupted run never
+waits at exit for their requests.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from .cache import (
     keyed_request,
     parse_body,
 )
-from .limits import Limiter, Ticket, retry_after
+from .limits import Cap, Limiter, Ticket, retry_after
 from .pools import DaemonPool, Pools
 from .pricing import cost_usd
 
@@ -60,7 +62,8 @@ EMBEDDINGS = "embeddings"
 # The most retries of a refused connection in a call (below llmeval_max_retries): most
 # likely a server that is down or restarting. Timeouts have their own setting.
 CONNECTION_RETRIES = 2
-# The default bound on requests in flight per endpoint: the ceiling of the adaptive limit.
+# The default bound on a client's requests in flight (the endpoint's limiter's ceiling is
+# the highest of its clients': the adaptive limit's).
 MAX_CONCURRENCY = 256
 
 
@@ -147,6 +150,7 @@ def _not_connected(exc: BaseException) -> bool:
 
 T = TypeVar("T")
 GiveUp = Callable[[BaseException], bool]  # whether a failed request is final at once
+Sent = tuple[Any, dict[str, Any], float]  # (parsed, response, latency) of a request sent
 
 
 def interrupt_all() -> None:
@@ -169,8 +173,9 @@ class LLMClient:
         self._openai: openai.OpenAI | None = None
         self._executor: DaemonPool | None = None
         self._limiter: Limiter | None = None
+        self._cap: Cap | None = None  # this client's max_concurrency within the limiter
         self._lock = threading.Lock()
-        self._in_flight: dict[str, Future[tuple[Any, dict[str, Any], float]]] = {}
+        self._in_flight: dict[str, Future[Sent | None]] = {}
         self._jitter = random.Random()
         # The run's, so that its bound per endpoint holds across all of its clients.
         self.pools = context.current_run().pools if pools is None else pools
@@ -352,9 +357,14 @@ class LLMClient:
         __tracebackhide__ = True
         if self.cache.mode == "off":
             return (*self._send(call), False)
-        key, pending, owner = self._claim(call.request)
-        if not owner:
-            return (*_shared(pending.result()), True)
+        while True:
+            key, pending, owner = self._claim(call.request)
+            if owner:
+                break
+            got = pending.result()
+            if got is not None:
+                return (*_shared(got), True)
+            # Its owner stopped (cancelled, interrupted) without failing: claim it anew.
         try:
             sent, shared = self._recheck(call.request), True
             if sent is None:
@@ -371,9 +381,13 @@ class LLMClient:
         __tracebackhide__ = True
         if self.cache.mode == "off":
             return (*await self._asend(call), False)
-        key, pending, owner = self._claim(call.request)
-        if not owner:
-            return (*_shared(await _from_thread(asyncio.wrap_future(pending))), True)
+        while True:
+            key, pending, owner = self._claim(call.request)
+            if owner:
+                break
+            got = await _from_elsewhere(asyncio.wrap_future(pending))
+            if got is not None:
+                return (*_shared(got), True)
         try:
             sent, shared = self._recheck(call.request), True
             if sent is None:
@@ -385,10 +399,10 @@ class LLMClient:
         self._settle(key, pending, sent)
         return (*sent, shared)
 
-    def _claim(
-        self, request: Mapping[str, Any]
-    ) -> tuple[str, Future[tuple[Any, dict[str, Any], float]], bool]:
-        """(key, the future of its response, whether this call sends it)."""
+    def _claim(self, request: Mapping[str, Any]) -> tuple[str, Future[Sent | None], bool]:
+        """(key, the future of its response, whether this call sends it). The future's
+        None: its owner stopped without an answer or a failure of its own (a cancelled
+        task, a KeyboardInterrupt): the twin claims the request anew."""
         key = cache_key(request)
         with self._lock:
             pending = self._in_flight.get(key)
@@ -399,7 +413,7 @@ class LLMClient:
         pending.set_running_or_notify_cancel()
         return key, pending, True
 
-    def _recheck(self, request: Mapping[str, Any]) -> tuple[Any, dict[str, Any], float] | None:
+    def _recheck(self, request: Mapping[str, Any]) -> Sent | None:
         """A twin may have sent the request and written the cache between this call's
         first look and its claim: look again, or it would be paid for twice (a corrupt
         entry was warned about at the first look: not twice)."""
@@ -410,31 +424,34 @@ class LLMClient:
     def _settle(
         self,
         key: str,
-        pending: Future[tuple[Any, dict[str, Any], float]],
-        result: tuple[Any, dict[str, Any], float] | None = None,
+        pending: Future[Sent | None],
+        result: Sent | None = None,
         *,
         exc: BaseException | None = None,
     ) -> None:
+        """The twins' answer: the owner's, or its failure. An owner stopped by a
+        cancellation or an interrupt hands that to no twin (the twin's own task was not
+        cancelled): None tells them to send it themselves."""
         with self._lock:
             del self._in_flight[key]
-        if exc is not None:
+        if isinstance(exc, Exception):
             pending.set_exception(exc)
         else:
-            assert result is not None
+            assert exc is not None or result is not None
             pending.set_result(result)
 
-    def _send(self, call: _Call) -> tuple[Any, dict[str, Any], float]:
+    def _send(self, call: _Call) -> Sent:
         """(parsed, response, latency) of the request, retried; every HTTP request sent
         is counted in the record."""
         __tracebackhide__ = True
         client = self._client()
         create = _creator(client, call.endpoint)
-        limiter = self._limits(str(client.base_url))
+        limiter, cap = self._limits(str(client.base_url))
         attempts = _Attempts(self, call)
         sent = _sent(call)
         while True:
             attempts.start()
-            ticket = limiter.acquire()
+            ticket = limiter.acquire(cap)
             try:
                 start = time.perf_counter()
                 try:
@@ -455,17 +472,17 @@ class LLMClient:
                 if self._interrupted.wait(delay):
                     raise KeyboardInterrupt from None
 
-    async def _asend(self, call: _Call) -> tuple[Any, dict[str, Any], float]:
+    async def _asend(self, call: _Call) -> Sent:
         """:meth:`_send` with the async client of the caller's event loop."""
         __tracebackhide__ = True
         client = await self._aclient()
         create = _creator(client, call.endpoint)
-        limiter = self._limits(str(client.base_url))
+        limiter, cap = self._limits(str(client.base_url))
         attempts = _Attempts(self, call)
         sent = _sent(call)
         while True:
             attempts.start()
-            ticket = await limiter.acquire_async()
+            ticket = await limiter.acquire_async(cap)
             try:
                 start = time.perf_counter()
                 try:
@@ -487,19 +504,18 @@ class LLMClient:
 
     async def _asleep(self, delay: float) -> None:
         """Sleep before a retry, as the sync path's wait: cut short by a Ctrl-C."""
-        end = time.monotonic() + delay
-        while (left := end - time.monotonic()) > 0:
-            await asyncio.sleep(min(left, 0.1))
-            if self._interrupted.is_set():
-                raise KeyboardInterrupt from None
+        if self._interrupted.is_set():
+            raise KeyboardInterrupt from None
+        await self.pools.sleep(delay)
 
     def _received(
         self, call: _Call, limiter: Limiter, ticket: Ticket, raw: Any, body: bytes, latency: float
-    ) -> tuple[Any, dict[str, Any], float]:
+    ) -> Sent:
         """An answer: its headers and latency go to the limiter, its body is validated
         (InvalidResponse when it is no response: retried as any failure)."""
         __tracebackhide__ = True
-        lane = f"{call.endpoint} {call.model}"
+        # The app's and the judge's requests to one model differ (prompts, lengths).
+        lane = f"{self.config.role} {call.endpoint} {call.model}"
         limiter.release(ticket, latency=latency, headers=raw.http_response.headers, lane=lane)
         response, parsed = parse_body(call.endpoint, body)
         usage = response.get("usage") or {}
@@ -507,13 +523,20 @@ class LLMClient:
             limiter.note_usage(int(usage["total_tokens"]))
         return parsed, response, latency
 
-    def _limits(self, base_url: str) -> Limiter:
-        """This client's endpoint's limiter: the run's, shared by its clients."""
-        if self._limiter is None:
-            self._limiter = self.pools.slots(
-                base_url, self.config.max_concurrency, self.config.adaptive
-            )
-        return self._limiter
+    def _limits(self, base_url: str) -> tuple[Limiter, Cap]:
+        """This client's endpoint's limiter (the run's, shared by its clients of that
+        endpoint and key) and this client's cap on its requests in flight there."""
+        with self._lock:
+            if self._limiter is None or self._cap is None:
+                config = self.config
+                self._limiter, self._cap = self.pools.slots(
+                    base_url,
+                    config.api_key,
+                    config.max_concurrency,
+                    config.adaptive,
+                    config.retry_max_delay,
+                )
+            return self._limiter, self._cap
 
     def _retry_limit(self, kind: str) -> int:
         """The most retries of one class of failure in a call."""
@@ -652,9 +675,7 @@ def _messages(prompt: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
 
 
-def _shared(
-    result: tuple[Any, dict[str, Any], float],
-) -> tuple[Any, dict[str, Any], float]:
+def _shared(result: Sent) -> Sent:
     parsed, response, latency = result
     return _copied(parsed), response, latency
 
@@ -761,10 +782,11 @@ class AsyncLLMClient:
         return await self._sync._aembeddings(current_record(), **params)
 
 
-async def _from_thread(work: Awaitable[T]) -> T:
-    """The result of work done in a thread. The plugin's own errors are raised as if from
-    here (a hidden frame): the thread's frames are the client's and asyncio's, and would
-    bury the caller's line, as the sync path's hidden frames do not."""
+async def _from_elsewhere(work: Awaitable[T]) -> T:
+    """The result of work done in a thread, or by a twin call (another task's or
+    thread's). The plugin's own errors are raised as if from here (a hidden frame): the
+    frames they carry are the client's and asyncio's, and would bury the caller's line,
+    as the sync path's hidden frames do not."""
     __tracebackhide__ = True
     try:
         return await work
@@ -793,7 +815,7 @@ async def off_loop(method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     __tracebackhide__ = True
     call = functools.partial(method, *args, **kwargs)
     waiting = context.current_run().pools.waiting()
-    return await _from_thread(asyncio.get_running_loop().run_in_executor(waiting, call))
+    return await _from_elsewhere(asyncio.get_running_loop().run_in_executor(waiting, call))
 
 
 def build_client(

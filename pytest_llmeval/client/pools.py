@@ -1,7 +1,7 @@
 """What the clients of one run share, and the thread pool they all use.
 
 :class:`Pools` belongs to a run (the plugin makes one per pytest run, in its
-``RunContext``): the bound on requests in flight per endpoint (limits.py), the async
+``RunContext``): the bound on requests in flight per endpoint and key (limits.py), the async
 clients of each event loop (one connection pool per endpoint and loop), the threads that wait on
 blocking calls for async code (``off_loop``), and the run's clients, so that a Ctrl-C
 stops them all and the run's end closes them. Nothing of it outlives the run, so an
@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import math
 import queue
 import threading
 import weakref
@@ -25,7 +26,7 @@ from collections.abc import AsyncGenerator, Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
-from .limits import Limiter, LimitStats
+from .limits import Cap, Limiter, LimitStats
 
 if TYPE_CHECKING:
     from .llm import LLMClient
@@ -115,32 +116,48 @@ class Pools:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._limiters: dict[tuple[str, int, bool], Limiter] = {}
+        self._limiters: dict[tuple[str, str | None], Limiter] = {}
         self._waiting: DaemonPool | None = None
         # Each client of the run, and the event it watches: set by a Ctrl-C.
         self._clients: weakref.WeakKeyDictionary[LLMClient, threading.Event] = (
             weakref.WeakKeyDictionary()
         )
         self._interrupted = False
+        # The futures that tasks sleeping before a retry await (see sleep), by loop.
+        self._sleepers: set[tuple[Loop, asyncio.Future[None]]] = set()
         # What belongs to one event loop (an async client per endpoint: its connection
         # pool), and the async generator that closes it when the loop shuts down.
         self._on_loop: dict[Loop, dict[Hashable, AsyncClosable]] = {}
         self._closers: dict[Loop, AsyncGenerator[None, None]] = {}
 
-    def slots(self, base_url: str, ceiling: int, adaptive: bool = False) -> Limiter:
-        """The bound on requests in flight to ``base_url`` (and the pace of its sends),
-        shared by the run's clients, sync and async."""
-        key = (base_url, ceiling, adaptive)
+    def slots(
+        self,
+        base_url: str,
+        api_key: str | None,
+        ceiling: int,
+        adaptive: bool = False,
+        max_pause: float = math.inf,
+    ) -> tuple[Limiter, Cap]:
+        """The limiter of ``base_url`` with ``api_key`` (the provider's budgets are per
+        key), shared by the run's clients of that endpoint and key, sync and async: its
+        pacing by the provider's headers and its adaptive limit are theirs together.
+        Its ceiling is the highest of theirs; each client's own ``ceiling`` is the
+        returned :class:`Cap` on that client's requests in flight (the app's and the
+        judge's max_concurrency apply to each apart, their sum to neither). Whether it
+        adapts, and ``max_pause``, are the first client's (one run's settings)."""
+        key = (base_url, api_key)
         with self._lock:
             limiter = self._limiters.get(key)
             if limiter is None:
-                limiter = self._limiters[key] = Limiter(base_url, ceiling, adaptive=adaptive)
+                limiter = Limiter(base_url, ceiling, adaptive=adaptive, max_pause=max_pause)
+                self._limiters[key] = limiter
                 if self._interrupted:
                     limiter.interrupt()
-            return limiter
+        return limiter, limiter.cap(ceiling)
 
     def limits(self) -> list[LimitStats]:
-        """What each endpoint's limiter did so far (for the run's summary)."""
+        """What each endpoint's limiter did so far (nothing shows it yet: for a summary,
+        or a test)."""
         with self._lock:
             return [limiter.stats for limiter in self._limiters.values()]
 
@@ -153,21 +170,36 @@ class Pools:
         loop = asyncio.get_running_loop()
         with self._lock:
             made = self._on_loop.get(loop, {}).get(key)
-            if made is not None:
-                return made  # type: ignore[return-value]  # make's, for this key
-            for old in [old for old in self._on_loop if old.is_closed()]:
-                self._forget(old)
-            made = make()
-            owned = self._on_loop.get(loop)
-            if owned is None:
-                owned = self._on_loop[loop] = {}
-                closer = self._closers[loop] = self._closed_with(loop, owned)
-            else:
+        if made is not None:
+            return made  # type: ignore[return-value]  # make's, for this key
+        new = make()  # outside the lock: building a client takes a while
+        with self._lock:
+            made = self._on_loop.get(loop, {}).get(key)
+            if made is not None:  # made meanwhile (only this loop's thread makes its own)
                 closer = None
-            owned[key] = made
+            else:
+                for old in [old for old in self._on_loop if old.is_closed()]:
+                    self._forget(old)
+                made = new
+                closer = self._own(loop, key, made)
+        if made is not new:
+            await new.close()
+            return made  # type: ignore[return-value]
         if closer is not None:
             await closer.asend(None)  # now the loop knows of it: it closes it at the end
-        return made
+        return new
+
+    def _own(
+        self, loop: Loop, key: Hashable, made: AsyncClosable
+    ) -> AsyncGenerator[None, None] | None:
+        """Under the lock: ``made`` belongs to ``loop``; its closer, when new."""
+        owned = self._on_loop.get(loop)
+        closer = None
+        if owned is None:
+            owned = self._on_loop[loop] = {}
+            closer = self._closers[loop] = self._closed_with(loop, owned)
+        owned[key] = made
+        return closer
 
     async def _closed_with(
         self, loop: Loop, owned: dict[Hashable, AsyncClosable]
@@ -204,16 +236,38 @@ class Pools:
         with self._lock:
             return self._clients.setdefault(client, threading.Event())
 
+    async def sleep(self, delay: float) -> None:
+        """Sleep ``delay`` seconds on the running loop, or raise KeyboardInterrupt as
+        soon as :meth:`interrupt` is called (from any thread)."""
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+        sleeper = (loop, woken)
+        with self._lock:
+            if self._interrupted:
+                raise KeyboardInterrupt
+            self._sleepers.add(sleeper)
+        try:
+            await asyncio.wait((woken,), timeout=delay)
+        finally:
+            with self._lock:
+                self._sleepers.discard(sleeper)
+        if woken.done():
+            raise KeyboardInterrupt
+
     def interrupt(self) -> None:
         """Stop every client of the run from sending anything more (a Ctrl-C)."""
         with self._lock:
             self._interrupted = True
             events = list(self._clients.values())
             limiters = list(self._limiters.values())
+            sleepers = list(self._sleepers)
         for event in events:
             event.set()
         for limiter in limiters:  # its waiters, sync and async, stop waiting
             limiter.interrupt()
+        for loop, woken in sleepers:
+            with contextlib.suppress(RuntimeError):  # its loop closed: nobody sleeps
+                loop.call_soon_threadsafe(_wake, woken)
 
     def close(self) -> None:
         """The run has ended: its waiting threads exit, its clients are closed."""
@@ -254,6 +308,11 @@ def _close_on(loop: Loop, closer: AsyncGenerator[None, None]) -> None:
         return
     with contextlib.suppress(Exception):  # best effort: the loop stopped meanwhile
         future.result(timeout=5)
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 async def _aclose(closer: AsyncGenerator[None, None]) -> None:
