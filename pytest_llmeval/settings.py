@@ -312,6 +312,7 @@ def build(
         prices = parse_prices(value("prices"))
     except ValueError as exc:
         raise ConfigError(f"llmeval_prices: {exc}") from None
+    concurrency = _concurrency(value("concurrency"))
     retries = dict(
         max_retries=_count("max_retries", value("max_retries"), minimum=0),
         timeout_retries=_count("timeout_retries", value("timeout_retries"), minimum=0),
@@ -319,7 +320,7 @@ def build(
         prices=prices,
         # With llmeval_concurrency = auto, each endpoint's bound on requests in flight adapts
         # (up to llmeval_max_concurrency); with a number, it is that ceiling, fixed.
-        adaptive=_concurrency(value("concurrency")) is None,
+        adaptive=concurrency is None,
     )
     app = _client_config(value, "", os.environ.get("OPENAI_BASE_URL"), retries)
     judge_key = os.environ.get("LLMEVAL_JUDGE_API_KEY")
@@ -349,7 +350,7 @@ def build(
         judge_models=_judge_models(value("judge_models")),
         judge_max_tokens=_count("judge_max_tokens", value("judge_max_tokens"), minimum=1),
         max_position_bias=_rate("llmeval_max_position_bias", value("max_position_bias")),
-        concurrency=_concurrency(value("concurrency")),
+        concurrency=concurrency,
         embedding_model=value("embedding_model").strip() or "local",
         embedding_base_url=value("embedding_base_url") or None,
         otel=otel,

@@ -3,7 +3,11 @@ at start-up with one line naming the option and the value (exit 4)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+from pytest_llmeval.settings import OPTIONS, build
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -72,3 +76,22 @@ def test_an_ini_key_is_checked_the_same_way(one_test: pytest.Pytester) -> None:
 def test_valid_numbers_still_run(one_test: pytest.Pytester, options: list[str]) -> None:
     result = one_test.runpytest(*options)
     assert result.ret == pytest.ExitCode.OK, result.stderr.str()
+
+
+@pytest.mark.parametrize(
+    ("raw", "concurrency", "adaptive"),
+    [("auto", None, True), (" AUTO ", None, True), ("8", 8, False)],
+)
+def test_concurrency_is_auto_by_default_and_auto_makes_the_endpoint_limits_adapt(
+    raw: str, concurrency: int | None, adaptive: bool
+) -> None:
+    def value(name: str) -> str:
+        if name == "concurrency":
+            return raw
+        return next(default for option, _, default in OPTIONS if option == name)
+
+    settings = build(value, lambda name: None, rootpath=Path("."), datasets_dir="")
+    assert settings.concurrency == concurrency
+    assert settings.app.adaptive is settings.judge.adaptive is adaptive
+    assert settings.app.max_concurrency == settings.judge.max_concurrency == 256
+    assert next(d for option, _, d in OPTIONS if option == "concurrency") == "auto"
