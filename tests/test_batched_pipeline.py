@@ -9,17 +9,14 @@ absolute durations."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from test_batched import Make, records
+from test_client_interrupt import ENDS_WITHIN, HELD, ctrl_c, start_run
 
 from pytest_llmeval.testing import FakeOpenAIServer
 
@@ -49,9 +46,6 @@ def served(fake_openai: FakeOpenAIServer) -> list[Served]:
     return log
 
 
-Make = Callable[..., Path]
-
-
 @pytest.fixture
 def suite(
     pytester: pytest.Pytester, fake_openai: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
@@ -76,11 +70,6 @@ def suite(
         return pytester.path
 
     return make
-
-
-def records(pytester: pytest.Pytester) -> list[dict[str, Any]]:
-    report = json.loads(pytester.path.joinpath("report.json").read_text())
-    return report["records"]  # type: ignore[no-any-return]
 
 
 WORKER = """
@@ -147,15 +136,8 @@ def test_the_next_examples_are_in_flight_while_the_tests_run(
         assert early, "the second window started only once the first one's tests had run"
 
 
-CHAINED = (
-    WORKER
-    + """
-@batched(concurrency=2)
-async def answer(example, llm, worker):
-    if example.id == "q-003":
-        raise RuntimeError("the app crashed on " + example.id)
-    return await llm.aio.complete(example.id + "@" + worker)
-
+CHAINED = ANSWER.replace("{broken}", "q-003") + (
+    """
 @batched(concurrency=8)
 async def score(example, answer, judge_client, llmeval_record):
     if example.id == "q-006":
@@ -355,10 +337,6 @@ def test_after_x_the_examples_in_flight_end_before_the_clients_close(
     assert "built" not in log["events"][first_close:], log
 
 
-HELD = 30.0  # how long the server holds the first request
-ENDS_WITHIN = 10.0  # from SIGINT to exit
-
-
 def test_ctrl_c_while_examples_are_in_flight_ends_the_run_with_its_report(
     suite: Make, fake_openai: FakeOpenAIServer
 ) -> None:
@@ -366,13 +344,7 @@ def test_ctrl_c_while_examples_are_in_flight_ends_the_run_with_its_report(
     fake_openai.hang = HELD
     fake_openai.latency = 0.05
     fake_openai.fault_sequence = [None, None, None, "timeout"]  # the fourth is held
-    with subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--llmeval-report=r.json"],
-        cwd=root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
-    ) as process:
+    with start_run(root) as process:
         try:
             deadline = time.monotonic() + 60
             sent, steady = -1, 0.0
@@ -384,14 +356,10 @@ def test_ctrl_c_while_examples_are_in_flight_ends_the_run_with_its_report(
                 if fake_openai.total_requests != sent:
                     sent, steady = fake_openai.total_requests, time.monotonic()
                 time.sleep(0.05)
-            process.send_signal(signal.SIGINT)
-            interrupted = time.monotonic()
-            output, _ = process.communicate(timeout=HELD + 30)
-            took = time.monotonic() - interrupted
+            took, text = ctrl_c(process)
         finally:
             if process.poll() is None:
                 process.kill()
-    text = output.decode()
     assert took < ENDS_WITHIN, f"the run took {took:.1f}s to end after Ctrl-C:\n{text}"
     assert "KeyboardInterrupt" in text
     report = json.loads(root.joinpath("r.json").read_text())

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -58,6 +59,26 @@ def test_answer(example, answer):
 """
 
 
+def start_run(folder: Path) -> subprocess.Popen[bytes]:
+    """pytest on ``folder`` in a process of its own (a Ctrl-C is sent to it alone), its
+    report in r.json, its output piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--llmeval-report=r.json"],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+
+
+def ctrl_c(process: subprocess.Popen[bytes]) -> tuple[float, str]:
+    """Send the run a Ctrl-C: (the seconds it took to end, its output)."""
+    process.send_signal(signal.SIGINT)
+    interrupted = time.monotonic()
+    output, _ = process.communicate(timeout=HELD + 30)
+    return time.monotonic() - interrupted, output.decode()
+
+
 @pytest.mark.parametrize(
     "suite",
     [SYNC, JUDGE, ASYNC, OFF_LOOP],
@@ -80,13 +101,7 @@ def test_ctrl_c_with_a_request_in_flight_ends_the_run_in_seconds(
     rows = [{"id": f"q-{i}", "partition": "golden", "input": {"q": f"q-{i}"}} for i in range(3)]
     pytester.path.joinpath("data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     pytester.makepyfile(test_suite=suite)
-    with subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--llmeval-report=r.json"],
-        cwd=pytester.path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
-    ) as process:
+    with start_run(pytester.path) as process:
         try:
             deadline = time.monotonic() + 60
             while fake_openai.in_flight == 0:  # wait until the request is held
@@ -95,14 +110,10 @@ def test_ctrl_c_with_a_request_in_flight_ends_the_run_in_seconds(
                 time.sleep(0.05)
             time.sleep(0.2)  # the test is now blocked on it
             sent = fake_openai.total_requests
-            process.send_signal(signal.SIGINT)
-            interrupted = time.monotonic()
-            output, _ = process.communicate(timeout=HELD + 30)
-            took = time.monotonic() - interrupted
+            took, text = ctrl_c(process)
         finally:
             if process.poll() is None:
                 process.kill()
-    text = output.decode()
     print(f"ended {took:.2f}s after Ctrl-C")  # shown with -s
     assert took < ENDS_WITHIN, f"the run took {took:.1f}s to end after Ctrl-C:\n{text}"
     assert "KeyboardInterrupt" in text

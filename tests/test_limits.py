@@ -195,12 +195,18 @@ def test_a_slot_granted_to_a_waiter_of_a_closed_loop_goes_to_the_next() -> None:
     loop.close()  # its task still waits: never cancelled, never resumed
     assert not orphan.done() and len(limiter._waiters) == 1
     limiter.release(held)
+    got = acquired_in_a_thread(limiter)
+    assert got and limiter.in_flight == 1 and not limiter._waiters
+    limiter.release(got[0])
+
+
+def acquired_in_a_thread(limiter: Limiter) -> list[Any]:
+    """[the ticket] a sync caller got within 5 s, or [] if it is still waiting."""
     got: list[Any] = []
     thread = threading.Thread(target=lambda: got.append(limiter.acquire()), daemon=True)
     thread.start()
     thread.join(5)
-    assert got and limiter.in_flight == 1 and not limiter._waiters
-    limiter.release(got[0])
+    return got
 
 
 def test_a_paced_head_whose_loop_closed_leaves_the_line_and_its_slot() -> None:
@@ -212,10 +218,7 @@ def test_a_paced_head_whose_loop_closed_leaves_the_line_and_its_slot() -> None:
     loop.run_until_complete(asyncio.sleep(0.01))
     loop.close()  # its task sleeps at the head of the line, holding a slot, for ever
     assert not orphan.done() and len(limiter._paced) == 1 and limiter.in_flight == 1
-    got: list[Any] = []
-    thread = threading.Thread(target=lambda: got.append(limiter.acquire()), daemon=True)
-    thread.start()
-    thread.join(5)
+    got = acquired_in_a_thread(limiter)
     assert got and limiter.in_flight == 1 and not limiter._paced
     limiter.release(got[0])
 
