@@ -19,6 +19,7 @@ from .client.llm import MAX_CONCURRENCY, ClientConfig
 from .client.pricing import parse_prices
 from .errors import ConfigError
 from .partitions import PARTITIONS
+from .shards import Shard, parse_shard
 
 DEFAULT_HARD = ("golden", "regression")
 DEFAULT_MIN_PASS_RATE = {"regression": 1.0, "adversarial": 0.9, "distribution": 0.85}
@@ -51,6 +52,12 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "no",
     ),
     ("tags", "run only eval examples carrying one of these tags (comma-separated)", ""),
+    (
+        "shard",
+        "run shard I of N (I/N, e.g. 2/4): the eval examples whose stable hash of dataset "
+        "and id falls in it; tests that are not dataset examples run in shard 1",
+        "",
+    ),
     (
         "hard_partitions",
         "partitions where each failure fails the session (default: golden regression)",
@@ -212,6 +219,7 @@ class Settings:
     history_dir: Path | None = None  # where each run's report is kept (llmeval_history_dir)
     junit_properties: bool = False  # per-testcase JUnit properties
     tags: tuple[str, ...] = ()
+    shard: Shard | None = None  # (index, count) of llmeval_shard
     hard_partitions: frozenset[str] = frozenset(DEFAULT_HARD)
     min_pass_rate: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIN_PASS_RATE))
     thresholds: dict[str, float] = field(default_factory=dict)
@@ -262,6 +270,8 @@ class Settings:
             parts.append(f"soft: {soft}")
         if self.tags:
             parts.append(f"tags: {','.join(self.tags)}")
+        if self.shard:
+            parts.append(f"shard: {self.shard[0]}/{self.shard[1]}")
         if self.report:
             parts.append(f"report: {self.report}")
         if self.regression.baseline:
@@ -338,6 +348,7 @@ def build(
         history_dir=location("history_dir"),  # a store kept across runs, as the baseline
         junit_properties=_yes("junit_properties", value("junit_properties")),
         tags=tuple(t.strip() for t in value("tags").split(",") if t.strip()),
+        shard=parse_shard(value("shard")),
         hard_partitions=hard,
         min_pass_rate=minimums,
         thresholds=_parse_pairs("thresholds", value("thresholds"), _threshold, None),

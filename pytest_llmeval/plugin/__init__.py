@@ -47,6 +47,8 @@ from .keys import (
     SELECTION_ATTR,
     SELECTION_SENT_KEY,
     SETTINGS_KEY,
+    SHARD_TESTS_ATTR,
+    SHARD_TESTS_KEY,
     SOFT_ATTR,
 )
 from .outcomes import test_files, update_record
@@ -54,6 +56,7 @@ from .outcomes import test_files, update_record
 pytest_plugins = [
     "pytest_llmeval.plugin.otel",  # OpenTelemetry spans as steps (llmeval_otel)
     "pytest_llmeval.plugin.junit",  # the eval in --junitxml (llmeval_junit_properties)
+    "pytest_llmeval.plugin.sharding",  # one shard of the examples (llmeval_shard)
 ]
 
 _MARKERS = (
@@ -159,6 +162,8 @@ def pytest_runtest_makereport(
         item.config.stash[SELECTION_SENT_KEY] = True
         if hasattr(item.config, "workerinput"):
             setattr(report, SELECTION_ATTR, selection(item.session.items))
+            if SHARD_TESTS_KEY in item.config.stash:
+                setattr(report, SHARD_TESTS_ATTR, item.config.stash[SHARD_TESTS_KEY])
     update_record(record, report, call, test_files(item.config))
     if report.failed and record.steps and report.when in ("setup", "call"):
         report.sections.append(("llmeval trajectory", record.trajectory.render()))

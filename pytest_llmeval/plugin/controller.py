@@ -36,7 +36,7 @@ from ..runs.summary import (
 )
 from ..settings import Settings
 from .collection import Selected, selection
-from .keys import REPORT_ATTR, SELECTION_ATTR
+from .keys import REPORT_ATTR, SELECTION_ATTR, SHARD_TESTS_ATTR, SHARD_TESTS_KEY
 
 STEP_SUMMARY = "GITHUB_STEP_SUMMARY"  # GitHub Actions' job summary file
 
@@ -69,6 +69,7 @@ class Controller:
         self.baseline = baseline  # its records, read by settings.read_baseline
         self._compared: tuple[int, list[Comparison] | str] | None = None
         self.selected: dict[str, Selected] = {}  # node id -> what is known before it ran
+        self.shard_tests: list[str] | None = None  # --llmeval-shard: every shard's eval tests
         self.crashed: dict[str, str] = {}  # node id -> what xdist said of its worker
         self.failed_nodeids: set[str] = set()  # every test with a failed report
         self.session: pytest.Session | None = None
@@ -79,11 +80,15 @@ class Controller:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if not self.config.option.collectonly:  # nothing runs, so nothing goes missing
             self.selected.update((entry[2], entry) for entry in selection(session.items))
+            self.shard_tests = self.config.stash.get(SHARD_TESTS_KEY, None)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         selection = getattr(report, SELECTION_ATTR, None)
         if selection is not None:
             self.selected.update((entry[2], tuple(entry)) for entry in selection)
+        tests = getattr(report, SHARD_TESTS_ATTR, None)
+        if tests is not None:
+            self.shard_tests = list(tests)
         if report.failed:
             self.failed_nodeids.add(report.nodeid)
         data = getattr(report, REPORT_ATTR, None)
@@ -371,7 +376,17 @@ class Controller:
             "pytest_version": pytest.__version__,
             "python": platform.python_version(),
             "settings": self.settings.describe(),
+            **self._shard(),
         }
+
+    def _shard(self) -> dict[str, Any]:
+        """The shard this run was (``llmeval merge`` checks the shards against each other):
+        its index and count, and the eval tests of every shard (unknown when no worker of
+        this shard ran an eval test)."""
+        if self.settings.shard is None:
+            return {}
+        index, count = self.settings.shard
+        return {"shard": {"index": index, "count": count, "tests": self.shard_tests}}
 
 
 def _git_commit(where: Path) -> str | None:
