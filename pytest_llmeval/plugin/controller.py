@@ -18,22 +18,9 @@ import pytest
 
 from .. import __version__
 from ..files import nonfinite_as_null, write_json
-from ..partitions import PARTITIONS
 from ..records import NOT_RUN, WORKER_CRASHED, Record, RecordJSON
-from ..runs.compare import compare_runs, decision
-from ..runs.draws import Flaky, aggregate_cases, reduce_draws
-from ..runs.render import summary_lines, table_lines
 from ..runs.report import ReportJSON, build_report
-from ..runs.summary import (
-    BudgetVerdict,
-    PartitionStats,
-    PartitionVerdict,
-    check_partitions,
-    check_time_budgets,
-    distrust_biased_ties,
-    failure_reasons,
-    incomplete_line,
-)
+from ..runs.verdict import Verdict, judge_run, regression_json, verdict_lines
 from ..settings import Settings
 from .collection import Selected, selection
 from .keys import REPORT_ATTR, SELECTION_ATTR, SHARD_TESTS_ATTR, SHARD_TESTS_KEY
@@ -42,12 +29,10 @@ STEP_SUMMARY = "GITHUB_STEP_SUMMARY"  # GitHub Actions' job summary file
 
 if TYPE_CHECKING:
     from ..runs.plan import Plan
-    from ..stats import Comparison
 
 
 # The run's records (one per test), its partition stats and rules' verdicts (over cases:
 # an example's draws count once), and its flaky cases.
-Outcome = tuple[list[Record], dict[str, PartitionStats], list[PartitionVerdict], list[Flaky]]
 
 
 class Controller:
@@ -65,9 +50,8 @@ class Controller:
         self.plan = planned  # the power plan against the baseline, shown before the run
         self.records: list[Record] = []
         self.started = time.time()
-        self._cached: tuple[int, Outcome] | None = None
+        self._cached: tuple[int, Verdict] | None = None
         self.baseline = baseline  # its records, read by settings.read_baseline
-        self._compared: tuple[int, list[Comparison] | str] | None = None
         self.selected: dict[str, Selected] = {}  # node id -> what is known before it ran
         self.shard_tests: list[str] | None = None  # --llmeval-shard: every shard's eval tests
         self.crashed: dict[str, str] = {}  # node id -> what xdist said of its worker
@@ -113,20 +97,26 @@ class Controller:
             session.testsfailed += 1
         return result
 
-    def _outcome(self) -> Outcome:
-        """Records in a stable order (the same serially and under xdist), their stats and
-        the partition rules' verdicts; computed once per set of records. Every selected
-        eval test has a record: one that never reported back gets one saying why."""
-        key = hash((len(self.records), len(self.selected), len(self.crashed), self._stopped()))
+    def _verdict(self) -> Verdict:
+        """The run judged (``runs.verdict``), computed once per set of records. Every
+        selected eval test has a record: one that never reported back gets one saying why."""
+        key = hash(
+            (
+                len(self.records),
+                len(self.selected),
+                len(self.crashed),
+                len(self.failed_nodeids),
+                self._stopped(),
+            )
+        )
         if self._cached is None or self._cached[0] != key:
-            order = {p: i for i, p in enumerate(PARTITIONS)}
-            everything = self.records + self._unreported()
-            distrust_biased_ties(everything, self.settings.max_position_bias)
-            ordered = sorted(everything, key=lambda r: (order.get(r.partition, 99), r.nodeid))
-            reduced = reduce_draws(ordered, self.settings)  # repeated draws: one case each
-            stats = aggregate_cases(reduced)
-            verdicts = check_partitions(reduced.cases, stats, self.settings)
-            self._cached = (key, (ordered, stats, verdicts, reduced.flaky))
+            verdict = judge_run(
+                self.records + self._unreported(),
+                self.settings,
+                self.baseline,
+                other_failures=self._other_failures(),
+            )
+            self._cached = (key, verdict)
         return self._cached[1]
 
     def _unreported(self) -> list[Record]:
@@ -161,96 +151,25 @@ class Controller:
         evals = {r.nodeid for r in self.records} | set(self.selected)
         return len(self.failed_nodeids - evals)
 
-    def _comparisons(self) -> list[Comparison] | str | None:
-        """The gated comparisons with the baseline (None without one), or the hard error
-        (duplicate ids, a score off the scale) that prevented them."""
-        if self.baseline is None:
-            return None
-        ordered = self._outcome()[0]
-        key = self._cached[0] if self._cached is not None else 0
-        if self._compared is None or self._compared[0] != key:
-            result: list[Comparison] | str
-            try:
-                candidate = [r.to_json() for r in ordered]
-                result = compare_runs(self.baseline, candidate, self.settings.regression)
-            except ValueError as exc:
-                result = f"regression: ERROR, cannot compare with the baseline: {exc}"
-            except (KeyError, TypeError) as exc:  # a record of another shape (edited?)
-                result = (
-                    "regression: ERROR, cannot compare with the baseline: a record lacks or "
-                    f"mistypes a field ({type(exc).__name__}: {exc})"
-                )
-            self._compared = (key, result)
-        return self._compared[1]
-
-    def _regression_blocks(self) -> bool:
-        result = self._comparisons()
-        if isinstance(result, str):
-            return self.settings.regression.fails
-        return result is not None and decision(result, fails=self.settings.regression.fails)[0]
-
-    def _budgets(self) -> list[BudgetVerdict]:
-        stats, budgets = self._outcome()[1], self.settings.time_budget
-        return check_time_budgets(stats, budgets, strict=self.settings.time_budget_strict)
-
     def _failed(self) -> bool:
-        return bool(self._reasons())
-
-    def _reasons(self) -> list[str]:
-        """Everything that fails the run, each named as the summary's last line says it."""
-        ordered, _, verdicts, _ = self._outcome()
-        return failure_reasons(
-            ordered,
-            verdicts,
-            regression_blocks=self._regression_blocks(),
-            budgets=self._budgets(),
-            other_failures=self._other_failures(),
-        )
+        return not self._verdict().passed
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.records and not self.selected:
             return
-        ordered, stats, verdicts, flaky = self._outcome()
-        reasons = self._reasons()
-        failed = bool(reasons)
-        write = terminalreporter.write_line
-        terminalreporter.write_sep("=", "llmeval summary", red=failed, green=not failed, bold=True)
-        for text, markup in summary_lines(
-            ordered,
-            stats,
-            verdicts,
-            budgets=self._budgets(),
+        verdict = self._verdict()
+        notes = [f"report: {self.report_problem}"] if self.report_problem else []
+        terminalreporter.write_sep(
+            "=", "llmeval summary", red=not verdict.passed, green=verdict.passed, bold=True
+        )
+        for text, markup in verdict_lines(
+            verdict,
+            self.settings,
+            baseline_name=self._baseline_name() if self.baseline is not None else "",
             verbosity=terminalreporter.verbosity,
-            max_position_bias=self.settings.max_position_bias,
-            flaky=flaky,
+            notes=notes + self.view_problems,
         ):
-            write(text, **markup)
-        result = self._comparisons()
-        if result is not None:
-            write("")
-            write(f"regression against the baseline {self._baseline_name()}:")
-            if isinstance(result, str):
-                write(result, red=True, bold=True)
-            else:
-                blocks = self._regression_blocks()
-                for text in table_lines(result, verbose=terminalreporter.verbosity > 0):
-                    write(text)
-                line = decision(result, fails=self.settings.regression.fails)[1]
-                write(line, red=blocks, bold=blocks, green=not blocks)
-        write("")
-        if self.report_problem:
-            write(f"report: {self.report_problem}", yellow=True)
-        for problem in self.view_problems:
-            write(problem, yellow=True)
-        incomplete = incomplete_line(ordered)
-        if incomplete:
-            write(incomplete, red=True, bold=True)
-        # The last line names everything that fails the run, so that it always agrees
-        # with the exit status.
-        if failed:
-            write(f"llmeval: FAIL ({'; '.join(reasons)})", red=True, bold=True)
-        else:
-            write("llmeval: PASS", green=True, bold=True)
+            terminalreporter.write_line(text, **markup)
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         self.session = session
@@ -259,16 +178,16 @@ class Controller:
         targets = [self.settings.report, self.settings.regression.save_baseline]
         if not any(targets) and not self._views():
             return
-        ordered, stats, verdicts, flaky = self._outcome()
+        verdict = self._verdict()
         document = build_report(
-            ordered,
-            stats,
-            verdicts,
+            verdict.records,
+            verdict.stats,
+            verdict.verdicts,
             self._run_metadata(int(exitstatus)),
-            flaky=flaky,
-            regression=self._regression_json(),
-            budgets=self._budgets(),
-            failures=self._reasons(),
+            flaky=verdict.flaky,
+            regression=regression_json(verdict, self.settings),
+            budgets=verdict.budgets,
+            failures=verdict.reasons,
         )
         finite: ReportJSON | None = None  # the document as standard JSON, once known
         for path in filter(None, targets):
@@ -284,13 +203,9 @@ class Controller:
                 write_json(target, finite)
         self._write_views(finite or nonfinite_as_null(document))
 
-    def verdicts(
-        self,
-    ) -> tuple[Outcome, list[str], list[Comparison] | str | None, list[BudgetVerdict]]:
-        """The run's outcome, what fails it, the regression comparisons (or the error that
-        prevented them) and the time budgets' verdicts, as the summary shows them (the
-        JUnit properties read them)."""
-        return self._outcome(), self._reasons(), self._comparisons(), self._budgets()
+    def verdict(self) -> Verdict:
+        """The run judged, as the summary shows it (the JUnit properties read it)."""
+        return self._verdict()
 
     def _views(self) -> bool:
         """Whether the run is also written as a page, Markdown or into a history: only a
@@ -349,18 +264,6 @@ class Controller:
             return str(path.relative_to(self.config.invocation_params.dir))
         except ValueError:
             return str(path)
-
-    def _regression_json(self) -> dict[str, Any] | None:
-        result = self._comparisons()
-        if result is None:
-            return None
-        return {
-            "baseline": str(self.settings.regression.baseline),
-            "blocks": self._regression_blocks(),
-            "fails_session": self.settings.regression.fails,
-            "error": result if isinstance(result, str) else None,
-            "comparisons": [] if isinstance(result, str) else [c.to_json() for c in result],
-        }
 
     def _run_metadata(self, exitstatus: int) -> dict[str, Any]:
         finished = time.time()

@@ -138,7 +138,14 @@ def suite_properties(controller: Controller) -> list[tuple[str, str]]:
     comparison's verdict, time budgets, flaky examples and an incomplete run."""
     if not controller.records and not controller.selected:
         return []  # no eval test in this session
-    (ordered, stats, verdicts, flaky), reasons, compared, budgets = controller.verdicts()
+    verdict = controller.verdict()
+    ordered, stats, verdicts, flaky = (
+        verdict.records,
+        verdict.stats,
+        verdict.verdicts,
+        verdict.flaky,
+    )
+    reasons, compared, budgets = verdict.reasons, verdict.comparisons, verdict.budgets
     props = [(PREFIX, f"FAIL ({'; '.join(reasons)})" if reasons else "PASS")]
     props += [(f"{PREFIX}.gate.{v.partition}", v.message) for v in verdicts]
     props += [(f"{PREFIX}.pass_rate.{p}", _number(s.pass_rate)) for p, s in stats.items()]
