@@ -111,6 +111,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     history.add_argument("directory", metavar="DIR", help="a folder of run reports")
     history.add_argument("--html", metavar="FILE.html", help="draw the runs as one HTML page")
     history.add_argument("--json", action="store_true", help="print the series as JSON")
+    merge = commands.add_parser(
+        "merge",
+        help="merge the reports of a run's shards (--llmeval-shard) into one report, judged "
+        "by the project's ini as the session judges a run",
+    )
+    merge.add_argument("shards", nargs="+", metavar="SHARD.json", help="every shard's report")
+    merge.add_argument("-o", "--output", required=True, metavar="RUN.json", help="the report")
+    gate = commands.add_parser(
+        "gate",
+        help="apply the session's rules to a report (the golden rule, pass rates, budgets, "
+        "regression against the baseline): the summary, and exit 0 or 1",
+    )
+    gate.add_argument("report", metavar="RUN.json", help="a report, such as llmeval merge's")
+    gate.add_argument("-q", "--quiet", action="store_true", help="the verdicts only, as -q")
+    gate.add_argument("-v", "--verbose", action="store_true", help="as pytest -v")
+    for each in (merge, gate):
+        each.add_argument(
+            "--baseline", metavar="BASELINE.json", help="compare with it (default: the ini's)"
+        )
+        each.add_argument(
+            "-c", dest="inifile", metavar="FILE", help="the pytest configuration file to read"
+        )
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
@@ -124,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _calibrate(args.report, as_json=args.json)
     if args.command == "compare":
         return _compare(args)
+    if args.command in ("merge", "gate"):
+        return _judge(args)
     if args.command == "plan":
         return _plan(args)
     if args.command == "promote":
@@ -244,6 +268,64 @@ def _compare(args: argparse.Namespace) -> int:
         print(f"{args.candidate} against the baseline {args.baseline}:")
         print("\n".join([*table_lines(comparisons, verbose=args.verbose), line]))
     return 1 if blocks else 0
+
+
+def _judge(args: argparse.Namespace) -> int:
+    """``llmeval merge`` and ``llmeval gate``: a run judged by the project's ini (the
+    settings the session would use), from shards merged or from one report."""
+    from .errors import ConfigError
+    from .inifile import find_ini
+    from .records import Record
+    from .runs.merge import merge_shards
+    from .runs.report import build_report, read_records, read_report
+    from .runs.verdict import judge_run, regression_json, verdict_lines
+
+    name = f"llmeval {args.command}"
+    try:
+        ini = find_ini(Path.cwd(), Path(args.inifile) if args.inifile else None)
+        flags = {"baseline": args.baseline} if args.baseline else {}
+        settings = ini.settings(flags)
+        if args.command == "merge":
+            shards = [(path, read_report(Path(path))) for path in args.shards]
+            records, run = merge_shards(shards)
+        else:
+            report = read_report(Path(args.report))
+            records, run = report["records"], report["run"]
+        baseline_path = settings.regression.baseline
+        baseline = read_records(baseline_path) if baseline_path is not None else None
+    except (ConfigError, ValueError) as exc:  # MergeError and a bad report too
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 2
+    verdict = judge_run([Record.from_json(r) for r in records], settings, baseline)
+    if args.command == "merge":
+        from .files import write_json
+
+        document = build_report(
+            verdict.records,
+            verdict.stats,
+            verdict.verdicts,
+            run,
+            flaky=verdict.flaky,
+            regression=regression_json(verdict, settings),
+            budgets=verdict.budgets,
+            failures=verdict.reasons,
+        )
+        write_json(Path(args.output), document)
+        print(f"{args.output}: {len(records)} tests from {len(args.shards)} shards")
+        return 0
+    shown = "" if baseline_path is None else _relative(baseline_path)
+    verbosity = -1 if args.quiet else 1 if args.verbose else 0
+    for text, _ in verdict_lines(verdict, settings, baseline_name=shown, verbosity=verbosity):
+        print(text)
+    return 0 if verdict.passed else 1
+
+
+def _relative(path: Path) -> str:
+    """``path`` from the current directory when it is below it, as the session says it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _plan(args: argparse.Namespace) -> int:

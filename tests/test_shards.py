@@ -12,6 +12,7 @@ import pytest
 from test_plugin import rows, suite
 
 import pytest_llmeval.stats.regression  # noqa: F401  (numpy outside pytester's runs)
+from pytest_llmeval.cli import main
 from pytest_llmeval.errors import ConfigError
 from pytest_llmeval.shards import parse_shard, shard_of
 
@@ -117,3 +118,139 @@ def test_a_bad_shard_is_a_usage_error(pytester: pytest.Pytester) -> None:
         "ERROR: llmeval_shard: '3/2' is not I/N with 1 <= I <= N (e.g. 2/4: the second of "
         "four shards)"
     ]
+
+
+MERGED = """
+import pytest
+from pytest_llmeval import assert_token_f1
+
+WRONG = set({wrong!r})
+
+@pytest.mark.llmeval(dataset="data.jsonl")
+def test_answer(example):
+    answer = "something else" if example.id in WRONG else example.expected_output
+    assert_token_f1(answer, example.expected_output)
+
+def test_plain():
+    pass
+"""
+
+# Timings differ from run to run; everything else of a partition must not.
+TIMED = ("latency_p50_s", "latency_p95_s", "wall_s")
+
+
+def untimed(partitions: dict[str, Any]) -> dict[str, Any]:
+    return {p: {k: v for k, v in s.items() if k not in TIMED} for p, s in partitions.items()}
+
+
+def verdict_lines(lines: list[str]) -> list[str]:
+    """The summary's verdicts and regression section, without timings."""
+    start = next(i for i, line in enumerate(lines) if line.startswith("golden rule"))
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("llmeval: "))
+    return [
+        line
+        for line in lines[start : end + 1]
+        if line and not line.startswith(("  ", "slowest", "tokens", "model calls", "usage"))
+    ]
+
+
+def test_three_shards_merged_and_gated_are_the_whole_run(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = rows(golden=3, regression=6, distribution=12)
+    suite(pytester, data, MERGED.format(wrong=[]), ini="llmeval_min_pass_rate = distribution:0.8")
+    assert pytester.runpytest("--llmeval-save-baseline=base.json").ret == 0
+    wrong = ["golden-01", "regression-02", "distribution-03", "distribution-07", "distribution-09"]
+    pytester.makepyfile(test_evals=MERGED.format(wrong=wrong))
+    flags = ["--llmeval-baseline=base.json", "-p", "no:cacheprovider"]
+    whole = pytester.runpytest(*flags, "--llmeval-report=whole.json")
+    assert whole.ret == 1
+    shards = [
+        pytester.runpytest(*flags, f"--llmeval-shard={i}/3", f"--llmeval-report=shard-{i}.json")
+        for i in (1, 2, 3)
+    ]
+    assert {r.ret for r in shards} <= {0, 1}
+    shard_files = ["shard-1.json", "shard-2.json", "shard-3.json"]
+    assert main(["merge", *shard_files, "--baseline", "base.json", "-o", "run.json"]) == 0
+    merged, alone = report(pytester.path / "run.json"), report(pytester.path / "whole.json")
+    assert untimed(merged["partitions"]) == untimed(alone["partitions"])
+    assert merged["gates"] == alone["gates"]
+    assert merged["regression"]["comparisons"] == alone["regression"]["comparisons"]
+    assert (merged["passed"], merged["failures"]) == (alone["passed"], alone["failures"])
+    assert [r["nodeid"] for r in merged["records"]] == [r["nodeid"] for r in alone["records"]]
+    assert [s["index"] for s in merged["run"]["shards"]] == [1, 2, 3]
+    capsys.readouterr()
+    assert main(["gate", "run.json", "--baseline", "base.json"]) == whole.ret == 1
+    assert verdict_lines(capsys.readouterr().out.splitlines()) == verdict_lines(whole.outlines)
+
+
+def test_merge_refuses_shards_that_are_not_one_run_and_names_what_differs(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    suite(pytester, rows(golden=2, distribution=6), MERGED.format(wrong=[]))
+    for i in (1, 2):
+        pytester.runpytest(f"--llmeval-shard={i}/2", f"--llmeval-report=s{i}.json")
+    first, second = report(pytester.path / "s1.json"), report(pytester.path / "s2.json")
+
+    def merge(*documents: dict[str, Any]) -> str:
+        names = []
+        for index, document in enumerate(documents):
+            path = pytester.path / f"edited-{index}.json"
+            path.write_text(json.dumps(document))
+            names.append(path.name)
+        capsys.readouterr()
+        assert main(["merge", *names, "-o", "out.json"]) == 2
+        return capsys.readouterr().err.strip()
+
+    assert merge(first) == "llmeval merge: shard 2/2 missing"
+    assert merge(first, first, second) == (
+        "llmeval merge: shard 1/2 is given twice: edited-0.json, edited-1.json"
+    )
+    other = json.loads(json.dumps(second))
+    other["run"]["git_commit"] = "0123abc"
+    assert merge(first, other) == (
+        f"llmeval merge: the shards differ in git commit (edited-0.json: "
+        f"{first['run']['git_commit']}; edited-1.json: 0123abc)"
+    )
+    other = json.loads(json.dumps(second))
+    other["run"]["datasets"]["data"] = "changed"
+    assert merge(first, other).startswith("llmeval merge: the shards differ in dataset 'data' (")
+    stolen = json.loads(json.dumps(second))
+    stolen["records"].append(first["records"][0])
+    moved = first["records"][0]["nodeid"]
+    assert merge(first, stolen) == (
+        f"llmeval merge: {moved} is in two shards: edited-0.json and edited-1.json"
+    )
+    lost = json.loads(json.dumps(second))
+    gone = lost["records"].pop()["nodeid"]
+    assert merge(first, lost) == f"llmeval merge: 1 test(s) of the run in no shard: {gone}"
+    selected = json.loads(json.dumps(second))
+    selected["run"]["shard"]["tests"] = selected["run"]["shard"]["tests"][1:]
+    assert "the shards selected different tests" in merge(first, selected)
+    assert merge(first, {**second, "run": {**second["run"], "shard": None}}) == (
+        "llmeval merge: edited-1.json is not a shard's report (run with --llmeval-shard I/N)"
+    )
+    assert main(["merge", "s1.json", "s2.json", "-o", "run.json"]) == 0
+    assert main(["gate", "run.json"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "llmeval: PASS"
+
+
+def test_the_command_reads_the_ini_pytest_would(tmp_path: Path) -> None:
+    from pytest_llmeval.inifile import find_ini
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "setup.cfg").write_text("[metadata]\nname = x\n")  # no pytest section
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.pytest.ini_options]\nllmeval_min_pass_rate = "distribution:0.7"\n'
+        'llmeval_hard_partitions = ["golden", "regression", "adversarial"]\n'
+    )
+    ini = find_ini(tmp_path / "sub")
+    assert (ini.path, ini.rootpath) == (tmp_path / "pyproject.toml", tmp_path)
+    settings = ini.settings()
+    assert settings.minimum("distribution") == 0.7 and settings.is_hard("adversarial")
+    assert ini.settings({"baseline": "b.json"}).regression.baseline == Path.cwd() / "b.json"
+    (tmp_path / "sub" / "pytest.ini").write_text("[pytest]\nllmeval_min_pass_rate = nope\n")
+    with pytest.raises(ConfigError, match="llmeval_min_pass_rate"):
+        find_ini(tmp_path / "sub").settings()
+    explicit = find_ini(tmp_path / "sub", tmp_path / "pyproject.toml")
+    assert explicit.settings().minimum("distribution") == 0.7

@@ -1,0 +1,99 @@
+"""The project's pytest configuration, read without pytest: for the ``llmeval`` command,
+which judges a report by the same ``llmeval_*`` keys as the session that wrote it. The
+file is found as pytest finds it: from a directory upwards, the first ``pytest.ini`` or
+``.pytest.ini``, ``pyproject.toml`` with ``[tool.pytest.ini_options]``, ``tox.ini``
+with ``[pytest]`` or ``setup.cfg`` with ``[tool:pytest]``."""
+
+from __future__ import annotations
+
+import configparser
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+from .settings import OPTIONS, Settings, build
+
+_SECTIONS = {
+    "pytest.ini": "pytest",
+    ".pytest.ini": "pytest",
+    "tox.ini": "pytest",
+    "setup.cfg": "tool:pytest",
+}
+
+
+@dataclass(frozen=True)
+class IniFile:
+    """The configuration file (None: none found) and its keys; ``rootpath`` is its
+    folder (where pytest would put the rootdir), relative ini paths are relative to it."""
+
+    path: Path | None
+    rootpath: Path
+    values: dict[str, str] = field(default_factory=dict)
+
+    def settings(self, flags: dict[str, str] | None = None) -> Settings:
+        """Settings from ``flags`` (option name -> value; paths relative to the current
+        directory), then this file's keys, then the defaults. ConfigError for a bad value."""
+        given = flags or {}
+        defaults = {name: default for name, _, default in OPTIONS}
+
+        def value(name: str) -> str:
+            if name in given:
+                return given[name].strip()
+            return self.values.get(f"llmeval_{name}", defaults.get(name, "")).strip()
+
+        def location(name: str) -> Path | None:
+            base = Path.cwd() if name in given else self.rootpath
+            return base / value(name) if value(name) else None
+
+        return build(
+            value,
+            location,
+            rootpath=self.rootpath,
+            datasets_dir=self.values.get("llmeval_datasets_dir", ""),
+        )
+
+
+def find_ini(start: Path, explicit: Path | None = None) -> IniFile:
+    """``explicit`` (``-c FILE``), else the first configuration file from ``start``
+    upwards; without one, the defaults with ``start`` as the rootdir."""
+    if explicit is not None:
+        values = _read(explicit)
+        if values is None:
+            raise ConfigError(f"{explicit}: no pytest section in it (or it cannot be read)")
+        return IniFile(explicit, explicit.resolve().parent, values)
+    for folder in (start.resolve(), *start.resolve().parents):
+        for name in ("pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg"):
+            candidate = folder / name
+            if candidate.is_file():
+                values = _read(candidate)
+                if values is not None:
+                    return IniFile(candidate, folder, values)
+    return IniFile(None, start.resolve())
+
+
+def _read(path: Path) -> dict[str, str] | None:
+    """The file's pytest keys as text, or None when it holds no pytest section."""
+    try:
+        if path.name.endswith(".toml"):
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
+            options = document.get("tool", {}).get("pytest", {}).get("ini_options")
+            return None if options is None else {k: _text(v) for k, v in options.items()}
+        parser = configparser.RawConfigParser(interpolation=None)
+        parser.read(path, encoding="utf-8")
+    except (OSError, ValueError, configparser.Error) as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc}") from None
+    section = _SECTIONS.get(path.name, "pytest")
+    if not parser.has_section(section):
+        # pytest.ini is pytest's even without its section; the others only with it.
+        return {} if path.name in ("pytest.ini", ".pytest.ini") else None
+    return dict(parser.items(section))
+
+
+def _text(value: object) -> str:
+    """A TOML value as an ini file would hold it (a list: one item per line)."""
+    if isinstance(value, list):
+        return "\n".join(map(str, value))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
