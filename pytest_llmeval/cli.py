@@ -8,10 +8,13 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .partitions import PARTITIONS
 from .settings import OPTIONS
+
+if TYPE_CHECKING:
+    from .inifile import IniFile
 
 _DEFAULTS = {name: default for name, _, default in OPTIONS}
 _HELP = {name: text for name, text, _ in OPTIONS}
@@ -274,7 +277,6 @@ def _judge(args: argparse.Namespace) -> int:
     """``llmeval merge`` and ``llmeval gate``: a run judged by the project's ini (the
     settings the session would use), from shards merged or from one report."""
     from .errors import ConfigError
-    from .inifile import find_ini
     from .records import Record
     from .runs.merge import merge_shards
     from .runs.report import build_report, read_records, read_report
@@ -282,15 +284,17 @@ def _judge(args: argparse.Namespace) -> int:
 
     name = f"llmeval {args.command}"
     try:
-        ini = find_ini(Path.cwd(), Path(args.inifile) if args.inifile else None)
-        flags = {"baseline": args.baseline} if args.baseline else {}
-        settings = ini.settings(flags)
         if args.command == "merge":
             shards = [(path, read_report(Path(path))) for path in args.shards]
             records, run = merge_shards(shards)
         else:
             report = read_report(Path(args.report))
             records, run = report["records"], report["run"]
+        if not records:
+            print(f"{name}: no eval test in the run: nothing to judge", file=sys.stderr)
+            return 1
+        flags = {"baseline": args.baseline} if args.baseline else {}
+        settings = _settings_of(run, args.inifile).settings(flags)
         baseline_path = settings.regression.baseline
         baseline = read_records(baseline_path) if baseline_path is not None else None
     except (ConfigError, ValueError) as exc:  # MergeError and a bad report too
@@ -318,6 +322,18 @@ def _judge(args: argparse.Namespace) -> int:
     for text, _ in verdict_lines(verdict, settings, baseline_name=shown, verbosity=verbosity):
         print(text)
     return 0 if verdict.passed else 1
+
+
+def _settings_of(run: dict[str, Any], inifile: str | None) -> IniFile:
+    """What judges a report: the options its session read (recorded in ``run``), else
+    (an older report, or ``-c FILE``) the project's pytest configuration."""
+    from .inifile import IniFile, find_ini
+
+    options = run.get("options")
+    if inifile is not None or not isinstance(options, dict):
+        return find_ini(Path.cwd(), Path(inifile) if inifile else None)
+    rootdir = Path(str(run.get("rootdir") or Path.cwd()))
+    return IniFile(None, rootdir, {f"llmeval_{k}": str(v) for k, v in options.items()})
 
 
 def _relative(path: Path) -> str:

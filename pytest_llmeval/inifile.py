@@ -1,8 +1,10 @@
-"""The project's pytest configuration, read without pytest: for the ``llmeval`` command,
-which judges a report by the same ``llmeval_*`` keys as the session that wrote it. The
-file is found as pytest finds it: from a directory upwards, the first ``pytest.ini`` or
-``.pytest.ini``, ``pyproject.toml`` with ``[tool.pytest.ini_options]``, ``tox.ini``
-with ``[pytest]`` or ``setup.cfg`` with ``[tool:pytest]``."""
+"""The project's pytest configuration, read without pytest: for ``llmeval gate`` and
+``merge`` on a report that does not record its session's options (or with ``-c FILE``).
+The file is found as pytest 9 finds it in a directory and its parents: the first
+``pytest.toml`` or ``.pytest.toml`` (``[pytest]``), ``pytest.ini`` or ``.pytest.ini``,
+``pyproject.toml`` with ``[tool.pytest]`` or ``[tool.pytest.ini_options]``, ``tox.ini``
+with ``[pytest]``, or ``setup.cfg`` with ``[tool:pytest]``. Unlike pytest, it starts from
+the current directory, not from the paths of a command line, and reads no ``addopts``."""
 
 from __future__ import annotations
 
@@ -14,6 +16,15 @@ from pathlib import Path
 from .errors import ConfigError
 from .settings import OPTIONS, Settings, build
 
+_NAMES = (
+    "pytest.toml",
+    ".pytest.toml",
+    "pytest.ini",
+    ".pytest.ini",
+    "pyproject.toml",
+    "tox.ini",
+    "setup.cfg",
+)
 _SECTIONS = {
     "pytest.ini": "pytest",
     ".pytest.ini": "pytest",
@@ -63,7 +74,7 @@ def find_ini(start: Path, explicit: Path | None = None) -> IniFile:
             raise ConfigError(f"{explicit}: no pytest section in it (or it cannot be read)")
         return IniFile(explicit, explicit.resolve().parent, values)
     for folder in (start.resolve(), *start.resolve().parents):
-        for name in ("pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg"):
+        for name in _NAMES:
             candidate = folder / name
             if candidate.is_file():
                 values = _read(candidate)
@@ -77,8 +88,13 @@ def _read(path: Path) -> dict[str, str] | None:
     try:
         if path.name.endswith(".toml"):
             document = tomllib.loads(path.read_text(encoding="utf-8"))
-            options = document.get("tool", {}).get("pytest", {}).get("ini_options")
-            return None if options is None else {k: _text(v) for k, v in options.items()}
+            if path.name != "pyproject.toml":
+                return {k: str(v) for k, v in document.get("pytest", {}).items()}
+            table = document.get("tool", {}).get("pytest")
+            if not isinstance(table, dict):
+                return None
+            options = table.get("ini_options", table)
+            return {k: str(v) for k, v in options.items()}
         parser = configparser.RawConfigParser(interpolation=None)
         parser.read(path, encoding="utf-8")
     except (OSError, ValueError, configparser.Error) as exc:
@@ -88,12 +104,3 @@ def _read(path: Path) -> dict[str, str] | None:
         # pytest.ini is pytest's even without its section; the others only with it.
         return {} if path.name in ("pytest.ini", ".pytest.ini") else None
     return dict(parser.items(section))
-
-
-def _text(value: object) -> str:
-    """A TOML value as an ini file would hold it (a list: one item per line)."""
-    if isinstance(value, list):
-        return "\n".join(map(str, value))
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)

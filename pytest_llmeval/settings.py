@@ -244,6 +244,9 @@ class Settings:
     app: ClientConfig = field(default_factory=ClientConfig)
     judge: ClientConfig = field(default_factory=lambda: ClientConfig(role="judge"))
     regression: RegressionSettings = field(default_factory=lambda: RegressionSettings())
+    # Each option's text as given (flag, else ini key, else default): a report records
+    # them, so that llmeval gate judges it by the session's own settings.
+    options: dict[str, str] = field(default_factory=dict)
 
     def is_hard(self, partition: str) -> bool:
         return partition in self.hard_partitions
@@ -342,6 +345,7 @@ def build(
             "temperature must be between 0 and 0.3, so that its verdicts repeat"
         )
     return Settings(
+        options={name: value(name) for name, _, _ in OPTIONS},
         report=Path(value("report")) if value("report") else None,
         html=Path(value("html")) if value("html") else None,
         markdown=Path(value("markdown")) if value("markdown") else None,

@@ -224,6 +224,12 @@ def test_merge_refuses_shards_that_are_not_one_run_and_names_what_differs(
     lost = json.loads(json.dumps(second))
     gone = lost["records"].pop()["nodeid"]
     assert merge(first, lost) == f"llmeval merge: 1 test(s) of the run in no shard: {gone}"
+    other = json.loads(json.dumps(second))
+    other["run"]["options"]["min_pass_rate"] = "distribution:0.5"
+    assert merge(first, other) == (
+        "llmeval merge: the shards differ in llmeval_min_pass_rate (edited-0.json: ''; "
+        "edited-1.json: 'distribution:0.5')"
+    )
     selected = json.loads(json.dumps(second))
     selected["run"]["shard"]["tests"] = selected["run"]["shard"]["tests"][1:]
     assert "the shards selected different tests" in merge(first, selected)
@@ -233,6 +239,29 @@ def test_merge_refuses_shards_that_are_not_one_run_and_names_what_differs(
     assert main(["merge", "s1.json", "s2.json", "-o", "run.json"]) == 0
     assert main(["gate", "run.json"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "llmeval: PASS"
+    # The session's options judge the report, not whatever the ini says now.
+    pytester.makeini("[pytest]\nllmeval_hard_partitions = golden distribution\n")
+    assert main(["gate", "run.json"]) == 0
+    assert main(["gate", "run.json", "-c", "tox.ini"]) == 0  # all pass either way
+    empty = {**first, "records": []}
+    (pytester.path / "empty.json").write_text(json.dumps(empty))
+    capsys.readouterr()
+    assert main(["gate", "empty.json"]) == 1
+    assert "nothing to judge" in capsys.readouterr().err
+
+
+def test_a_shard_without_tests_passes_and_its_report_says_so(pytester: pytest.Pytester) -> None:
+    suite(pytester, rows(golden=1), MERGED.format(wrong=[]))
+    empty = next(i for i in (2, 3) if i != shard_of("data", "golden-00", 3))
+    result = pytester.runpytest(f"--llmeval-shard={empty}/3", "--llmeval-report=r.json")
+    assert result.ret == pytest.ExitCode.OK  # not 5: no test is this shard's share
+    written = report(pytester.path / "r.json")
+    assert written["records"] == []
+    assert written["run"]["shard"] == {
+        "index": empty,
+        "count": 3,
+        "tests": ["test_evals.py::test_answer[golden-00]"],
+    }
 
 
 def test_the_command_reads_the_ini_pytest_would(tmp_path: Path) -> None:
@@ -242,7 +271,7 @@ def test_the_command_reads_the_ini_pytest_would(tmp_path: Path) -> None:
     (tmp_path / "setup.cfg").write_text("[metadata]\nname = x\n")  # no pytest section
     (tmp_path / "pyproject.toml").write_text(
         '[tool.pytest.ini_options]\nllmeval_min_pass_rate = "distribution:0.7"\n'
-        'llmeval_hard_partitions = ["golden", "regression", "adversarial"]\n'
+        'llmeval_hard_partitions = "golden regression adversarial"\n'
     )
     ini = find_ini(tmp_path / "sub")
     assert (ini.path, ini.rootpath) == (tmp_path / "pyproject.toml", tmp_path)

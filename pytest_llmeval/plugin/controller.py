@@ -279,8 +279,15 @@ class Controller:
             "pytest_version": pytest.__version__,
             "python": platform.python_version(),
             "settings": self.settings.describe(),
+            "options": self._options(),
             **self._shard(),
         }
+
+    def _options(self) -> dict[str, str]:
+        """Every option's text as this session read it, the baseline as the path it read
+        (``llmeval gate`` judges the report by them)."""
+        baseline = self.settings.regression.baseline
+        return {**self.settings.options, "baseline": str(baseline) if baseline else ""}
 
     def _shard(self) -> dict[str, Any]:
         """The shard this run was (``llmeval merge`` checks the shards against each other):

@@ -8,12 +8,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..records import RecordJSON
-from .compare import metadata
 from .report import ReportJSON
 
 # What must be the same in every shard: (where in the run metadata, as said).
-_SAME_RUN = (("git_commit", "git commit"),)
-_SAME_JUDGE = (("judge_model", "judge model"), ("judge_prompt_sha256", "judge prompt"))
+_SAME_RUN = (("git_commit", "git commit"), ("plugin_version", "plugin version"))
+# The options each job may set for itself: where it writes, which shard it is, and the
+# baseline's path (the same file may sit in another folder on each machine).
+PER_JOB = frozenset(
+    {"report", "html", "markdown", "history_dir", "save_baseline", "shard", "baseline"}
+)
 
 
 class MergeError(ValueError):
@@ -46,10 +49,7 @@ def merge_shards(
         raise MergeError(f"shard{'s' if len(absent) > 1 else ''} {listed} missing")
     _same([(n, r["run"]) for n, r in reports], _SAME_RUN)
     _same_datasets(reports)
-    judged = [
-        (n, dict(meta)) for n, r in reports if (meta := metadata(r["records"]))["judge_model"]
-    ]
-    _same(judged, _SAME_JUDGE)  # a shard without judge verdicts says nothing of its judge
+    _same_options(reports)
     tests = _tests(shards)
     records: list[RecordJSON] = []
     seen: dict[str, str] = {}  # node id -> the shard's report it is in
@@ -88,6 +88,17 @@ def _same(items: Sequence[tuple[str, dict[str, Any]]], fields: Sequence[tuple[st
         if len(values) > 1:
             each = "; ".join(f"{name}: {meta.get(key)}" for name, meta in items)
             raise MergeError(f"the shards differ in {said} ({each})")
+
+
+def _same_options(reports: Sequence[tuple[str, ReportJSON]]) -> None:
+    """MergeError naming an option (models, judge, rules, gates) set differently in two
+    shards: one run is judged by one set of settings."""
+    options = [(name, report["run"].get("options") or {}) for name, report in reports]
+    for key in sorted({k for _, each in options for k in each} - PER_JOB):
+        values = {each.get(key) for _, each in options}
+        if len(values) > 1:
+            said = "; ".join(f"{name}: {each.get(key)!r}" for name, each in options)
+            raise MergeError(f"the shards differ in llmeval_{key} ({said})")
 
 
 def _same_datasets(reports: Sequence[tuple[str, ReportJSON]]) -> None:
