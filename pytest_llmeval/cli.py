@@ -277,10 +277,11 @@ def _judge(args: argparse.Namespace) -> int:
     """``llmeval merge`` and ``llmeval gate``: a run judged by the project's ini (the
     settings the session would use), from shards merged or from one report."""
     from .errors import ConfigError
+    from .inifile import settings_of_report
     from .records import Record
     from .runs.merge import merge_shards
-    from .runs.report import build_report, read_records, read_report
-    from .runs.verdict import judge_run, regression_json, verdict_lines
+    from .runs.report import read_report
+    from .runs.verdict import judge_run, report_of, verdict_lines
 
     name = f"llmeval {args.command}"
     try:
@@ -296,24 +297,23 @@ def _judge(args: argparse.Namespace) -> int:
         flags = {"baseline": args.baseline} if args.baseline else {}
         settings = _settings_of(run, args.inifile).settings(flags)
         baseline_path = settings.regression.baseline
-        baseline = read_records(baseline_path) if baseline_path is not None else None
+        baseline, baseline_settings = None, None
+        if baseline_path is not None:
+            base = read_report(baseline_path)
+            baseline, baseline_settings = base["records"], settings_of_report(base)
     except (ConfigError, ValueError) as exc:  # MergeError and a bad report too
         print(f"{name}: {exc}", file=sys.stderr)
         return 2
-    verdict = judge_run([Record.from_json(r) for r in records], settings, baseline)
+    verdict = judge_run(
+        [Record.from_json(r) for r in records],
+        settings,
+        baseline,
+        baseline_settings=baseline_settings,
+    )
     if args.command == "merge":
         from .files import write_json
 
-        document = build_report(
-            verdict.records,
-            verdict.stats,
-            verdict.verdicts,
-            run,
-            flaky=verdict.flaky,
-            regression=regression_json(verdict, settings),
-            budgets=verdict.budgets,
-            failures=verdict.reasons,
-        )
+        document = report_of(verdict, settings, run)
         write_json(Path(args.output), document)
         print(f"{args.output}: {len(records)} tests from {len(args.shards)} shards")
         return 0
@@ -332,8 +332,7 @@ def _settings_of(run: dict[str, Any], inifile: str | None) -> IniFile:
     options = run.get("options")
     if inifile is not None or not isinstance(options, dict):
         return find_ini(Path.cwd(), Path(inifile) if inifile else None)
-    rootdir = Path(str(run.get("rootdir") or Path.cwd()))
-    return IniFile(None, rootdir, {f"llmeval_{k}": str(v) for k, v in options.items()})
+    return IniFile.recorded(options, Path(str(run.get("rootdir") or Path.cwd())))
 
 
 def _relative(path: Path) -> str:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import configparser
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError
 from .settings import OPTIONS, Settings, build
@@ -41,6 +43,11 @@ class IniFile:
     path: Path | None
     rootpath: Path
     values: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def recorded(cls, options: dict[str, object], rootdir: Path) -> IniFile:
+        """The options a session recorded in its report (``run.options``)."""
+        return cls(None, rootdir, {f"llmeval_{k}": str(v) for k, v in options.items()})
 
     def settings(self, flags: dict[str, str] | None = None) -> Settings:
         """Settings from ``flags`` (option name -> value; paths relative to the current
@@ -104,3 +111,16 @@ def _read(path: Path) -> dict[str, str] | None:
         # pytest.ini is pytest's even without its section; the others only with it.
         return {} if path.name in ("pytest.ini", ".pytest.ini") else None
     return dict(parser.items(section))
+
+
+def settings_of_report(report: Mapping[str, Any]) -> Settings | None:
+    """The settings a report's session read (``run.options``), or None: an older report
+    that recorded none, or options this version cannot read."""
+    run = report.get("run") or {}
+    options = run.get("options")
+    if not isinstance(options, dict):
+        return None
+    try:
+        return IniFile.recorded(options, Path(str(run.get("rootdir") or "."))).settings()
+    except ConfigError:
+        return None

@@ -75,6 +75,19 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "",
     ),
     ("time_budget_strict", "yes: a partition over its time budget fails the session", "no"),
+    (
+        "bar_locked",
+        "yes: a bar lower than the baseline's (a hard example not run, a minimum pass rate "
+        "or threshold lowered, a partition made soft, a gate dropped, delta raised, alpha "
+        "lowered) fails the session, unless each lowering is in llmeval_bar_accept",
+        "no",
+    ),
+    (
+        "bar_accept",
+        "the lowerings of the bar accepted under llmeval_bar_locked, by the key the summary "
+        "gives each (e.g. example:golden-refund-01 min_pass_rate:distribution)",
+        "",
+    ),
     ("cache", f"response cache mode: {', '.join(CACHE_MODES)} (default: use)", "use"),
     ("cache_dir", "response cache folder, relative to the rootdir", ".llmeval-cache"),
     ("max_retries", "retries of a failed model call (429, 5xx, timeouts, drops)", "4"),
@@ -225,6 +238,8 @@ class Settings:
     thresholds: dict[str, float] = field(default_factory=dict)
     time_budget: dict[str, float] = field(default_factory=dict)  # seconds per partition
     time_budget_strict: bool = False
+    bar_locked: bool = False  # a lowered bar fails the session (llmeval_bar_locked)
+    bar_accept: frozenset[str] = frozenset()  # lowerings accepted by key
     datasets_dir: Path | None = None
     cache_mode: str = "use"
     cache_dir: Path = Path(".llmeval-cache")
@@ -358,6 +373,8 @@ def build(
         thresholds=_parse_pairs("thresholds", value("thresholds"), _threshold, None),
         time_budget=_parse_pairs("time_budget", value("time_budget"), _positive, PARTITIONS),
         time_budget_strict=_yes("time_budget_strict", value("time_budget_strict")),
+        bar_locked=_yes("bar_locked", value("bar_locked")),
+        bar_accept=frozenset(value("bar_accept").replace(",", " ").split()),
         datasets_dir=(rootpath / datasets_dir) if datasets_dir else None,
         cache_mode=cache_mode,
         cache_dir=rootpath / value("cache_dir"),

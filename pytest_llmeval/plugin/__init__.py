@@ -87,6 +87,7 @@ def pytest_configure(config: pytest.Config) -> None:
     controller = None
     if not worker:
         controller = Controller(config, effective, baseline, planned)
+        controller.baseline_settings = settings.read_baseline_settings(effective)
     config.stash[SETTINGS_KEY] = effective
     config.stash[DATASETS_KEY] = {}
     run = context.RunContext(effective.thresholds, lambda: session_embedder(config))

@@ -19,8 +19,8 @@ import pytest
 from .. import __version__
 from ..files import nonfinite_as_null, write_json
 from ..records import NOT_RUN, WORKER_CRASHED, Record, RecordJSON
-from ..runs.report import ReportJSON, build_report
-from ..runs.verdict import Verdict, judge_run, regression_json, verdict_lines
+from ..runs.report import ReportJSON
+from ..runs.verdict import Verdict, judge_run, report_of, verdict_lines
 from ..settings import Settings
 from .collection import Selected, selection
 from .keys import REPORT_ATTR, SELECTION_ATTR, SHARD_TESTS_ATTR, SHARD_TESTS_KEY
@@ -52,6 +52,7 @@ class Controller:
         self.started = time.time()
         self._cached: tuple[int, Verdict] | None = None
         self.baseline = baseline  # its records, read by settings.read_baseline
+        self.baseline_settings: Settings | None = None  # the options its session read
         self.selected: dict[str, Selected] = {}  # node id -> what is known before it ran
         self.shard_tests: list[str] | None = None  # --llmeval-shard: every shard's eval tests
         self.crashed: dict[str, str] = {}  # node id -> what xdist said of its worker
@@ -114,6 +115,7 @@ class Controller:
                 self.records + self._unreported(),
                 self.settings,
                 self.baseline,
+                baseline_settings=self.baseline_settings,
                 other_failures=self._other_failures(),
             )
             self._cached = (key, verdict)
@@ -178,17 +180,7 @@ class Controller:
         targets = [self.settings.report, self.settings.regression.save_baseline]
         if not any(targets) and not self._views():
             return
-        verdict = self._verdict()
-        document = build_report(
-            verdict.records,
-            verdict.stats,
-            verdict.verdicts,
-            self._run_metadata(int(exitstatus)),
-            flaky=verdict.flaky,
-            regression=regression_json(verdict, self.settings),
-            budgets=verdict.budgets,
-            failures=verdict.reasons,
-        )
+        document = report_of(self._verdict(), self.settings, self._run_metadata(int(exitstatus)))
         finite: ReportJSON | None = None  # the document as standard JSON, once known
         for path in filter(None, targets):
             target = path if path.is_absolute() else self.config.invocation_params.dir / path

@@ -43,6 +43,21 @@ def from_config(config: pytest.Config) -> Settings:
         raise pytest.UsageError(str(exc)) from None
 
 
+def read_baseline_settings(effective: Settings) -> Settings | None:
+    """The options the baseline's session read (for its bar), or None; read after
+    read_baseline, which said whatever is wrong with the file."""
+    path = effective.regression.baseline
+    if path is None:
+        return None
+    from ..inifile import settings_of_report
+    from ..runs.report import read_report
+
+    try:
+        return settings_of_report(read_report(path))
+    except ValueError:
+        return None
+
+
 def read_baseline(effective: Settings) -> list[RecordJSON] | None:
     """The records of ``llmeval_baseline`` (None: no baseline), read at start-up so that a
     bad one stops the run before anything changed."""

@@ -87,6 +87,7 @@ def markdown(
         _verdicts(document, records, more),
         _partitions(document),
         _regression(document, more),
+        _bar(document, more),
         _changes(baseline, records, names, more) if baseline is not None else [],
         _failures(records, names, more),
     ]
@@ -401,6 +402,23 @@ def _capped(lines: list[str], limit: int, what: str, more: str) -> list[str]:
     if len(lines) <= limit:
         return lines
     return [*lines[: limit - 1], f"- and {len(lines) - limit + 1} more {what}{more}"]
+
+
+def _bar(document: ReportJSON, more: str) -> list[str]:
+    """Each way the bar is lower than the baseline's (the report's ``bar``)."""
+    bar = document.get("bar")
+    found = bar["lowered"] if bar else []
+    if not bar or not found:
+        return []
+    blocking = bool(bar["blocks"])
+    said = "BLOCK (llmeval_bar_locked)" if blocking else "said, not locked"
+    lines = [f"{_mark(not blocking, warn=True)} **bar lowered against the baseline: {said}**"]
+    shown = [
+        f"- `{_text(low['key'], 80)}`: {_text(low['message'])}"
+        + (" (accepted)" if low.get("accepted") else "")
+        for low in found
+    ]
+    return [*lines, *_capped(shown, COMPARISON_ROWS, "lowerings", more)]
 
 
 def _mark(ok: bool, *, warn: bool = False) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypedDict, cast
 
 from ..records import NOT_RUN, Record, RecordJSON
+from .bar import BarJSON
 from .draws import Flaky, FlakyJSON
 from .panel import JudgePanelJSON, panel_json
 from .summary import (
@@ -56,6 +57,7 @@ class ReportJSON(TypedDict):
     regression: dict[str, Any] | None
     calibration: CalibrationJSON | None
     judge_panel: JudgePanelJSON | None  # a judge panel's agreement (llmeval_judge_models)
+    bar: BarJSON | None  # the bar against the baseline's (None: no baseline)
     records: list[RecordJSON]
 
 
@@ -69,6 +71,7 @@ def build_report(
     budgets: Sequence[BudgetVerdict] = (),
     failures: Sequence[str] | None = None,
     flaky: Sequence[Flaky] = (),
+    bar: BarJSON | None = None,
 ) -> ReportJSON:
     """The whole run as one JSON-safe document; also the baseline format. ``passed``:
     nothing failed the run (``failures``, the summary's reasons; by default every
@@ -105,6 +108,7 @@ def build_report(
         "regression": regression,
         "calibration": calibration(records),
         "judge_panel": panel_json(records),
+        "bar": bar,
         "records": [r.to_json() for r in records],
     }
 

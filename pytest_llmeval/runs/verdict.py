@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any
 from ..partitions import PARTITIONS
 from ..records import Record, RecordJSON
 from ..settings import Settings
+from .bar import Lowering, bar_json, bar_lines, blocks, lowered
 from .compare import compare_runs, decision
 from .draws import Flaky, aggregate_cases, reduce_draws
 from .render import Line, summary_lines, table_lines
+from .report import ReportJSON, build_report
 from .summary import (
     BudgetVerdict,
     PartitionStats,
@@ -43,6 +45,7 @@ class Verdict:
     comparisons: list[Comparison] | str | None
     regression_blocks: bool
     budgets: list[BudgetVerdict]
+    lowered: list[Lowering]  # the bar against the baseline's (runs.bar)
     reasons: list[str]
 
     @property
@@ -55,10 +58,12 @@ def judge_run(
     settings: Settings,
     baseline: Sequence[RecordJSON] | None,
     *,
+    baseline_settings: Settings | None = None,
     other_failures: int = 0,
 ) -> Verdict:
     """The verdict on ``records`` (``other_failures``: failed tests that are not eval
-    tests; they fail the run too)."""
+    tests; they fail the run too; ``baseline_settings``: the options the baseline's
+    session read, for its bar)."""
     order = {p: i for i, p in enumerate(PARTITIONS)}
     everything = list(records)
     distrust_biased_ties(everything, settings.max_position_bias)
@@ -69,18 +74,31 @@ def judge_run(
     comparisons = None if baseline is None else _compare(baseline, ordered, settings)
     fails = settings.regression.fails
     if isinstance(comparisons, str):
-        blocks = fails
+        regression_blocks = fails
     else:
-        blocks = comparisons is not None and decision(comparisons, fails=fails)[0]
+        regression_blocks = comparisons is not None and decision(comparisons, fails=fails)[0]
     budgets = check_time_budgets(stats, settings.time_budget, strict=settings.time_budget_strict)
     reasons = failure_reasons(
         ordered,
         verdicts,
-        regression_blocks=blocks,
+        regression_blocks=regression_blocks,
         budgets=budgets,
         other_failures=other_failures,
     )
-    return Verdict(ordered, stats, verdicts, reduced.flaky, comparisons, blocks, budgets, reasons)
+    lowerings = [] if baseline is None else lowered(baseline, baseline_settings, ordered, settings)
+    if blocks(lowerings, settings):
+        reasons.append(f"bar lowered ({sum(not low.accepted for low in lowerings)})")
+    return Verdict(
+        ordered,
+        stats,
+        verdicts,
+        reduced.flaky,
+        comparisons,
+        regression_blocks,
+        budgets,
+        lowerings,
+        reasons,
+    )
 
 
 def _compare(
@@ -95,6 +113,21 @@ def _compare(
             "regression: ERROR, cannot compare with the baseline: a record lacks or "
             f"mistypes a field ({type(exc).__name__}: {exc})"
         )
+
+
+def report_of(verdict: Verdict, settings: Settings, run: dict[str, Any]) -> ReportJSON:
+    """The report of a judged run (``run``: its metadata)."""
+    return build_report(
+        verdict.records,
+        verdict.stats,
+        verdict.verdicts,
+        run,
+        flaky=verdict.flaky,
+        regression=regression_json(verdict, settings),
+        budgets=verdict.budgets,
+        failures=verdict.reasons,
+        bar=None if verdict.comparisons is None else bar_json(verdict.lowered, settings),
+    )
 
 
 def regression_json(verdict: Verdict, settings: Settings) -> dict[str, Any] | None:
@@ -141,6 +174,12 @@ def verdict_lines(
             lines += [(text, {}) for text in table_lines(result, verbose=verbosity > 0)]
             line = decision(result, fails=settings.regression.fails)[1]
             lines.append((line, {"red": blocks, "bold": blocks, "green": not blocks}))
+    bar = bar_lines(verdict.lowered, settings)
+    if bar:
+        markup = (
+            {"red": True, "bold": True} if bar[-1].startswith("bar: BLOCK") else {"yellow": True}
+        )
+        lines += [("", {}), *((text, markup) for text in bar)]
     lines.append(("", {}))
     lines += [(note, {"yellow": True}) for note in notes]
     incomplete = incomplete_line(verdict.records)
