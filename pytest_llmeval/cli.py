@@ -309,6 +309,7 @@ def _judge(args: argparse.Namespace) -> int:
         settings,
         baseline,
         baseline_settings=baseline_settings,
+        filtered=bool(run.get("filtered")),
     )
     if args.command == "merge":
         from .files import write_json

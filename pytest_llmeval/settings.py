@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from .client.cache import CACHE_MODES
 from .client.llm import MAX_CONCURRENCY, ClientConfig
@@ -360,7 +361,7 @@ def build(
             "temperature must be between 0 and 0.3, so that its verdicts repeat"
         )
     return Settings(
-        options={name: value(name) for name, _, _ in OPTIONS},
+        options={name: _recorded(name, value(name)) for name, _, _ in OPTIONS},
         report=Path(value("report")) if value("report") else None,
         html=Path(value("html")) if value("html") else None,
         markdown=Path(value("markdown")) if value("markdown") else None,
@@ -391,6 +392,16 @@ def build(
         app=app,
         judge=judge,
     )
+
+
+def _recorded(name: str, text: str) -> str:
+    """An option's text as a report records it: a URL without its user, password and
+    query, where a key may hide."""
+    if not name.endswith("base_url"):
+        return text
+    parts = urlsplit(text)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, host, parts.path, "", "")) if parts.netloc else text
 
 
 def _client_config(

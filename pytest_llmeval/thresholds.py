@@ -8,6 +8,7 @@ The ini's overrides are the current run's (context.py).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 from .context import current_run
 
@@ -26,15 +27,21 @@ def resolve(metric: str, partition: str | None, explicit: float | None = None) -
         if not math.isfinite(explicit):  # nan never passes, -inf always would
             raise ValueError(f"threshold={explicit!r} for {metric}: a threshold is a finite number")
         return explicit
-    overrides = current_run().thresholds
+    found = applied(current_run().thresholds, metric, partition)
+    if found is None:
+        raise KeyError(f"no default threshold for metric {metric!r}; pass threshold=")
+    return found
+
+
+def applied(overrides: Mapping[str, float], metric: str, partition: str | None) -> float | None:
+    """The threshold ``overrides`` (llmeval_thresholds) and the defaults give ``metric``
+    in ``partition``, or None: no default and none configured."""
     if partition is not None and f"{metric}.{partition}" in overrides:
         return overrides[f"{metric}.{partition}"]
     if metric in overrides:
         return overrides[metric]
     defaults = DEFAULTS.get(metric)
-    if defaults is None:
-        raise KeyError(f"no default threshold for metric {metric!r}; pass threshold=")
-    return defaults.get(partition, defaults[None])
+    return None if defaults is None else defaults.get(partition, defaults[None])
 
 
 def configured(metric: str, partition: str | None, explicit: float | None = None) -> float | None:

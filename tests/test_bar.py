@@ -124,30 +124,87 @@ def settings(**values: str) -> Settings:
 def test_every_kind_of_lowering_has_its_key() -> None:
     base = settings(
         hard_partitions="golden regression adversarial",
-        thresholds="token_f1:0.8 exact_match:1.0",
+        thresholds="token_f1:0.5",
         gate="pass_rate judge.distribution",
         alpha="0.05",
         strict="yes",
     )
     now = settings(
         hard_partitions="golden regression",
-        thresholds="token_f1:0.7",
+        thresholds="judge:1 token_f1.distribution:0.3",
         gate="pass_rate",
         delta="pass_rate:0.1",
         alpha="0.01",
         min_pass_rate="distribution:0.5",
+        reducer="golden:any",
+        flaky="regression:ignore",
+        max_position_bias="0.5",
     )
-    records = [Record("golden-00", "golden", "t::a[golden-00]")]
+    records = [Record("golden-00", "golden", "t::test_a[golden-00]")]
     baseline = [r.to_json() for r in records]
     found = {low.key: low.message for low in lowered(baseline, base, records, now)}
     assert found == {
         "hard:adversarial": "adversarial is no longer a hard partition",
         "min_pass_rate:distribution": "minimum pass rate 85% -> 50%",
-        "threshold:exact_match": "threshold 1 no longer set (the default applies)",
-        "threshold:token_f1": "threshold lowered 0.8 -> 0.7",
+        # judge: from the defaults (4 on golden, 3 elsewhere) to 1 everywhere
+        "threshold:judge": "threshold lowered: golden 4 -> 1, regression 3 -> 1, "
+        "adversarial 3 -> 1, distribution 3 -> 1",
+        "threshold:token_f1": "threshold lowered: distribution 0.5 -> 0.3",
+        "reducer:golden": "reducer all -> any",
+        "flaky:regression": "flaky fail -> ignore",
+        "max_position_bias": "judge position bias allowed 0.3 -> 0.5",
         "gate:judge.distribution": "regression gate dropped",
         "delta:pass_rate": "delta raised 0.05 -> 0.1",
         "alpha": "alpha lowered 0.05 -> 0.01",
         "strict": "strict regression turned off",
     }
     assert lowered(baseline, now, records, now) == []
+    # token_f1's override removed: back to the default 0.8, a raise, not a lowering.
+    assert lowered(baseline, settings(thresholds="token_f1:0.5"), records, settings()) == []
+
+
+def test_examples_deleted_moved_or_no_longer_tested_are_lowerings() -> None:
+    hard = settings()
+    baseline = [
+        Record(e, p, f"t.py::{test}[{e}]").to_json()
+        for e, p, test in (
+            ("golden-00", "golden", "test_answer"),
+            ("golden-00", "golden", "test_grounded"),
+            ("golden-01", "golden", "test_answer"),
+            ("golden-02", "golden", "test_answer"),
+            ("regression-00", "regression", "test_answer"),
+        )
+    ]
+    records = [
+        Record("golden-00", "golden", "t.py::test_answer[golden-00]"),
+        Record("golden-01", "distribution", "t.py::test_answer[golden-01]"),
+    ]
+    found = {low.key: low.message for low in lowered(baseline, hard, records, hard)}
+    assert found == {
+        "example:golden-00": "golden example no longer run by test_grounded",
+        "example:golden-01": "moved from golden to distribution",
+        "example:golden-02": "golden example not in this run (deleted, renamed or not selected)",
+        # A whole hard partition gone is the largest lowering of all...
+        "example:regression-00": "regression example not in this run (deleted, renamed "
+        "or not selected)",
+    }
+    # ... unless the run selected (-m golden): then what it did not select is not compared.
+    filtered = lowered(baseline, hard, records, hard, filtered=True)
+    assert "example:regression-00" not in {low.key for low in filtered}
+
+
+def test_a_shards_bar_is_its_share_of_the_baselines(pytester: pytest.Pytester) -> None:
+    suite(pytester, rows(golden=4), SUITE, ini="llmeval_bar_locked = yes")
+    assert pytester.runpytest("--llmeval-save-baseline=base.json").ret == 0
+    for index in (1, 2):
+        result = pytester.runpytest(f"--llmeval-shard={index}/2", "--llmeval-baseline=base.json")
+        assert result.ret == 0
+        assert not any(line.startswith("bar lowered") for line in result.outlines)
+
+
+def test_a_url_is_recorded_without_its_credentials() -> None:
+    recorded = settings(judge_base_url="https://u:sk-SECRET@gw.example/v1?key=sk-2").options
+    assert recorded["judge_base_url"] == "https://gw.example/v1"
+    assert settings(base_url="http://127.0.0.1:8000/v1").options["base_url"] == (
+        "http://127.0.0.1:8000/v1"
+    )

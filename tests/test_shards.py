@@ -230,6 +230,12 @@ def test_merge_refuses_shards_that_are_not_one_run_and_names_what_differs(
         "llmeval merge: the shards differ in llmeval_min_pass_rate (edited-0.json: ''; "
         "edited-1.json: 'distribution:0.5')"
     )
+    # Each job's own cache, endpoint and concurrency do not make another run.
+    own = json.loads(json.dumps(second))
+    own["run"]["options"].update(cache_dir="/elsewhere", base_url="http://10.0.0.2:9/v1")
+    for index, document in enumerate((first, own)):
+        (pytester.path / f"own-{index}.json").write_text(json.dumps(document))
+    assert main(["merge", "own-0.json", "own-1.json", "-o", "own.json"]) == 0
     selected = json.loads(json.dumps(second))
     selected["run"]["shard"]["tests"] = selected["run"]["shard"]["tests"][1:]
     assert "the shards selected different tests" in merge(first, selected)

@@ -116,6 +116,7 @@ class Controller:
                 self.settings,
                 self.baseline,
                 baseline_settings=self.baseline_settings,
+                filtered=self._filtered(),
                 other_failures=self._other_failures(),
             )
             self._cached = (key, verdict)
@@ -272,8 +273,16 @@ class Controller:
             "python": platform.python_version(),
             "settings": self.settings.describe(),
             "options": self._options(),
+            "filtered": self._filtered(),
             **self._shard(),
         }
+
+    def _filtered(self) -> bool:
+        """Whether this run selected its tests with -k, -m or llmeval_tags."""
+        option = self.config.option
+        return bool(getattr(option, "markexpr", "") or getattr(option, "keyword", "")) or bool(
+            self.settings.tags
+        )
 
     def _options(self) -> dict[str, str]:
         """Every option's text as this session read it, the baseline as the path it read

@@ -12,10 +12,35 @@ from .report import ReportJSON
 
 # What must be the same in every shard: (where in the run metadata, as said).
 _SAME_RUN = (("git_commit", "git commit"), ("plugin_version", "plugin version"))
-# The options each job may set for itself: where it writes, which shard it is, and the
-# baseline's path (the same file may sit in another folder on each machine).
-PER_JOB = frozenset(
-    {"report", "html", "markdown", "history_dir", "save_baseline", "shard", "baseline"}
+# The options that decide verdicts: the same in every shard of a run. The others (where a
+# job writes, its cache, endpoints, concurrency, retries, its shard) are each job's own.
+VERDICT_OPTIONS = (
+    "tags",
+    "hard_partitions",
+    "min_pass_rate",
+    "thresholds",
+    "time_budget",
+    "time_budget_strict",
+    "bar_locked",
+    "bar_accept",
+    "judge_samples",
+    "judge_models",
+    "judge_max_tokens",
+    "max_position_bias",
+    "repeat",
+    "repeat_max",
+    "reducer",
+    "flaky",
+    "embedding_model",
+    "gate",
+    "delta",
+    "alpha",
+    "strict",
+    "regression_fails",
+    "model",
+    "temperature",
+    "judge_model",
+    "judge_temperature",
 )
 
 
@@ -94,7 +119,7 @@ def _same_options(reports: Sequence[tuple[str, ReportJSON]]) -> None:
     """MergeError naming an option (models, judge, rules, gates) set differently in two
     shards: one run is judged by one set of settings."""
     options = [(name, report["run"].get("options") or {}) for name, report in reports]
-    for key in sorted({k for _, each in options for k in each} - PER_JOB):
+    for key in VERDICT_OPTIONS:
         values = {each.get(key) for _, each in options}
         if len(values) > 1:
             said = "; ".join(f"{name}: {each.get(key)!r}" for name, each in options)

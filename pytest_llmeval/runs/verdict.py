@@ -59,11 +59,13 @@ def judge_run(
     baseline: Sequence[RecordJSON] | None,
     *,
     baseline_settings: Settings | None = None,
+    filtered: bool = False,
     other_failures: int = 0,
 ) -> Verdict:
     """The verdict on ``records`` (``other_failures``: failed tests that are not eval
     tests; they fail the run too; ``baseline_settings``: the options the baseline's
-    session read, for its bar)."""
+    session read, and ``filtered``: whether the run selected with -k, -m or tags, for
+    its bar)."""
     order = {p: i for i, p in enumerate(PARTITIONS)}
     everything = list(records)
     distrust_biased_ties(everything, settings.max_position_bias)
@@ -85,7 +87,11 @@ def judge_run(
         budgets=budgets,
         other_failures=other_failures,
     )
-    lowerings = [] if baseline is None else lowered(baseline, baseline_settings, ordered, settings)
+    lowerings = (
+        []
+        if baseline is None
+        else lowered(baseline, baseline_settings, ordered, settings, filtered=filtered)
+    )
     if blocks(lowerings, settings):
         reasons.append(f"bar lowered ({sum(not low.accepted for low in lowerings)})")
     return Verdict(
