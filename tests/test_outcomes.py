@@ -322,7 +322,7 @@ def test_the_slowest_examples_count_the_judges_time(
 ) -> None:
     from pytest_llmeval.testing import FakeOpenAIServer
 
-    slow = 0.5  # the judge's time on golden-01; every other call takes milliseconds
+    slow = 1.0  # the judge's time on golden-01; every other call takes milliseconds
 
     def reply(request: dict[str, Any]) -> str:
         if request["model"] == "judge" and "golden-01" in str(request["messages"]):
@@ -348,8 +348,10 @@ def test_the_slowest_examples_count_the_judges_time(
     elapsed = {r["nodeid"].split("::")[1]: r["elapsed_s"] for r in report(pytester)["records"]}
     assert elapsed["test_plain[golden-01]"] >= slow
     assert elapsed["test_batched[golden-01]"] >= slow
-    # The window was computed in golden-00's setup: its own share, not the window's.
-    assert elapsed["test_batched[golden-00]"] < elapsed["test_batched[golden-01]"] - slow / 2
+    # The window was computed in golden-00's setup: its own share, not the window's, which
+    # holds golden-01's judge call (its share may hold the loop's and client's start-up,
+    # a few hundred milliseconds on a loaded machine).
+    assert elapsed["test_batched[golden-00]"] < slow
 
 
 def test_a_nonfinite_value_never_costs_the_report(pytester: pytest.Pytester) -> None:
