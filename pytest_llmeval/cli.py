@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     merge = commands.add_parser(
         "merge",
         help="merge the reports of a run's shards (--llmeval-shard) into one report, judged "
-        "by the project's ini as the session judges a run",
+        "by the options the shards' sessions read, as a session judges a run",
     )
     merge.add_argument("shards", nargs="+", metavar="SHARD.json", help="every shard's report")
     merge.add_argument("-o", "--output", required=True, metavar="RUN.json", help="the report")
@@ -131,10 +131,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     gate.add_argument("-v", "--verbose", action="store_true", help="as pytest -v")
     for each in (merge, gate):
         each.add_argument(
-            "--baseline", metavar="BASELINE.json", help="compare with it (default: the ini's)"
+            "--baseline", metavar="BASELINE.json", help="compare with it (default: the session's)"
         )
         each.add_argument(
-            "-c", dest="inifile", metavar="FILE", help="the pytest configuration file to read"
+            "-c",
+            dest="inifile",
+            metavar="FILE",
+            help="judge by this pytest configuration file instead of the recorded options",
         )
     try:
         args = parser.parse_args(argv)
@@ -274,8 +277,8 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _judge(args: argparse.Namespace) -> int:
-    """``llmeval merge`` and ``llmeval gate``: a run judged by the project's ini (the
-    settings the session would use), from shards merged or from one report."""
+    """``llmeval merge`` and ``llmeval gate``: a run, from shards merged or from one
+    report, judged as its session judged it (``_settings_of``)."""
     from .errors import ConfigError
     from .inifile import settings_of_report
     from .records import Record

@@ -31,10 +31,6 @@ if TYPE_CHECKING:
     from ..runs.plan import Plan
 
 
-# The run's records (one per test), its partition stats and rules' verdicts (over cases:
-# an example's draws count once), and its flaky cases.
-
-
 class Controller:
     """Session state on the controlling process (the only process without xdist)."""
 

@@ -52,8 +52,9 @@ def merge_shards(
     reports: Sequence[tuple[str, ReportJSON]],
 ) -> tuple[list[RecordJSON], dict[str, Any]]:
     """The records of the whole run and its metadata, from (name, report) of each shard.
-    MergeError unless the shards come from one commit, datasets and judge, are shards 1
-    to N of one N exactly once, and hold every test of the run exactly once."""
+    MergeError unless the shards come from one commit and plugin version, read each
+    dataset alike, set the options that decide verdicts alike, are shards 1 to N of one
+    N exactly once, selected the same tests and hold each of them exactly once."""
     if not reports:
         raise MergeError("no shard reports given")
     shards = [(name, _shard(name, report)) for name, report in reports]
