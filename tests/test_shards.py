@@ -182,6 +182,16 @@ def test_three_shards_merged_and_gated_are_the_whole_run(
     capsys.readouterr()
     assert main(["gate", "run.json", "--baseline", "base.json"]) == whole.ret == 1
     assert verdict_lines(capsys.readouterr().out.splitlines()) == verdict_lines(whole.outlines)
+    # The report is judged by the options its sessions read, whatever the ini says now;
+    # -c judges by a file instead.
+    pytester.makeini("[pytest]\nllmeval_min_pass_rate = distribution:0.5\n")
+    distribution = [line for line in whole.outlines if line.startswith("distribution (soft)")]
+    assert distribution[0].startswith("distribution (soft): FAIL")
+    for extra, expected in (([], "FAIL"), (["-c", "tox.ini"], "PASS")):
+        main(["gate", "run.json", "--baseline", "base.json", *extra])
+        out = capsys.readouterr().out.splitlines()
+        shown = [line for line in out if line.startswith("distribution (soft)")]
+        assert shown[0].startswith(f"distribution (soft): {expected}"), shown
 
 
 def test_merge_refuses_shards_that_are_not_one_run_and_names_what_differs(
