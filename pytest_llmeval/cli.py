@@ -280,6 +280,7 @@ def _judge(args: argparse.Namespace) -> int:
     """``llmeval merge`` and ``llmeval gate``: a run, from shards merged or from one
     report, judged as its session judged it (``_settings_of``)."""
     from .errors import ConfigError
+    from .files import shown_path
     from .inifile import settings_of_report
     from .records import Record
     from .runs.merge import merge_shards
@@ -321,7 +322,7 @@ def _judge(args: argparse.Namespace) -> int:
         write_json(Path(args.output), document)
         print(f"{args.output}: {len(records)} tests from {len(args.shards)} shards")
         return 0
-    shown = "" if baseline_path is None else _relative(baseline_path)
+    shown = "" if baseline_path is None else shown_path(baseline_path, Path.cwd())
     verbosity = -1 if args.quiet else 1 if args.verbose else 0
     for text, _ in verdict_lines(verdict, settings, baseline_name=shown, verbosity=verbosity):
         print(text)
@@ -333,18 +334,8 @@ def _settings_of(run: dict[str, Any], inifile: str | None) -> IniFile:
     (an older report, or ``-c FILE``) the project's pytest configuration."""
     from .inifile import IniFile, find_ini
 
-    options = run.get("options")
-    if inifile is not None or not isinstance(options, dict):
-        return find_ini(Path.cwd(), Path(inifile) if inifile else None)
-    return IniFile.recorded(options, Path(str(run.get("rootdir") or Path.cwd())))
-
-
-def _relative(path: Path) -> str:
-    """``path`` from the current directory when it is below it, as the session says it."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+    recorded = None if inifile is not None else IniFile.recorded(run)
+    return recorded or find_ini(Path.cwd(), Path(inifile) if inifile else None)
 
 
 def _plan(args: argparse.Namespace) -> int:

@@ -83,3 +83,11 @@ def _key(key: Any) -> Any:
     if isinstance(key, float) and not math.isfinite(key):
         return "NaN" if math.isnan(key) else ("Infinity" if key > 0 else "-Infinity")
     return key
+
+
+def shown_path(path: Path, base: Path) -> str:
+    """``path`` as a user would type it in ``base``: relative when it is below it."""
+    try:
+        return str(path.relative_to(base))
+    except ValueError:
+        return str(path)

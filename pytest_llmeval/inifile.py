@@ -45,8 +45,13 @@ class IniFile:
     values: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def recorded(cls, options: dict[str, object], rootdir: Path) -> IniFile:
-        """The options a session recorded in its report (``run.options``)."""
+    def recorded(cls, run: Mapping[str, Any]) -> IniFile | None:
+        """The options a session recorded in its report's ``run`` (None: an older report,
+        which recorded none)."""
+        options = run.get("options")
+        if not isinstance(options, dict):
+            return None
+        rootdir = Path(str(run.get("rootdir") or Path.cwd()))
         return cls(None, rootdir, {f"llmeval_{k}": str(v) for k, v in options.items()})
 
     def settings(self, flags: dict[str, str] | None = None) -> Settings:
@@ -116,11 +121,8 @@ def _read(path: Path) -> dict[str, str] | None:
 def settings_of_report(report: Mapping[str, Any]) -> Settings | None:
     """The settings a report's session read (``run.options``), or None: an older report
     that recorded none, or options this version cannot read."""
-    run = report.get("run") or {}
-    options = run.get("options")
-    if not isinstance(options, dict):
-        return None
+    recorded = IniFile.recorded(report.get("run") or {})
     try:
-        return IniFile.recorded(options, Path(str(run.get("rootdir") or "."))).settings()
+        return None if recorded is None else recorded.settings()
     except ConfigError:
         return None

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_plugin import rows, suite
+from test_plugin import ANSWERS, rows, suite
 
 import pytest_llmeval.stats.regression  # noqa: F401  (numpy outside pytester's runs)
 from pytest_llmeval.cli import main
@@ -120,20 +120,8 @@ def test_a_bad_shard_is_a_usage_error(pytester: pytest.Pytester) -> None:
     ]
 
 
-MERGED = """
-import pytest
-from pytest_llmeval import assert_token_f1
-
-WRONG = set({wrong!r})
-
-@pytest.mark.llmeval(dataset="data.jsonl")
-def test_answer(example):
-    answer = "something else" if example.id in WRONG else example.expected_output
-    assert_token_f1(answer, example.expected_output)
-
-def test_plain():
-    pass
-"""
+# test_plugin's answers, and a test that is no dataset example (shard 1 runs it).
+MERGED = ANSWERS + "\n\ndef test_plain():\n    pass\n"
 
 # Timings differ from run to run; everything else of a partition must not.
 TIMED = ("latency_p50_s", "latency_p95_s", "wall_s")

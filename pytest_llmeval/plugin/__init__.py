@@ -80,14 +80,18 @@ def pytest_configure(config: pytest.Config) -> None:
     worker = hasattr(config, "workerinput")
     # A worker reads the baseline only to plan its draws (llmeval_repeat = auto): the same
     # plan as the controller's, from the same file, before anything is collected.
-    baseline = settings.read_baseline(effective) if effective.repeat_auto or not worker else None
+    report = settings.read_baseline(effective) if effective.repeat_auto or not worker else None
+    baseline = None if report is None else report["records"]
     planned = settings.plan_of(effective, baseline)
     if planned is not None and effective.repeat_auto:
         config.stash[DRAWS_KEY] = planned.draws
     controller = None
     if not worker:
         controller = Controller(config, effective, baseline, planned)
-        controller.baseline_settings = settings.read_baseline_settings(effective)
+        if report is not None:
+            from ..inifile import settings_of_report
+
+            controller.baseline_settings = settings_of_report(report)
     config.stash[SETTINGS_KEY] = effective
     config.stash[DATASETS_KEY] = {}
     run = context.RunContext(effective.thresholds, lambda: session_embedder(config))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .. import __version__
-from ..files import nonfinite_as_null, write_json
+from ..files import nonfinite_as_null, shown_path, write_json
 from ..records import NOT_RUN, WORKER_CRASHED, Record, RecordJSON
 from ..runs.report import ReportJSON
 from ..runs.verdict import Verdict, judge_run, report_of, verdict_lines
@@ -249,10 +249,7 @@ class Controller:
         directory when it is below it."""
         path = self.settings.regression.baseline
         assert path is not None
-        try:
-            return str(path.relative_to(self.config.invocation_params.dir))
-        except ValueError:
-            return str(path)
+        return shown_path(path, self.config.invocation_params.dir)
 
     def _run_metadata(self, exitstatus: int) -> dict[str, Any]:
         finished = time.time()

@@ -11,7 +11,7 @@ import pytest
 
 from ..errors import ConfigError
 from ..records import RecordJSON
-from ..runs.report import read_records
+from ..runs.report import ReportJSON, read_report
 from ..settings import OPTIONS, Settings, build
 
 if TYPE_CHECKING:
@@ -43,29 +43,14 @@ def from_config(config: pytest.Config) -> Settings:
         raise pytest.UsageError(str(exc)) from None
 
 
-def read_baseline_settings(effective: Settings) -> Settings | None:
-    """The options the baseline's session read (for its bar), or None; read after
-    read_baseline, which said whatever is wrong with the file."""
-    path = effective.regression.baseline
-    if path is None:
-        return None
-    from ..inifile import settings_of_report
-    from ..runs.report import read_report
-
-    try:
-        return settings_of_report(read_report(path))
-    except ValueError:
-        return None
-
-
-def read_baseline(effective: Settings) -> list[RecordJSON] | None:
-    """The records of ``llmeval_baseline`` (None: no baseline), read at start-up so that a
+def read_baseline(effective: Settings) -> ReportJSON | None:
+    """The report of ``llmeval_baseline`` (None: no baseline), read at start-up so that a
     bad one stops the run before anything changed."""
     path = effective.regression.baseline
     if path is None:
         return None
     try:
-        return read_records(path)
+        return read_report(path)
     except ValueError as exc:
         raise pytest.UsageError(f"llmeval_baseline: {exc}") from None
 

@@ -4,7 +4,7 @@ exactly one of them."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..records import RecordJSON
@@ -75,7 +75,9 @@ def merge_shards(
         raise MergeError(f"shard{'s' if len(absent) > 1 else ''} {listed} missing")
     _same([(n, r["run"]) for n, r in reports], _SAME_RUN)
     _same_datasets(reports)
-    _same_options(reports)
+    # One run is judged by one set of settings: the options that decide verdicts.
+    options = [(name, report["run"].get("options") or {}) for name, report in reports]
+    _same(options, [(key, f"llmeval_{key}") for key in VERDICT_OPTIONS], repr)
     tests = _tests(shards)
     records: list[RecordJSON] = []
     seen: dict[str, str] = {}  # node id -> the shard's report it is in
@@ -107,24 +109,17 @@ def _named(shards: Sequence[tuple[str, dict[str, Any]]], key: str) -> str:
     return ", ".join(f"{name} {shard[key]}" for name, shard in shards)
 
 
-def _same(items: Sequence[tuple[str, dict[str, Any]]], fields: Sequence[tuple[str, str]]) -> None:
+def _same(
+    items: Sequence[tuple[str, dict[str, Any]]],
+    fields: Sequence[tuple[str, str]],
+    show: Callable[[Any], str] = str,
+) -> None:
     """MergeError naming the first field whose value differs between the items."""
     for key, said in fields:
         values = {repr(meta.get(key)) for _, meta in items}
         if len(values) > 1:
-            each = "; ".join(f"{name}: {meta.get(key)}" for name, meta in items)
+            each = "; ".join(f"{name}: {show(meta.get(key))}" for name, meta in items)
             raise MergeError(f"the shards differ in {said} ({each})")
-
-
-def _same_options(reports: Sequence[tuple[str, ReportJSON]]) -> None:
-    """MergeError naming an option (models, judge, rules, gates) set differently in two
-    shards: one run is judged by one set of settings."""
-    options = [(name, report["run"].get("options") or {}) for name, report in reports]
-    for key in VERDICT_OPTIONS:
-        values = {each.get(key) for _, each in options}
-        if len(values) > 1:
-            said = "; ".join(f"{name}: {each.get(key)!r}" for name, each in options)
-            raise MergeError(f"the shards differ in llmeval_{key} ({said})")
 
 
 def _same_datasets(reports: Sequence[tuple[str, ReportJSON]]) -> None:
